@@ -1,0 +1,1 @@
+//! shop's shared infrastructure.
