@@ -1,0 +1,119 @@
+//! Typed settings shared by every service, read from the environment with documented defaults.
+//!
+//! Each key and its default is listed in the README's configuration table.
+
+use std::time::Duration;
+
+use crate::messaging::RetryPolicy;
+
+/// Default broker URL: the local RabbitMQ of a developer machine.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Reads an environment variable, treating an empty value as unset.
+pub fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads and parses an environment variable, with a default when it is unset.
+pub fn env_parse<T: std::str::FromStr>(key: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_var(key) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{key}={raw:?} is not valid: {e}")),
+    }
+}
+
+/// Where the broker is and how broker names are prefixed.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// `AMQP_URL`; default [`DEFAULT_AMQP_URL`].
+    pub url: String,
+    /// `AMQP_PREFIX`: prepended to every exchange and queue name (empty in production; tests
+    /// use a random one so parallel tests never share a queue).
+    pub prefix: String,
+}
+
+impl AmqpConfig {
+    /// Reads `AMQP_URL` and `AMQP_PREFIX`.
+    pub fn from_env() -> Self {
+        Self {
+            url: env_var("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned()),
+            prefix: env_var("AMQP_PREFIX").unwrap_or_default(),
+        }
+    }
+}
+
+/// How a service consumes and relays messages.
+#[derive(Debug, Clone)]
+pub struct MessagingConfig {
+    /// `CONSUMER_PREFETCH` (default 256): unacknowledged deliveries the broker may push per
+    /// consumer channel. Enough to fill a few batches while one is being committed.
+    pub prefetch: u16,
+    /// `CONSUMER_BATCH` (default 64): the most deliveries applied in one database transaction
+    /// and acknowledged with one multiple-ack.
+    pub batch_size: usize,
+    /// `CONSUMER_CONCURRENCY` (default 2): consumer channels per service, each running its
+    /// batches one after another (which keeps the multiple-ack exact).
+    pub concurrency: usize,
+    /// Retry with backoff for transient handler failures (`RETRY_BASE_MS` default 1000,
+    /// `RETRY_FACTOR` default 5, `RETRY_ATTEMPTS` default 5).
+    pub retry: RetryPolicy,
+    /// `OUTBOX_BATCH` (default 256): outbox rows claimed and published per relay round.
+    pub outbox_batch: i64,
+    /// `OUTBOX_POLL_MS` (default 1000): the relay's polling fallback when no NOTIFY arrives.
+    pub outbox_poll: Duration,
+    /// `OUTBOX_MAX_ATTEMPTS` (default 10): failed publishes before a row is parked as dead.
+    pub outbox_max_attempts: i32,
+    /// `OUTBOX_RETENTION_S` (default 3600): how long published rows are kept before the purge.
+    pub outbox_retention: Duration,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            prefetch: 256,
+            batch_size: 64,
+            concurrency: 2,
+            retry: RetryPolicy::default(),
+            outbox_batch: 256,
+            outbox_poll: Duration::from_millis(1000),
+            outbox_max_attempts: 10,
+            outbox_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl MessagingConfig {
+    /// Reads the keys documented on each field, with their defaults.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = Self::default();
+        Ok(Self {
+            prefetch: env_parse("CONSUMER_PREFETCH", d.prefetch)?,
+            batch_size: env_parse("CONSUMER_BATCH", d.batch_size)?.max(1),
+            concurrency: env_parse("CONSUMER_CONCURRENCY", d.concurrency)?.max(1),
+            retry: RetryPolicy {
+                base: Duration::from_millis(env_parse(
+                    "RETRY_BASE_MS",
+                    d.retry.base.as_millis() as u64,
+                )?),
+                factor: env_parse("RETRY_FACTOR", d.retry.factor)?,
+                max_attempts: env_parse("RETRY_ATTEMPTS", d.retry.max_attempts)?.max(1),
+            },
+            outbox_batch: env_parse("OUTBOX_BATCH", d.outbox_batch)?.max(1),
+            outbox_poll: Duration::from_millis(env_parse(
+                "OUTBOX_POLL_MS",
+                d.outbox_poll.as_millis() as u64,
+            )?),
+            outbox_max_attempts: env_parse("OUTBOX_MAX_ATTEMPTS", d.outbox_max_attempts)?.max(1),
+            outbox_retention: Duration::from_secs(env_parse(
+                "OUTBOX_RETENTION_S",
+                d.outbox_retention.as_secs(),
+            )?),
+        })
+    }
+}

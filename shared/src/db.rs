@@ -1,0 +1,73 @@
+//! PostgreSQL for a service: create its database when missing, connect a pool, and run its
+//! migrations together with the messaging tables (outbox, inbox) every service shares.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+
+/// The outbox and inbox tables, from `migrations/messaging/`.
+pub static MESSAGING_MIGRATOR: Migrator = sqlx::migrate!("../migrations/messaging");
+
+/// Creates the database named in `url` if it does not exist, by connecting to the server's
+/// `postgres` database.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let options: PgConnectOptions = url.parse()?;
+    let database = options
+        .get_database()
+        .ok_or_else(|| anyhow::anyhow!("the database URL names no database: {url}"))?
+        .to_owned();
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let create = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
+        if let Err(e) = sqlx::query(&create).execute(&mut admin).await {
+            // Another process may have created it in between (42P04 duplicate_database).
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04");
+            if !duplicate {
+                return Err(e.into());
+            }
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Connects a pool of at most `max_connections` to `url`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Runs the messaging migrations and `service`'s migrations as one migrator, so the
+/// database's `_sqlx_migrations` table knows every version that was applied.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> anyhow::Result<()> {
+    let mut migrations: Vec<_> = MESSAGING_MIGRATOR
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
+    migrations.sort_by_key(|m| m.version);
+    let merged = Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true, // replicas starting together take turns
+        no_tx: false,
+    };
+    merged.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Opening broker connections on the tokio runtime, and the backoff used to reconnect.
+//!
+//! Every long-running messaging task (the outbox relay, each consumer) owns its connection and
+//! runs inside a supervise loop: connect, declare, work until the connection fails, wait, and
+//! start again. That is the whole recovery story, so it is written once, here, instead of
+//! relying on lapin's built-in recovery.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+/// Opens a connection named `name` (visible in `rabbitmqctl list_connections`).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio)
+        .with_connection_name(name.to_owned().into());
+    Connection::connect(url, properties).await
+}
+
+/// Exponential backoff with an upper bound, reset after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`, doubles up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The next wait, doubling the one after it.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    /// Back to the initial wait.
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling to 5 s: quick after a blip, gentle on a broker that is down.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+/// Runs `session` again and again until `shutdown`: each run gets a fresh attempt and should
+/// return when its connection fails. Returns when `shutdown` is cancelled.
+///
+/// A session returns `Ok(true)` when it did useful work before failing (the backoff resets)
+/// and `Ok(false)` or `Err` when it failed early.
+pub async fn supervise<F, Fut>(what: &str, shutdown: CancellationToken, mut session: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        let outcome = tokio::select! {
+            outcome = session() => outcome,
+            () = shutdown.cancelled() => break,
+        };
+        match outcome {
+            Ok(true) => backoff.reset(),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "{what}: session failed, reconnecting");
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let waits: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}

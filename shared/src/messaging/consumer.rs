@@ -1,0 +1,546 @@
+//! Consuming events with exactly-once effects: decode, de-duplicate in the inbox, apply the
+//! handler in the same transaction, commit, and only then acknowledge.
+//!
+//! A service registers one handler per event type in [`Subscriptions`]; the queue's bindings
+//! are derived from that list, so a routing key is never typed twice. Each consumer channel
+//! runs its batches one after another:
+//!
+//! 1. take the deliveries that are ready (up to `batch_size`);
+//! 2. decode each by its `type` property; what cannot be decoded goes to the DLQ at once;
+//! 3. in ONE transaction: insert every `(consumer, message_id)` into the inbox (a conflict
+//!    means already applied: skipped), run the handlers, which write their effects and stage
+//!    their events through the same transaction, commit;
+//! 4. acknowledge the whole batch with one multiple-ack, after the commit.
+//!
+//! If a handler fails, the batch transaction is rolled back and its messages are applied one
+//! per transaction, so one failure never takes its neighbours down. A transient failure is
+//! republished to a retry queue (the TTL brings it back after the backoff); a permanent one,
+//! or the last attempt, goes to `<queue>.dlq` with `x-death-reason`. Those copies are
+//! confirmed by the broker before the original is acknowledged: nothing is dropped.
+//!
+//! A failure of the database or the broker itself ends the session without acknowledging:
+//! the broker redelivers, the inbox absorbs what was already applied.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{FutureExt as _, StreamExt as _};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Consumer as AmqpConsumer};
+use shop_proto::Event;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, DecodeError, EventContext, IncomingMeta};
+use super::{Names, connection, outbox, topology};
+use crate::config::MessagingConfig;
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again later (a lock timeout, a dependency down): retried with backoff.
+    #[error("transient failure: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (an invalid payload): dead-lettered at once.
+    #[error("permanent failure: {0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    /// A permanent failure with a message.
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        Self::Permanent(anyhow::anyhow!("{message}"))
+    }
+
+    /// A transient failure with a message.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        Self::Transient(anyhow::anyhow!("{message}"))
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    /// Database errors inside a handler are transient: the message is tried again.
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+/// What a handler gets besides the event: the transaction and the message's metadata.
+#[derive(Debug)]
+pub struct HandlerContext<'c> {
+    conn: &'c mut PgConnection,
+    meta: &'c IncomingMeta,
+}
+
+impl HandlerContext<'_> {
+    /// The transaction the handler's effects belong to; it commits before the ack.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+    }
+
+    /// The message's id, type, correlation id and trace context.
+    pub fn meta(&self) -> &IncomingMeta {
+        self.meta
+    }
+
+    /// The context for events caused by this message.
+    pub fn child_context(&self) -> EventContext {
+        self.meta.child_context()
+    }
+
+    /// Stages an event caused by this message in the handler's transaction.
+    pub async fn stage<E: Event>(&mut self, event: &E) -> Result<String, sqlx::Error> {
+        let context = self.child_context();
+        outbox::stage(self.conn, event, &context).await
+    }
+}
+
+/// A handler of one event type.
+#[async_trait::async_trait]
+pub trait Handle<E: Event>: Send + Sync + 'static {
+    /// Applies `event`. Everything it writes goes through `cx.conn()`, so it commits with the
+    /// inbox row or not at all.
+    async fn handle(&self, event: &E, cx: &mut HandlerContext<'_>) -> Result<(), HandlerError>;
+}
+
+/// A handler with its event type erased, so handlers of many types share one table.
+#[async_trait::async_trait]
+trait ErasedHandler: Send + Sync {
+    fn decode(&self, body: &[u8]) -> Result<Box<dyn Any + Send + Sync>, DecodeError>;
+    async fn handle(
+        &self,
+        event: &(dyn Any + Send + Sync),
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError>;
+}
+
+struct Typed<E, H> {
+    handler: Arc<H>,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+#[async_trait::async_trait]
+impl<E: Event, H: Handle<E>> ErasedHandler for Typed<E, H> {
+    fn decode(&self, body: &[u8]) -> Result<Box<dyn Any + Send + Sync>, DecodeError> {
+        Ok(Box::new(envelope::decode_body::<E>(body)?))
+    }
+
+    async fn handle(
+        &self,
+        event: &(dyn Any + Send + Sync),
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let event = event
+            .downcast_ref::<E>()
+            .ok_or_else(|| HandlerError::permanent("decoded event has the wrong type"))?;
+        self.handler.handle(event, cx).await
+    }
+}
+
+/// The event types a service consumes, each with its handler.
+#[derive(Default)]
+pub struct Subscriptions {
+    handlers: HashMap<&'static str, (&'static str, Arc<dyn ErasedHandler>)>,
+}
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Subscriptions {
+    /// No subscriptions yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles events of type `E` with `handler`; the queue is bound to `E::ROUTING_KEY`.
+    pub fn on<E: Event, H: Handle<E>>(mut self, handler: Arc<H>) -> Self {
+        let erased: Arc<dyn ErasedHandler> = Arc::new(Typed::<E, H> {
+            handler,
+            _event: std::marker::PhantomData,
+        });
+        self.handlers
+            .insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
+        self
+    }
+
+    /// The routing keys to bind, derived from the handlers.
+    pub fn routing_keys(&self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = self.handlers.values().map(|(k, _)| *k).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Whether nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+}
+
+/// Consumes one service's queue until shutdown, reconnecting after failures.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    amqp_url: String,
+    names: Names,
+    service: String,
+    subscriptions: Subscriptions,
+    config: MessagingConfig,
+}
+
+/// A decoded delivery waiting to be applied.
+struct Prepared {
+    meta: IncomingMeta,
+    event: Box<dyn Any + Send + Sync>,
+    handler: Arc<dyn ErasedHandler>,
+    properties: BasicProperties,
+    body: Vec<u8>,
+}
+
+/// Where a message goes when it is not applied.
+enum Divert {
+    Retry(std::time::Duration),
+    DeadLetter(String),
+}
+
+impl Consumer {
+    /// A consumer of `service`'s queue (`{prefix}<service>`) applying `subscriptions`.
+    pub fn new(
+        pool: PgPool,
+        amqp_url: impl Into<String>,
+        names: Names,
+        service: impl Into<String>,
+        subscriptions: Subscriptions,
+        config: MessagingConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                amqp_url: amqp_url.into(),
+                names,
+                service: service.into(),
+                subscriptions,
+                config,
+            }),
+        }
+    }
+
+    /// Declares the topology once (so events published before the first delivery are queued).
+    pub async fn declare(&self) -> anyhow::Result<()> {
+        let name = self.inner.names.connection_name(&self.inner.service, "declare");
+        let conn = connection::connect(&self.inner.amqp_url, &name).await?;
+        let channel = conn.create_channel().await?;
+        self.inner.declare(&channel).await?;
+        conn.close(200, "declared").await?;
+        Ok(())
+    }
+
+    /// Consumes until `shutdown`. On shutdown the batches in progress are finished and
+    /// acknowledged, then the channels close (unacknowledged prefetched deliveries go back to
+    /// the queue).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let what = format!("{} consumer", self.inner.service);
+        let inner = self.inner.clone();
+        connection::supervise(&what, shutdown.clone(), || {
+            inner.clone().session(shutdown.clone())
+        })
+        .await;
+    }
+}
+
+impl Inner {
+    async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        topology::declare_consumer(
+            channel,
+            &self.names,
+            &self.service,
+            &self.subscriptions.routing_keys(),
+            &self.config.retry,
+        )
+        .await
+    }
+
+    async fn session(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<bool> {
+        let name = self.names.connection_name(&self.service, "consumer");
+        let conn = connection::connect(&self.amqp_url, &name).await?;
+        let setup = conn.create_channel().await?;
+        self.declare(&setup).await?;
+        let _ = setup.close(200, "declared").await;
+
+        let mut loops = Vec::new();
+        for i in 0..self.config.concurrency {
+            let channel = conn.create_channel().await?;
+            // Confirms on the consuming channel: retry and DLQ copies are confirmed before the
+            // original is acknowledged.
+            channel
+                .confirm_select(ConfirmSelectOptions { nowait: false })
+                .await?;
+            // Prefetch bounds the unacknowledged deliveries in flight on this channel.
+            channel
+                .basic_qos(self.config.prefetch, BasicQosOptions { global: false })
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    &self.names.queue(&self.service),
+                    &format!("{name}-{i}-{}", uuid::Uuid::new_v4().simple()),
+                    BasicConsumeOptions {
+                        no_local: false,  // irrelevant to RabbitMQ
+                        no_ack: false,    // manual acks: ack only after the commit
+                        exclusive: false, // replicas compete for the same queue
+                        nowait: false,    // wait for consume-ok
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            loops.push(self.clone().consume_loop(channel, consumer, shutdown.clone()));
+        }
+        tracing::info!(consumer = %name, channels = loops.len(), "consumer connected");
+        let result = futures::future::try_join_all(loops).await;
+        let _ = conn.close(200, "consumer stopping").await;
+        result.map(|worked| worked.into_iter().any(|w| w))
+    }
+
+    async fn consume_loop(
+        self: Arc<Self>,
+        channel: Channel,
+        mut consumer: AmqpConsumer,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let mut worked = false;
+        loop {
+            let first = tokio::select! {
+                next = consumer.next() => next,
+                () = shutdown.cancelled() => return Ok(worked),
+            };
+            let first = match first {
+                Some(delivery) => delivery?,
+                None => anyhow::bail!("the broker ended the consumer"),
+            };
+            let mut batch = vec![first];
+            // Whatever else is already here joins the batch; never wait for more.
+            let mut failed = None;
+            while batch.len() < self.config.batch_size {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(e))) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Some(None) | None => break,
+                }
+            }
+            self.process_batch(&channel, batch).await?;
+            worked = true;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+    }
+
+    async fn process_batch(&self, channel: &Channel, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
+            return Ok(());
+        };
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut diverted: Vec<(BasicProperties, Vec<u8>, String, u32, Divert)> = Vec::new();
+        let mut seen = HashSet::with_capacity(batch.len());
+        for delivery in batch {
+            match self.prepare(&delivery) {
+                Ok(prepared) => {
+                    // The same message twice in one batch: the first one counts.
+                    if seen.insert(prepared.meta.message_id.clone()) {
+                        ready.push(prepared);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, routing_key = %delivery.routing_key, "undecodable message dead-lettered");
+                    let retry_count = delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| envelope::header_u32(h, envelope::RETRY_COUNT))
+                        .unwrap_or(0);
+                    diverted.push((
+                        delivery.properties.clone(),
+                        delivery.data.clone(),
+                        delivery.routing_key.to_string(),
+                        retry_count,
+                        Divert::DeadLetter(error.to_string()),
+                    ));
+                }
+            }
+        }
+
+        if !ready.is_empty() {
+            match self.apply(&ready).await? {
+                Ok(()) => {}
+                Err(_) if ready.len() > 1 => {
+                    // Something in the batch failed: apply each message on its own so only the
+                    // failing ones are diverted.
+                    for prepared in &ready {
+                        if let Err(error) = self.apply(std::slice::from_ref(prepared)).await? {
+                            diverted.push(self.divert(prepared, error));
+                        }
+                    }
+                }
+                Err(error) => diverted.push(self.divert(&ready[0], error)),
+            }
+        }
+
+        for (properties, body, routing_key, retry_count, divert) in diverted {
+            self.publish_diverted(channel, properties, body, &routing_key, retry_count, divert)
+                .await?;
+        }
+
+        // After the commit and after every diverted copy was confirmed: one ack for the batch.
+        // The batches of a channel run one after another, so `multiple` acknowledges exactly
+        // this batch (AMQP 0-9-1 basic.ack, multiple = true).
+        channel
+            .basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
+        Ok(())
+    }
+
+    fn prepare(&self, delivery: &Delivery) -> Result<Prepared, DecodeError> {
+        let meta = IncomingMeta::read(&delivery.properties, delivery.routing_key.as_str())?;
+        let (_, handler) = self
+            .subscriptions
+            .handlers
+            .get(meta.message_type.as_str())
+            .ok_or_else(|| DecodeError::UnknownType(meta.message_type.clone()))?;
+        let event = handler.decode(&delivery.data)?;
+        Ok(Prepared {
+            meta,
+            event,
+            handler: handler.clone(),
+            properties: delivery.properties.clone(),
+            body: delivery.data.clone(),
+        })
+    }
+
+    /// Applies `group` in one transaction. The outer `Result` is an infrastructure failure
+    /// (the session ends, nothing is acknowledged); the inner one is a handler's.
+    async fn apply(&self, group: &[Prepared]) -> anyhow::Result<Result<(), HandlerError>> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();
+        // The inbox makes effects exactly-once: a message id already recorded by this consumer
+        // was applied by a committed transaction, so it is skipped (and acknowledged).
+        let fresh: HashSet<String> = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&self.service)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        for prepared in group {
+            if !fresh.contains(&prepared.meta.message_id) {
+                tracing::debug!(message_id = %prepared.meta.message_id, "duplicate skipped");
+                continue;
+            }
+            let mut cx = HandlerContext {
+                conn: &mut tx,
+                meta: &prepared.meta,
+            };
+            if let Err(error) = prepared.handler.handle(prepared.event.as_ref(), &mut cx).await {
+                tx.rollback().await?;
+                return Ok(Err(error));
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    fn divert(
+        &self,
+        prepared: &Prepared,
+        error: HandlerError,
+    ) -> (BasicProperties, Vec<u8>, String, u32, Divert) {
+        let attempt = prepared.meta.retry_count + 1;
+        let divert = match &error {
+            HandlerError::Permanent(_) => Divert::DeadLetter(error.to_string()),
+            HandlerError::Transient(_) => match self.config.retry.delay_after(attempt) {
+                Some(delay) => Divert::Retry(delay),
+                None => Divert::DeadLetter(format!("{error} (after {attempt} attempts)")),
+            },
+        };
+        tracing::warn!(message_id = %prepared.meta.message_id, attempt, error = %error, "handler failed");
+        (
+            prepared.properties.clone(),
+            prepared.body.clone(),
+            prepared.meta.routing_key.clone(),
+            prepared.meta.retry_count,
+            divert,
+        )
+    }
+
+    async fn publish_diverted(
+        &self,
+        channel: &Channel,
+        properties: BasicProperties,
+        body: Vec<u8>,
+        routing_key: &str,
+        retry_count: u32,
+        divert: Divert,
+    ) -> anyhow::Result<()> {
+        let (queue, properties) = match divert {
+            Divert::Retry(delay) => (
+                self.names.retry_queue(&self.service, delay),
+                envelope::with_headers(
+                    &properties,
+                    [
+                        (envelope::RETRY_COUNT, AMQPValue::LongInt(retry_count as i32 + 1)),
+                        (envelope::ORIGINAL_ROUTING_KEY, envelope::long_string(routing_key)),
+                    ],
+                ),
+            ),
+            Divert::DeadLetter(reason) => (
+                self.names.dlq(&self.service),
+                envelope::with_headers(
+                    &properties,
+                    [
+                        (envelope::DEATH_REASON, envelope::long_string(&reason)),
+                        (envelope::RETRY_COUNT, AMQPValue::LongInt(retry_count as i32)),
+                        (envelope::ORIGINAL_ROUTING_KEY, envelope::long_string(routing_key)),
+                    ],
+                ),
+            ),
+        };
+        // Through the default exchange straight to the queue: a retry concerns this service
+        // only, not every subscriber of the routing key.
+        let confirm = channel
+            .basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions {
+                    mandatory: false,
+                    immediate: false,
+                },
+                &body,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(_) => anyhow::bail!("the broker nacked the copy for {queue}"),
+        }
+    }
+}
+

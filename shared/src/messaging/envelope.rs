@@ -1,0 +1,384 @@
+//! The wire format of an event: the AMQP properties and headers of CONTRACT.md around a
+//! binary protobuf body, and the way back from a delivery to a typed event.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use shop_proto::Event;
+
+/// The content type of every event body.
+pub const CONTENT_TYPE: &str = "application/x-protobuf";
+/// Header: W3C `traceparent` of the span that produced the event.
+pub const TRACEPARENT: &str = "traceparent";
+/// Header: W3C `tracestate`.
+pub const TRACESTATE: &str = "tracestate";
+/// Header: the `message_id` of the message that caused this one.
+pub const CAUSATION_ID: &str = "x-causation-id";
+/// Header on retried and dead-lettered copies: attempts that failed so far.
+pub const RETRY_COUNT: &str = "x-retry-count";
+/// Header on dead-lettered copies: why the message was dead-lettered.
+pub const DEATH_REASON: &str = "x-death-reason";
+/// Header on retried and dead-lettered copies: the routing key it was first published with.
+pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+
+/// Everything needed to publish one event: what the outbox row holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// UUID v7, unique per event.
+    pub message_id: String,
+    /// Full protobuf message name (`type` property).
+    pub message_type: String,
+    /// Routing key on the topic exchange.
+    pub routing_key: String,
+    /// Binary protobuf encoding of the event.
+    pub payload: Vec<u8>,
+    /// Publishing service (`app_id` property).
+    pub app_id: String,
+    /// The business flow this event belongs to.
+    pub correlation_id: String,
+    /// The message that caused this one, if a message did.
+    pub causation_id: Option<String>,
+    /// W3C trace context of the producing span.
+    pub traceparent: Option<String>,
+    /// W3C trace state of the producing span.
+    pub tracestate: Option<String>,
+}
+
+impl Envelope {
+    /// Wraps a typed event; ids and trace context come from `context`.
+    pub fn new<E: Event>(event: &E, app_id: &str, context: &EventContext) -> Self {
+        Self {
+            message_id: new_message_id(),
+            message_type: E::TYPE_NAME.to_owned(),
+            routing_key: E::ROUTING_KEY.to_owned(),
+            payload: event.encode_to_vec(),
+            app_id: app_id.to_owned(),
+            correlation_id: context.correlation_id.clone(),
+            causation_id: context.causation_id.clone(),
+            traceparent: context.traceparent.clone(),
+            tracestate: context.tracestate.clone(),
+        }
+    }
+
+    /// The AMQP properties of CONTRACT.md: persistent, every id, type and header.
+    pub fn properties(&self, timestamp_secs: u64) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        for (key, value) in [
+            (TRACEPARENT, &self.traceparent),
+            (TRACESTATE, &self.tracestate),
+            (CAUSATION_ID, &self.causation_id),
+        ] {
+            if let Some(value) = value {
+                headers.insert(key.into(), long_string(value));
+            }
+        }
+        BasicProperties::default()
+            .with_message_id(self.message_id.as_str().into())
+            .with_type(self.message_type.as_str().into())
+            .with_content_type(CONTENT_TYPE.into())
+            .with_timestamp(timestamp_secs)
+            .with_app_id(self.app_id.as_str().into())
+            .with_correlation_id(self.correlation_id.as_str().into())
+            // 2 = persistent: written to disk by the broker (CONTRACT.md, Events).
+            .with_delivery_mode(2)
+            .with_headers(headers)
+    }
+}
+
+/// The ids and trace context an event is staged with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventContext {
+    /// The flow's correlation id.
+    pub correlation_id: String,
+    /// The `message_id` of the message being handled, when a message caused this event.
+    pub causation_id: Option<String>,
+    /// W3C `traceparent` to continue.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` to continue.
+    pub tracestate: Option<String>,
+}
+
+impl EventContext {
+    /// A context for a flow that starts here, with a fresh correlation id.
+    pub fn new_flow() -> Self {
+        Self {
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// A context for a flow with a known correlation id.
+    pub fn with_correlation_id(correlation_id: impl Into<String>) -> Self {
+        Self {
+            correlation_id: correlation_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A fresh message id: UUID v7, time-ordered.
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Why a delivery could not be turned into an event. Every variant is permanent: the message
+/// goes to the dead-letter queue.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// The delivery has no `message_id`, so it cannot be de-duplicated.
+    #[error("the message has no message_id property")]
+    MissingMessageId,
+    /// The delivery has no `type` property.
+    #[error("the message has no type property")]
+    MissingType,
+    /// The `type` names no event this consumer handles.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// The `type` names another event than the one expected.
+    #[error("expected message type {expected:?}, got {actual:?}")]
+    WrongType {
+        /// The type that was expected.
+        expected: &'static str,
+        /// The type the message says it is.
+        actual: String,
+    },
+    /// The content type is not protobuf.
+    #[error("content type {0:?} is not {CONTENT_TYPE}")]
+    WrongContentType(String),
+    /// The body does not decode as the message type.
+    #[error("the body is not a valid {message_type}: {reason}")]
+    Payload {
+        /// The type the body was decoded as.
+        message_type: String,
+        /// What prost said.
+        reason: String,
+    },
+}
+
+/// What a consumer reads off a delivery before decoding its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingMeta {
+    /// The `message_id` property.
+    pub message_id: String,
+    /// The `type` property.
+    pub message_type: String,
+    /// The `correlation_id` property (empty when absent).
+    pub correlation_id: String,
+    /// The routing key it was first published with.
+    pub routing_key: String,
+    /// Failed attempts so far (header `x-retry-count`, 0 when absent).
+    pub retry_count: u32,
+    /// W3C `traceparent` header.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate` header.
+    pub tracestate: Option<String>,
+}
+
+impl IncomingMeta {
+    /// Reads the properties and headers of a delivery, checking what every event must have.
+    pub fn read(properties: &BasicProperties, routing_key: &str) -> Result<Self, DecodeError> {
+        let headers = properties.headers().as_ref();
+        let message_id = properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or(DecodeError::MissingMessageId)?;
+        let message_type = properties
+            .kind()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or(DecodeError::MissingType)?;
+        if let Some(ct) = properties.content_type() {
+            if ct.as_str() != CONTENT_TYPE {
+                return Err(DecodeError::WrongContentType(ct.as_str().to_owned()));
+            }
+        }
+        Ok(Self {
+            message_id,
+            message_type,
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            routing_key: headers
+                .and_then(|h| header_str(h, ORIGINAL_ROUTING_KEY))
+                .unwrap_or_else(|| routing_key.to_owned()),
+            retry_count: headers
+                .and_then(|h| header_u32(h, RETRY_COUNT))
+                .unwrap_or(0),
+            traceparent: headers.and_then(|h| header_str(h, TRACEPARENT)),
+            tracestate: headers.and_then(|h| header_str(h, TRACESTATE)),
+        })
+    }
+
+    /// The context for events staged while handling this message: same flow, caused by it,
+    /// continuing its trace unless the handler's span replaces it.
+    pub fn child_context(&self) -> EventContext {
+        EventContext {
+            correlation_id: if self.correlation_id.is_empty() {
+                self.message_id.clone()
+            } else {
+                self.correlation_id.clone()
+            },
+            causation_id: Some(self.message_id.clone()),
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        }
+    }
+}
+
+/// Decodes a delivery as event `E`, checking its properties first.
+pub fn decode<E: Event>(properties: &BasicProperties, body: &[u8]) -> Result<E, DecodeError> {
+    let meta = IncomingMeta::read(properties, "")?;
+    if meta.message_type != E::TYPE_NAME {
+        return Err(DecodeError::WrongType {
+            expected: E::TYPE_NAME,
+            actual: meta.message_type,
+        });
+    }
+    decode_body(body)
+}
+
+/// Decodes a body as event `E`.
+pub fn decode_body<E: Event>(body: &[u8]) -> Result<E, DecodeError> {
+    E::decode(body).map_err(|e| DecodeError::Payload {
+        message_type: E::TYPE_NAME.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A header as text, whatever AMQP string type carries it.
+pub fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::ByteArray(b) => Some(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        _ => None,
+    }
+}
+
+/// A header as a non-negative integer, whatever AMQP integer type carries it.
+pub fn header_u32(headers: &FieldTable, key: &str) -> Option<u32> {
+    let value: i128 = match headers.inner().get(key)? {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => (*v).into(),
+        AMQPValue::Timestamp(v) => (*v).into(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(value).ok()
+}
+
+/// An AMQP long string value.
+pub fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.to_owned()))
+}
+
+/// Copies `properties` with extra headers set (for retried and dead-lettered copies, which
+/// keep every original property: ids, type, trace context).
+pub fn with_headers(
+    properties: &BasicProperties,
+    extra: impl IntoIterator<Item = (&'static str, AMQPValue)>,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (key, value) in extra {
+        headers.insert(ShortString::from(key), value);
+    }
+    properties.clone().with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shop_proto::order::v1::{OrderCreated, OrderRejected};
+
+    fn context() -> EventContext {
+        EventContext {
+            correlation_id: "corr-1".into(),
+            causation_id: Some("cause-1".into()),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+        }
+    }
+
+    #[test]
+    fn envelope_sets_every_property_of_the_contract() {
+        let event = OrderCreated {
+            order_id: "o-1".into(),
+            ..Default::default()
+        };
+        let envelope = Envelope::new(&event, "order", &context());
+        let p = envelope.properties(1_700_000_000);
+        assert_eq!(p.kind().as_ref().unwrap().as_str(), "shop.order.v1.OrderCreated");
+        assert_eq!(p.content_type().as_ref().unwrap().as_str(), CONTENT_TYPE);
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(*p.timestamp(), Some(1_700_000_000));
+        assert_eq!(p.app_id().as_ref().unwrap().as_str(), "order");
+        assert_eq!(p.correlation_id().as_ref().unwrap().as_str(), "corr-1");
+        let id = uuid::Uuid::parse_str(p.message_id().as_ref().unwrap().as_str()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let headers = p.headers().as_ref().unwrap();
+        assert_eq!(header_str(headers, CAUSATION_ID).as_deref(), Some("cause-1"));
+        assert!(header_str(headers, TRACEPARENT).unwrap().starts_with("00-0af7"));
+        assert_eq!(envelope.routing_key, "order.created");
+    }
+
+    #[test]
+    fn decode_round_trips_and_rejects_the_wrong_type() {
+        let event = OrderCreated {
+            order_id: "o-1".into(),
+            ..Default::default()
+        };
+        let envelope = Envelope::new(&event, "order", &context());
+        let p = envelope.properties(1);
+        assert_eq!(decode::<OrderCreated>(&p, &envelope.payload).unwrap(), event);
+        assert!(matches!(
+            decode::<OrderRejected>(&p, &envelope.payload),
+            Err(DecodeError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_rejects_garbage_missing_ids_and_foreign_content_types() {
+        let good = Envelope::new(&OrderCreated::default(), "order", &context()).properties(1);
+        assert!(matches!(
+            decode::<OrderCreated>(&good, &[0xff, 0xff, 0xff]),
+            Err(DecodeError::Payload { .. })
+        ));
+        let no_id = good.clone().with_message_id("".into());
+        assert_eq!(
+            decode::<OrderCreated>(&no_id, &[]),
+            Err(DecodeError::MissingMessageId)
+        );
+        let json = good.with_content_type("application/json".into());
+        assert!(matches!(
+            decode::<OrderCreated>(&json, &[]),
+            Err(DecodeError::WrongContentType(_))
+        ));
+    }
+
+    #[test]
+    fn incoming_meta_reads_retry_count_and_original_key() {
+        let p = Envelope::new(&OrderCreated::default(), "order", &context()).properties(1);
+        let p = with_headers(
+            &p,
+            [
+                (RETRY_COUNT, AMQPValue::LongInt(3)),
+                (ORIGINAL_ROUTING_KEY, long_string("order.created")),
+            ],
+        );
+        let meta = IncomingMeta::read(&p, "t_inventory").unwrap();
+        assert_eq!(meta.retry_count, 3);
+        assert_eq!(meta.routing_key, "order.created");
+        let child = meta.child_context();
+        assert_eq!(child.causation_id.as_deref(), Some(meta.message_id.as_str()));
+        assert_eq!(child.correlation_id, "corr-1");
+    }
+}

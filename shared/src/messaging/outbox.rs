@@ -1,0 +1,384 @@
+//! The transactional outbox: events are staged in the same database transaction as the state
+//! change that caused them, and a relay publishes them afterwards with publisher confirms.
+//!
+//! A staged event is published if and only if its transaction commits (at least once: a crash
+//! between the confirm and the UPDATE publishes it again, and the consumers' inbox absorbs the
+//! duplicate). The relay:
+//! - claims rows with `FOR UPDATE SKIP LOCKED`, so several relays (replicas) never publish the
+//!   same row at the same time;
+//! - publishes a batch pipelined (every publish sent, then every confirm awaited) and marks the
+//!   confirmed rows published with one UPDATE;
+//! - wakes on `LISTEN shop_outbox` (a trigger NOTIFYs at commit) with a polling fallback;
+//! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
+//!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
+//! - purges published rows after the retention period.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, publisher_confirm::Confirmation};
+use shop_proto::Event;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{Envelope, EventContext};
+use super::{Names, connection, topology};
+
+/// The NOTIFY channel the outbox trigger signals on commit.
+pub const NOTIFY_CHANNEL: &str = "shop_outbox";
+
+/// Stages `event` in the caller's transaction: it is published after the transaction commits,
+/// and never if it rolls back. Returns the event's message id.
+pub async fn stage<E: Event>(
+    conn: &mut PgConnection,
+    event: &E,
+    context: &EventContext,
+) -> Result<String, sqlx::Error> {
+    let envelope = Envelope::new(event, "", context);
+    stage_envelope(conn, &envelope).await?;
+    Ok(envelope.message_id)
+}
+
+/// Stages a prepared envelope (its `app_id` is ignored: the relay sets its own).
+pub async fn stage_envelope(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+) -> Result<(), sqlx::Error> {
+    let message_id = uuid::Uuid::parse_str(&envelope.message_id)
+        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
+         causation_id, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(message_id)
+    .bind(&envelope.routing_key)
+    .bind(&envelope.message_type)
+    .bind(&envelope.payload)
+    .bind(&envelope.correlation_id)
+    .bind(&envelope.causation_id)
+    .bind(&envelope.traceparent)
+    .bind(&envelope.tracestate)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How the relay publishes.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed and published per round.
+    pub batch_size: i64,
+    /// Polling fallback when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    /// Failed publishes before a row is parked as dead.
+    pub max_attempts: i32,
+    /// How long published rows are kept.
+    pub retention: Duration,
+}
+
+impl From<&crate::config::MessagingConfig> for RelayConfig {
+    fn from(c: &crate::config::MessagingConfig) -> Self {
+        Self {
+            batch_size: c.outbox_batch,
+            poll_interval: c.outbox_poll,
+            max_attempts: c.outbox_max_attempts,
+            retention: c.outbox_retention,
+        }
+    }
+}
+
+/// Publishes one service's staged events. Run it with [`Relay::run`]; several relays on one
+/// database are safe.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pool: PgPool,
+    amqp_url: String,
+    names: Names,
+    app_id: String,
+    config: RelayConfig,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimedRow {
+    id: i64,
+    message_id: uuid::Uuid,
+    routing_key: String,
+    message_type: String,
+    payload: Vec<u8>,
+    correlation_id: String,
+    causation_id: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    attempts: i32,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundOutcome {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows confirmed by the broker and marked published.
+    pub published: usize,
+    /// Rows that failed (their attempt count went up).
+    pub failed: usize,
+}
+
+impl Relay {
+    /// A relay publishing `app_id`'s outbox in `pool` to the broker at `amqp_url`.
+    pub fn new(
+        pool: PgPool,
+        amqp_url: impl Into<String>,
+        names: Names,
+        app_id: impl Into<String>,
+        config: RelayConfig,
+    ) -> Self {
+        Self {
+            pool,
+            amqp_url: amqp_url.into(),
+            names,
+            app_id: app_id.into(),
+            config,
+        }
+    }
+
+    /// Publishes until `shutdown`, reconnecting after any broker or database failure. On
+    /// shutdown the round in progress finishes first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let what = format!("{} outbox relay", self.app_id);
+        connection::supervise(&what, shutdown.clone(), || self.session(shutdown.clone())).await;
+    }
+
+    async fn session(&self, shutdown: CancellationToken) -> anyhow::Result<bool> {
+        let name = self.names.connection_name(&self.app_id, "relay");
+        let conn = connection::connect(&self.amqp_url, &name).await?;
+        let channel = conn.create_channel().await?;
+        // Publisher confirms: the broker acknowledges every message once it is safely queued
+        // (for persistent messages on quorum queues: written to a majority).
+        channel
+            .confirm_select(ConfirmSelectOptions { nowait: false })
+            .await?;
+        topology::declare_exchange(&channel, &self.names).await?;
+
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        tracing::info!(relay = %name, "outbox relay connected");
+
+        let mut last_purge = Instant::now();
+        let mut worked = false;
+        loop {
+            // The round runs to completion even during shutdown: a claimed batch is either
+            // confirmed and marked, or released, never left half done.
+            let outcome = self.publish_round(&channel).await;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let _ = conn.close(200, "relay reconnecting").await;
+                    return Err(e.context("outbox round failed"));
+                }
+            };
+            worked |= outcome.published > 0;
+            if !channel.status().connected() {
+                anyhow::bail!("the relay's channel closed");
+            }
+            if last_purge.elapsed() > Duration::from_secs(60) {
+                self.purge().await?;
+                last_purge = Instant::now();
+            }
+            if shutdown.is_cancelled() {
+                let _ = conn.close(200, "shutdown").await;
+                return Ok(worked);
+            }
+            if outcome.claimed as i64 >= self.config.batch_size {
+                continue; // more rows are likely waiting
+            }
+            tokio::select! {
+                notification = listener.recv() => {
+                    if let Err(e) = notification {
+                        // The listener reconnects by itself; polling covers the gap.
+                        tracing::debug!(error = %e, "outbox listener interrupted");
+                        tokio::time::sleep(self.config.poll_interval.min(Duration::from_millis(100))).await;
+                    }
+                }
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Claims up to `batch_size` due rows, publishes them and records the outcome, in one
+    /// transaction. Public so tests and the benchmark can drive the relay step by step.
+    pub async fn publish_round(&self, channel: &Channel) -> anyhow::Result<RoundOutcome> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
+        // UPDATE keeps them ours until this transaction ends.
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
+                    causation_id, traceparent, tracestate, attempts \
+             FROM outbox \
+             WHERE published_at IS NULL AND NOT dead \
+               AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(RoundOutcome::default());
+        }
+
+        // Fresh rows go out pipelined. Rows that failed before go out one at a time, after the
+        // fresh ones, so a row that breaks the channel only ever takes itself down.
+        let (fresh, retried): (Vec<&ClaimedRow>, Vec<&ClaimedRow>) =
+            rows.iter().partition(|r| r.attempts == 0);
+        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(i64, String)> = Vec::new();
+        let mut broken: Option<String> = None;
+
+        let results = self.publish_pipelined(channel, &fresh).await;
+        for (row, result) in fresh.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(row.id),
+                Err(e) => {
+                    if !channel.status().connected() {
+                        broken.get_or_insert_with(|| e.clone());
+                    }
+                    failed.push((row.id, e));
+                }
+            }
+        }
+        for row in retried {
+            if broken.is_some() {
+                break; // not attempted: leave it as it is
+            }
+            match self.publish_pipelined(channel, &[row]).await.remove(0) {
+                Ok(()) => published.push(row.id),
+                Err(e) => {
+                    if !channel.status().connected() {
+                        broken = Some(e.clone());
+                    }
+                    failed.push((row.id, e));
+                }
+            }
+        }
+
+        if !published.is_empty() {
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&published)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, error) in &failed {
+            // Each failure doubles the wait (1 s, 2 s, … up to 60 s); past max_attempts the row
+            // is parked as dead for an operator, and the rows behind it flow on.
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+                   dead = attempts + 1 >= $3, \
+                   next_attempt_at = now() + least(interval '60 seconds', \
+                                                   interval '1 second' * power(2, attempts)) \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(self.config.max_attempts)
+            .execute(&mut *tx)
+            .await?;
+            tracing::warn!(outbox_id = id, error = %error, "outbox row failed to publish");
+        }
+        tx.commit().await?;
+
+        if let Some(e) = broken {
+            anyhow::bail!("broker channel failed while publishing: {e}");
+        }
+        Ok(RoundOutcome {
+            claimed: rows.len(),
+            published: published.len(),
+            failed: failed.len(),
+        })
+    }
+
+    /// Sends every row, then awaits every confirm: one round trip for the whole batch.
+    async fn publish_pipelined(
+        &self,
+        channel: &Channel,
+        rows: &[&ClaimedRow],
+    ) -> Vec<Result<(), String>> {
+        let exchange = self.names.exchange();
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let envelope = self.envelope(row);
+            let sent = match check_publishable(&envelope) {
+                Err(e) => Err(e),
+                Ok(()) => channel
+                    .basic_publish(
+                        &exchange,
+                        &envelope.routing_key,
+                        BasicPublishOptions {
+                            mandatory: false, // no bound queue is not an error: nobody listens yet
+                            immediate: false, // not supported by RabbitMQ
+                        },
+                        &envelope.payload,
+                        envelope.properties(now),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            pending.push(sent);
+        }
+        let confirms = pending.into_iter().map(|sent| async move {
+            match sent {
+                Err(e) => Err(e),
+                Ok(confirm) => match confirm.await {
+                    Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
+                    Ok(Confirmation::Nack(_)) => Err("the broker nacked the message".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                },
+            }
+        });
+        join_all(confirms).await
+    }
+
+    fn envelope(&self, row: &ClaimedRow) -> Envelope {
+        Envelope {
+            message_id: row.message_id.to_string(),
+            message_type: row.message_type.clone(),
+            routing_key: row.routing_key.clone(),
+            payload: row.payload.clone(),
+            app_id: self.app_id.clone(),
+            correlation_id: row.correlation_id.clone(),
+            causation_id: row.causation_id.clone(),
+            traceparent: row.traceparent.clone(),
+            tracestate: row.tracestate.clone(),
+        }
+    }
+
+    /// Deletes published rows older than the retention period.
+    pub async fn purge(&self) -> Result<u64, sqlx::Error> {
+        let retention = self.config.retention.as_secs_f64();
+        let done = sqlx::query(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+        )
+        .bind(retention)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// AMQP short strings (routing key, type and the other properties) hold at most 255 bytes;
+/// a longer one cannot be sent, so the row fails here instead of breaking the connection.
+fn check_publishable(envelope: &Envelope) -> Result<(), String> {
+    for (what, value) in [
+        ("routing key", &envelope.routing_key),
+        ("type", &envelope.message_type),
+        ("correlation id", &envelope.correlation_id),
+    ] {
+        if value.len() > 255 {
+            return Err(format!("{what} is {} bytes, AMQP allows 255", value.len()));
+        }
+    }
+    Ok(())
+}

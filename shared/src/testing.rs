@@ -1,0 +1,363 @@
+//! Test helpers (feature `test-util`): a fresh database per test, a random broker prefix per
+//! test, a probe queue that reads events off the exchange, and `eventually` for asynchronous
+//! outcomes. Everything a test creates is removed when its guard drops.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection};
+use shop_proto::Event;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::messaging::{IncomingMeta, Names, RetryPolicy, connection, envelope, topology};
+
+/// The PostgreSQL server tests use: `TEST_DATABASE_URL`, else `DATABASE_URL`, else the local
+/// default. Only the server part matters: every test gets its own database on it.
+pub fn database_server_url() -> String {
+    crate::config::env_var("TEST_DATABASE_URL")
+        .or_else(|| crate::config::env_var("DATABASE_URL"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The broker tests use: `AMQP_URL` or the local default.
+pub fn amqp_url() -> String {
+    crate::config::env_var("AMQP_URL").unwrap_or_else(|| crate::config::DEFAULT_AMQP_URL.into())
+}
+
+/// A database of its own for one test, dropped (with its connections) when the guard drops.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database's URL.
+    pub url: String,
+    /// The database's name.
+    pub name: String,
+    server: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a random name.
+    pub async fn create() -> Self {
+        let server = database_server_url();
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let url = with_database(&server, &name);
+        crate::db::create_database_if_missing(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database on {server}: {e:#} (is PostgreSQL running? set TEST_DATABASE_URL)"));
+        Self { url, name, server }
+    }
+
+    /// Creates a database with the messaging tables and `service`'s migrations, and a pool.
+    pub async fn migrated(service: Option<&Migrator>) -> (Self, PgPool) {
+        let db = Self::create().await;
+        let pool = crate::db::connect(&db.url, 10).await.expect("connect to the test database");
+        match service {
+            Some(m) => crate::db::migrate(&pool, m).await,
+            None => crate::db::migrate(&pool, &Migrator::DEFAULT).await,
+        }
+        .expect("migrate the test database");
+        (db, pool)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::{ConnectOptions as _, Connection as _};
+                let Ok(options) = server.parse::<sqlx::postgres::PgConnectOptions>() else {
+                    return;
+                };
+                if let Ok(mut conn) = options.database("postgres").connect().await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Replaces the database of a PostgreSQL URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{database}?{q}"),
+        None => format!("{host_part}/{database}"),
+    }
+}
+
+/// A random broker prefix for one test; its exchange and the queues it registered are
+/// deleted when the guard drops.
+#[derive(Debug)]
+pub struct TestBroker {
+    /// The broker URL.
+    pub url: String,
+    /// Names under this test's prefix.
+    pub names: Names,
+    queues: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestBroker {
+    /// A fresh prefix like `t3f9a…_`.
+    pub fn new() -> Self {
+        let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        Self {
+            url: amqp_url(),
+            names: Names::new(prefix),
+            queues: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Remembers `service`'s queues (main, DLQ, retry queues of `retry`) for the cleanup.
+    pub fn track_service(&self, service: &str, retry: &RetryPolicy) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.push(self.names.queue(service));
+        queues.push(self.names.dlq(service));
+        for delay in retry.delays() {
+            queues.push(self.names.retry_queue(service, delay));
+        }
+    }
+
+    /// Opens a connection named with this test's prefix.
+    pub async fn connect(&self, role: &str) -> Connection {
+        let name = self.names.connection_name("test", role);
+        connection::connect(&self.url, &name)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e} (set AMQP_URL)", self.url))
+    }
+
+    /// Closes, from the broker's side, every connection whose name carries this test's
+    /// prefix (never anyone else's: tests run in parallel). Returns how many were closed.
+    pub fn close_own_connections(&self) -> usize {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
+            .output()
+            .expect("run rabbitmqctl list_connections");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let mut closed = 0;
+        for line in listing.lines() {
+            if !line.contains(&format!("\"{}", self.names.prefix)) {
+                continue;
+            }
+            let Some(pid) = line.split_whitespace().next() else {
+                continue;
+            };
+            let status = std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "closed by a test"])
+                .status()
+                .expect("run rabbitmqctl close_connection");
+            if status.success() {
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let exchange = self.names.exchange();
+        let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        let name = self.names.connection_name("test", "cleanup");
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(conn) = connection::connect(&url, &name).await else {
+                    return;
+                };
+                if let Ok(channel) = conn.create_channel().await {
+                    for queue in &queues {
+                        let _ = channel.queue_delete(queue, QueueDeleteOptions::default()).await;
+                    }
+                    let _ = channel
+                        .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "cleanup").await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut wait = Duration::from_millis(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A message read off the broker by a probe.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The routing key it arrived with.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The contract metadata of the message.
+    pub fn meta(&self) -> IncomingMeta {
+        IncomingMeta::read(&self.properties, &self.routing_key).expect("a well-formed event")
+    }
+
+    /// A header as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| envelope::header_str(h, key))
+    }
+
+    /// Decodes the message as `E`, checking its type.
+    pub fn decode<E: Event>(&self) -> E {
+        envelope::decode::<E>(&self.properties, &self.body).expect("decodes as the expected event")
+    }
+}
+
+/// An exclusive queue bound to the test's exchange (or any queue) that a test reads from.
+#[derive(Debug)]
+pub struct EventProbe {
+    _conn: Connection,
+    consumer: lapin::Consumer,
+}
+
+impl EventProbe {
+    /// A probe of every event published on the test's exchange with one of `keys`
+    /// (`#` for all).
+    pub async fn bind(broker: &TestBroker, keys: &[&str]) -> Self {
+        let conn = broker.connect("probe").await;
+        let channel = conn.create_channel().await.expect("probe channel");
+        topology::declare_exchange(&channel, &broker.names)
+            .await
+            .expect("declare the exchange");
+        let queue = channel
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the probe queue");
+        for key in keys {
+            channel
+                .queue_bind(
+                    queue.name().as_str(),
+                    &broker.names.exchange(),
+                    key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind the probe");
+        }
+        Self::consume(conn, channel, queue.name().as_str()).await
+    }
+
+    /// A probe reading an existing queue (a DLQ, say).
+    pub async fn queue(broker: &TestBroker, queue: &str) -> Self {
+        let conn = broker.connect("probe").await;
+        let channel = conn.create_channel().await.expect("probe channel");
+        Self::consume(conn, channel, queue).await
+    }
+
+    async fn consume(conn: Connection, channel: lapin::Channel, queue: &str) -> Self {
+        let consumer = channel
+            .basic_consume(
+                queue,
+                "probe",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume the probe queue");
+        Self {
+            _conn: conn,
+            consumer,
+        }
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        let delivery = tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .ok()??
+            .ok()?;
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        Some(Received {
+            routing_key: delivery.routing_key.to_string(),
+            properties: delivery.properties,
+            body: delivery.data,
+        })
+    }
+
+    /// The next message, or a panic naming `what` after `timeout`.
+    pub async fn expect(&mut self, timeout: Duration, what: &str) -> Received {
+        self.next(timeout)
+            .await
+            .unwrap_or_else(|| panic!("no message within {timeout:?}: expected {what}"))
+    }
+
+    /// The next message of type `E` (others are skipped), decoded.
+    pub async fn expect_event<E: Event>(&mut self, timeout: Duration) -> (E, Received) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let received = self.expect(left, E::TYPE_NAME).await;
+            if received.properties.kind().as_ref().map(|k| k.as_str()) == Some(E::TYPE_NAME) {
+                return (received.decode::<E>(), received);
+            }
+        }
+    }
+}
