@@ -56,7 +56,9 @@ impl TestDatabase {
     /// Creates a database with the messaging tables and `service`'s migrations, and a pool.
     pub async fn migrated(service: Option<&Migrator>) -> (Self, PgPool) {
         let db = Self::create().await;
-        let pool = crate::db::connect(&db.url, 10).await.expect("connect to the test database");
+        let pool = crate::db::connect(&db.url, 10)
+            .await
+            .expect("connect to the test database");
         match service {
             Some(m) => crate::db::migrate(&pool, m).await,
             None => crate::db::migrate(&pool, &Migrator::DEFAULT).await,
@@ -72,7 +74,10 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -145,14 +150,25 @@ impl TestBroker {
         let name = self.names.connection_name("test", role);
         connection::connect(&self.url, &name)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to RabbitMQ at {}: {e} (set AMQP_URL)", self.url))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to RabbitMQ at {}: {e} (set AMQP_URL)",
+                    self.url
+                )
+            })
     }
 
     /// Closes, from the broker's side, every connection whose name carries this test's
     /// prefix (never anyone else's: tests run in parallel). Returns how many were closed.
     pub fn close_own_connections(&self) -> usize {
         let out = std::process::Command::new("rabbitmqctl")
-            .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
+            .args([
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "pid",
+                "client_properties",
+            ])
             .output()
             .expect("run rabbitmqctl list_connections");
         let listing = String::from_utf8_lossy(&out.stdout);
@@ -189,7 +205,10 @@ impl Drop for TestBroker {
         let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner()));
         let name = self.names.connection_name("test", "cleanup");
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -198,7 +217,9 @@ impl Drop for TestBroker {
                 };
                 if let Ok(channel) = conn.create_channel().await {
                     for queue in &queues {
-                        let _ = channel.queue_delete(queue, QueueDeleteOptions::default()).await;
+                        let _ = channel
+                            .queue_delete(queue, QueueDeleteOptions::default())
+                            .await;
                     }
                     let _ = channel
                         .exchange_delete(&exchange, ExchangeDeleteOptions::default())

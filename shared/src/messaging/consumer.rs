@@ -168,8 +168,7 @@ impl Subscriptions {
             handler,
             _event: std::marker::PhantomData,
         });
-        self.handlers
-            .insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
+        self.handlers.insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
         self
     }
 
@@ -241,7 +240,10 @@ impl Consumer {
 
     /// Declares the topology once (so events published before the first delivery are queued).
     pub async fn declare(&self) -> anyhow::Result<()> {
-        let name = self.inner.names.connection_name(&self.inner.service, "declare");
+        let name = self
+            .inner
+            .names
+            .connection_name(&self.inner.service, "declare");
         let conn = connection::connect(&self.inner.amqp_url, &name).await?;
         let channel = conn.create_channel().await?;
         self.inner.declare(&channel).await?;
@@ -306,7 +308,10 @@ impl Inner {
                     FieldTable::default(),
                 )
                 .await?;
-            loops.push(self.clone().consume_loop(channel, consumer, shutdown.clone()));
+            loops.push(
+                self.clone()
+                    .consume_loop(channel, consumer, shutdown.clone()),
+            );
         }
         tracing::info!(consumer = %name, channels = loops.len(), "consumer connected");
         let result = futures::future::try_join_all(loops).await;
@@ -458,7 +463,11 @@ impl Inner {
                 conn: &mut tx,
                 meta: &prepared.meta,
             };
-            if let Err(error) = prepared.handler.handle(prepared.event.as_ref(), &mut cx).await {
+            if let Err(error) = prepared
+                .handler
+                .handle(prepared.event.as_ref(), &mut cx)
+                .await
+            {
                 tx.rollback().await?;
                 return Ok(Err(error));
             }
@@ -505,8 +514,14 @@ impl Inner {
                 envelope::with_headers(
                     &properties,
                     [
-                        (envelope::RETRY_COUNT, AMQPValue::LongInt(retry_count as i32 + 1)),
-                        (envelope::ORIGINAL_ROUTING_KEY, envelope::long_string(routing_key)),
+                        (
+                            envelope::RETRY_COUNT,
+                            AMQPValue::LongInt(retry_count as i32 + 1),
+                        ),
+                        (
+                            envelope::ORIGINAL_ROUTING_KEY,
+                            envelope::long_string(routing_key),
+                        ),
                     ],
                 ),
             ),
@@ -516,8 +531,14 @@ impl Inner {
                     &properties,
                     [
                         (envelope::DEATH_REASON, envelope::long_string(&reason)),
-                        (envelope::RETRY_COUNT, AMQPValue::LongInt(retry_count as i32)),
-                        (envelope::ORIGINAL_ROUTING_KEY, envelope::long_string(routing_key)),
+                        (
+                            envelope::RETRY_COUNT,
+                            AMQPValue::LongInt(retry_count as i32),
+                        ),
+                        (
+                            envelope::ORIGINAL_ROUTING_KEY,
+                            envelope::long_string(routing_key),
+                        ),
                     ],
                 ),
             ),
@@ -543,4 +564,3 @@ impl Inner {
         }
     }
 }
-

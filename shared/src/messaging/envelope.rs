@@ -189,10 +189,10 @@ impl IncomingMeta {
             .map(|s| s.as_str().to_owned())
             .filter(|s| !s.is_empty())
             .ok_or(DecodeError::MissingType)?;
-        if let Some(ct) = properties.content_type() {
-            if ct.as_str() != CONTENT_TYPE {
-                return Err(DecodeError::WrongContentType(ct.as_str().to_owned()));
-            }
+        if let Some(ct) = properties.content_type()
+            && ct.as_str() != CONTENT_TYPE
+        {
+            return Err(DecodeError::WrongContentType(ct.as_str().to_owned()));
         }
         Ok(Self {
             message_id,
@@ -316,7 +316,10 @@ mod tests {
         };
         let envelope = Envelope::new(&event, "order", &context());
         let p = envelope.properties(1_700_000_000);
-        assert_eq!(p.kind().as_ref().unwrap().as_str(), "shop.order.v1.OrderCreated");
+        assert_eq!(
+            p.kind().as_ref().unwrap().as_str(),
+            "shop.order.v1.OrderCreated"
+        );
         assert_eq!(p.content_type().as_ref().unwrap().as_str(), CONTENT_TYPE);
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(*p.timestamp(), Some(1_700_000_000));
@@ -325,8 +328,15 @@ mod tests {
         let id = uuid::Uuid::parse_str(p.message_id().as_ref().unwrap().as_str()).unwrap();
         assert_eq!(id.get_version_num(), 7);
         let headers = p.headers().as_ref().unwrap();
-        assert_eq!(header_str(headers, CAUSATION_ID).as_deref(), Some("cause-1"));
-        assert!(header_str(headers, TRACEPARENT).unwrap().starts_with("00-0af7"));
+        assert_eq!(
+            header_str(headers, CAUSATION_ID).as_deref(),
+            Some("cause-1")
+        );
+        assert!(
+            header_str(headers, TRACEPARENT)
+                .unwrap()
+                .starts_with("00-0af7")
+        );
         assert_eq!(envelope.routing_key, "order.created");
     }
 
@@ -338,7 +348,10 @@ mod tests {
         };
         let envelope = Envelope::new(&event, "order", &context());
         let p = envelope.properties(1);
-        assert_eq!(decode::<OrderCreated>(&p, &envelope.payload).unwrap(), event);
+        assert_eq!(
+            decode::<OrderCreated>(&p, &envelope.payload).unwrap(),
+            event
+        );
         assert!(matches!(
             decode::<OrderRejected>(&p, &envelope.payload),
             Err(DecodeError::WrongType { .. })
@@ -378,7 +391,10 @@ mod tests {
         assert_eq!(meta.retry_count, 3);
         assert_eq!(meta.routing_key, "order.created");
         let child = meta.child_context();
-        assert_eq!(child.causation_id.as_deref(), Some(meta.message_id.as_str()));
+        assert_eq!(
+            child.causation_id.as_deref(),
+            Some(meta.message_id.as_str())
+        );
         assert_eq!(child.correlation_id, "corr-1");
     }
 }

@@ -60,7 +60,10 @@ pub async fn declare_consumer(
     // Quorum: replicated, durable, and it counts redeliveries (x-delivery-limit below).
     args.insert("x-queue-type".into(), text("quorum"));
     // Bounds crash loops; see DELIVERY_LIMIT.
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DELIVERY_LIMIT),
+    );
     // What the broker dead-letters itself (delivery limit exceeded) goes to the DLQ through
     // the default exchange, never nowhere.
     args.insert("x-dead-letter-exchange".into(), text(""));

@@ -1,0 +1,142 @@
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use shop_proto::Event as _;
+use shop_proto::order::v1::OrderCreated;
+use shop_shared::messaging::envelope::{DEATH_REASON, ORIGINAL_ROUTING_KEY, RETRY_COUNT};
+use shop_shared::messaging::{Envelope, EventContext};
+use shop_shared::testing::{EventProbe, eventually};
+
+use crate::helpers::{Harness, SERVICE, WAIT, fast_config, order, publish_raw};
+
+#[tokio::test]
+async fn duplicate_delivery_of_the_same_message_id_has_one_effect() {
+    // Arrange
+    let h = Harness::start(fast_config()).await;
+    let envelope = Envelope::new(&order("dup"), "test", &EventContext::new_flow());
+    let message = (
+        OrderCreated::ROUTING_KEY,
+        envelope.properties(1),
+        envelope.payload.clone(),
+    );
+
+    // Act: the same message three times, in one burst and once more after it was applied.
+    publish_raw(&h.broker, &[message.clone(), message.clone()]).await;
+    eventually(WAIT, "the first effect", || async {
+        (h.effects("dup").await >= 1).then_some(())
+    })
+    .await;
+    publish_raw(&h.broker, &[message]).await;
+    h.stage("marker").await;
+
+    // Assert: once the later marker is applied, the duplicate was handled too, and skipped.
+    eventually(WAIT, "the marker's effect", || async {
+        (h.effects("marker").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(h.effects("dup").await, 1);
+    assert_eq!(h.recorder.attempts("dup").len(), 1, "the handler ran once");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failure_is_retried_with_growing_delay_then_succeeds() {
+    // Arrange: base 200 ms, factor 3, 3 attempts.
+    let h = Harness::start(fast_config()).await;
+
+    // Act
+    h.stage("transient-2-a").await;
+
+    // Assert
+    eventually(WAIT, "the effect after two retries", || async {
+        (h.effects("transient-2-a").await == 1).then_some(())
+    })
+    .await;
+    let attempts = h.recorder.attempts("transient-2-a");
+    assert_eq!(attempts.len(), 3);
+    let first_wait = attempts[1] - attempts[0];
+    let second_wait = attempts[2] - attempts[1];
+    assert!(first_wait >= Duration::from_millis(190), "{first_wait:?}");
+    assert!(second_wait >= Duration::from_millis(590), "{second_wait:?}");
+    assert!(second_wait > first_wait);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_and_garbage_bytes_land_in_the_dlq_and_the_consumer_keeps_going() {
+    // Arrange
+    let h = Harness::start(fast_config()).await;
+    let mut dlq = EventProbe::queue(&h.broker, &h.broker.names.dlq(SERVICE)).await;
+    let good = Envelope::new(&order("x"), "test", &EventContext::new_flow()).properties(1);
+
+    // Act: a permanent failure, garbage bytes, a missing message id, an unknown type, and a
+    // transient failure that outlives the retry budget; then a good message.
+    h.stage("permanent-1").await;
+    publish_raw(
+        &h.broker,
+        &[
+            (
+                OrderCreated::ROUTING_KEY,
+                good.clone(),
+                vec![0xff, 0xfe, 0xfd],
+            ),
+            (
+                OrderCreated::ROUTING_KEY,
+                BasicProperties::default().with_type(OrderCreated::TYPE_NAME.into()),
+                vec![],
+            ),
+            (
+                OrderCreated::ROUTING_KEY,
+                good.clone()
+                    .with_message_id("m-unknown".into())
+                    .with_type("shop.order.v1.Nope".into()),
+                vec![],
+            ),
+        ],
+    )
+    .await;
+    h.stage("transient-9-b").await;
+    h.stage("after").await;
+
+    // Assert: the consumer kept going…
+    eventually(WAIT, "the good message after the poison", || async {
+        (h.effects("after").await == 1).then_some(())
+    })
+    .await;
+    // …and every poison message is in the DLQ, with its reason.
+    let mut reasons = Vec::new();
+    for _ in 0..5 {
+        let dead = dlq.expect(WAIT, "a dead letter").await;
+        let reason = dead.header(DEATH_REASON).expect("x-death-reason");
+        assert_eq!(
+            dead.header(ORIGINAL_ROUTING_KEY).as_deref(),
+            Some(OrderCreated::ROUTING_KEY)
+        );
+        if reason.contains("attempts") {
+            assert_eq!(dead.header(RETRY_COUNT).as_deref(), None, "numeric header");
+            let count = dead
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| shop_shared::messaging::envelope::header_u32(h, RETRY_COUNT));
+            assert_eq!(count, Some(2), "failed after 3 attempts: 2 retries");
+        }
+        reasons.push(reason);
+    }
+    reasons.sort();
+    let joined = reasons.join(" | ");
+    assert!(joined.contains("permanent failure"), "{joined}");
+    assert!(
+        joined.contains("not a valid shop.order.v1.OrderCreated"),
+        "{joined}"
+    );
+    assert!(joined.contains("no message_id"), "{joined}");
+    assert!(joined.contains("unknown message type"), "{joined}");
+    assert!(joined.contains("after 3 attempts"), "{joined}");
+    assert_eq!(
+        h.total_effects().await,
+        1,
+        "no poison message had an effect"
+    );
+    h.stop().await;
+}

@@ -1,0 +1,239 @@
+//! A tiny "service" for the tests: a consumer of `order.created` whose handler records an
+//! effect row, and can be told to fail by the order id it receives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shop_proto::order::v1::OrderCreated;
+use shop_shared::config::MessagingConfig;
+use shop_shared::messaging::{
+    Consumer, EventContext, Handle, HandlerContext, HandlerError, Relay, RelayConfig, RetryPolicy,
+    Subscriptions, outbox,
+};
+use shop_shared::testing::{TestBroker, TestDatabase};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) const SERVICE: &str = "effects";
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// Records each applied `OrderCreated` as a row of `effects`; fails on request:
+/// order id `transient-<n>-…` fails transiently n times, `permanent-…` always permanently.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    attempts: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl Recorder {
+    pub(crate) fn attempts(&self, order_id: &str) -> Vec<Instant> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(order_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderCreated> for Recorder {
+    async fn handle(
+        &self,
+        event: &OrderCreated,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let attempt = {
+            let mut attempts = self.attempts.lock().unwrap();
+            let list = attempts.entry(event.order_id.clone()).or_default();
+            list.push(Instant::now());
+            list.len()
+        };
+        if event.order_id.starts_with("permanent-") {
+            return Err(HandlerError::permanent("this order can never be applied"));
+        }
+        if let Some(rest) = event.order_id.strip_prefix("transient-") {
+            let failures: usize = rest.split('-').next().unwrap().parse().unwrap();
+            if attempt <= failures {
+                return Err(HandlerError::transient(format!("attempt {attempt} fails")));
+            }
+        }
+        let message_id = cx.meta().message_id.clone();
+        sqlx::query("INSERT INTO effects (order_id, message_id) VALUES ($1, $2)")
+            .bind(&event.order_id)
+            .bind(message_id)
+            .execute(cx.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+/// A database, a prefix, a recorder, and a running consumer and relay.
+pub(crate) struct Harness {
+    pub(crate) broker: TestBroker,
+    pub(crate) pool: PgPool,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) config: MessagingConfig,
+    pub(crate) shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _db: TestDatabase,
+}
+
+pub(crate) fn fast_config() -> MessagingConfig {
+    MessagingConfig {
+        retry: RetryPolicy {
+            base: Duration::from_millis(200),
+            factor: 3,
+            max_attempts: 3,
+        },
+        outbox_poll: Duration::from_millis(200),
+        ..MessagingConfig::default()
+    }
+}
+
+impl Harness {
+    /// Database and broker prefix only; nothing running.
+    pub(crate) async fn idle(config: MessagingConfig) -> Self {
+        let (db, pool) = TestDatabase::migrated(None).await;
+        sqlx::query(
+            "CREATE TABLE effects (order_id TEXT NOT NULL, message_id TEXT NOT NULL, \
+             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let broker = TestBroker::new();
+        broker.track_service(SERVICE, &config.retry);
+        Self {
+            broker,
+            pool,
+            recorder: Arc::new(Recorder::default()),
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            _db: db,
+        }
+    }
+
+    /// Database, prefix, a consumer and a relay running.
+    pub(crate) async fn start(config: MessagingConfig) -> Self {
+        let mut h = Self::idle(config).await;
+        let consumer = h.consumer();
+        consumer.declare().await.expect("declare the topology");
+        h.tasks.push(tokio::spawn(consumer.run(h.shutdown.clone())));
+        h.spawn_relay();
+        h
+    }
+
+    pub(crate) fn consumer(&self) -> Consumer {
+        Consumer::new(
+            self.pool.clone(),
+            &self.broker.url,
+            self.broker.names.clone(),
+            SERVICE,
+            Subscriptions::new().on::<OrderCreated, _>(self.recorder.clone()),
+            self.config.clone(),
+        )
+    }
+
+    pub(crate) fn relay(&self) -> Relay {
+        Relay::new(
+            self.pool.clone(),
+            &self.broker.url,
+            self.broker.names.clone(),
+            "test",
+            RelayConfig::from(&self.config),
+        )
+    }
+
+    pub(crate) fn spawn_relay(&mut self) {
+        let relay = self.relay();
+        self.tasks
+            .push(tokio::spawn(relay.run(self.shutdown.clone())));
+    }
+
+    /// Stages `OrderCreated { order_id }` in its own committed transaction.
+    pub(crate) async fn stage(&self, order_id: &str) -> String {
+        let mut tx = self.pool.begin().await.unwrap();
+        let id = outbox::stage(
+            &mut tx,
+            &order(order_id),
+            &EventContext::with_correlation_id(format!("corr-{order_id}")),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
+    pub(crate) async fn effects(&self, order_id: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM effects WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn total_effects(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM effects")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn unpublished(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("tasks stop within the deadline")
+                .unwrap();
+        }
+    }
+}
+
+pub(crate) fn order(order_id: &str) -> OrderCreated {
+    OrderCreated {
+        order_id: order_id.to_owned(),
+        customer_id: "c-1".to_owned(),
+        total_cents: 1234,
+        ..OrderCreated::default()
+    }
+}
+
+/// Publishes raw messages on the test's exchange (as a misbehaving or duplicate producer
+/// would), waiting for the broker's confirms.
+pub(crate) async fn publish_raw(
+    broker: &TestBroker,
+    messages: &[(&str, lapin::BasicProperties, Vec<u8>)],
+) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = broker.connect("raw-publisher").await;
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (key, properties, body) in messages {
+        channel
+            .basic_publish(
+                &broker.names.exchange(),
+                key,
+                BasicPublishOptions::default(),
+                body,
+                properties.clone(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    conn.close(200, "done").await.unwrap();
+}

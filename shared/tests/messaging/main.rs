@@ -1,0 +1,8 @@
+//! The messaging core against the real RabbitMQ and PostgreSQL: each test has its own
+//! database and its own broker prefix.
+
+mod helpers;
+
+mod consumer;
+mod outbox;
+mod recovery;
