@@ -382,3 +382,42 @@ impl EventProbe {
         }
     }
 }
+
+/// Settings for a service under test: port 0 on localhost, the test's database and broker
+/// prefix, quick retries and polling.
+pub fn service_config(
+    name: &'static str,
+    database: &TestDatabase,
+    broker: &TestBroker,
+) -> crate::service::ServiceConfig {
+    let messaging = crate::config::MessagingConfig {
+        retry: RetryPolicy {
+            base: Duration::from_millis(200),
+            factor: 2,
+            max_attempts: 3,
+        },
+        outbox_poll: Duration::from_millis(200),
+        ..crate::config::MessagingConfig::default()
+    };
+    broker.track_service(name, &messaging.retry);
+    crate::service::ServiceConfig {
+        name,
+        grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: database.url.clone(),
+        pool_size: 8,
+        amqp: crate::config::AmqpConfig {
+            url: broker.url.clone(),
+            prefix: broker.names.prefix.clone(),
+        },
+        messaging,
+    }
+}
+
+/// Connects a tonic channel to a service under test.
+pub async fn grpc_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid endpoint")
+        .connect()
+        .await
+        .expect("connect to the service under test")
+}

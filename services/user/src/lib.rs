@@ -1,0 +1,24 @@
+//! The user service: registers users and changes their profile, publishing `user.created`
+//! and `user.updated` through the outbox. Passwords are hashed with argon2id and never leave
+//! the service: not in a response, an event or a log line.
+//!
+//! # Layout
+//! - [`config`]: settings (the shared ones plus the password hashing cost).
+//! - [`startup`]: [`Application`]: build (database, broker, listener) and run.
+//! - `grpc`: the tonic `UserService`: proto → domain → proto, nothing else.
+//! - [`domain`]: validated input (`Email`, `UserName`, `Password`).
+//! - `repository`: the SQL.
+//! - `events`: the events the service publishes.
+//! - [`error`]: [`UserError`] and its one map to `tonic::Status`.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+mod events;
+mod grpc;
+mod repository;
+pub mod startup;
+
+pub use config::Config;
+pub use error::UserError;
+pub use startup::{Application, MIGRATOR};

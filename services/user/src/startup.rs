@@ -1,0 +1,62 @@
+//! Building and running the user service. The shared lifecycle (database, broker check,
+//! relay, health, ordered shutdown) lives in `shop_shared::service`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use shop_proto::user::v1::user_service_server::UserServiceServer;
+use shop_shared::grpc::MAX_REQUEST_BYTES;
+use shop_shared::service::{self, ServiceParts};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::grpc::UserGrpc;
+
+/// The user service's migrations (`migrations/user`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
+
+/// A built user service, bound and ready to run.
+#[derive(Debug)]
+pub struct Application {
+    parts: ServiceParts,
+    grpc: UserGrpc,
+}
+
+impl Application {
+    /// Opens and migrates the database, checks the broker, binds the gRPC listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = service::open_database(&config.service, &MIGRATOR).await?;
+        service::check_broker(&config.service).await?;
+        let listener = TcpListener::bind(config.service.grpc_addr)
+            .await
+            .with_context(|| format!("failed to bind {}", config.service.grpc_addr))?;
+        Ok(Self {
+            grpc: UserGrpc {
+                pool: pool.clone(),
+                hashing: config.password,
+            },
+            parts: ServiceParts {
+                config: config.service,
+                pool,
+                listener,
+                subscriptions: None, // the user service consumes nothing
+            },
+        })
+    }
+
+    /// The address the gRPC server listens on (the real port when configured with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.parts
+            .listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grpc = UserServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
+        service::run(self.parts, grpc, shutdown).await
+    }
+}

@@ -1,0 +1,103 @@
+//! What every gRPC server of shop has in common: health and reflection, request limits, and
+//! reading the flow's correlation id from request metadata.
+
+use tonic::Request;
+use tonic::metadata::MetadataMap;
+use tonic_health::server::HealthReporter;
+
+use crate::messaging::EventContext;
+
+/// The metadata key carrying the flow's correlation id (also the AMQP `correlation_id`).
+pub const CORRELATION_ID: &str = "x-correlation-id";
+
+/// The largest request a service decodes (1 MiB); CreateOrder with 100 items needs a few KiB.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Health and reflection (v1 and v1alpha, so grpcurl 1.8 works with no proto files), built
+/// from the contracts' descriptor set.
+#[derive(Debug)]
+pub struct StandardServices<H, R1, R2> {
+    /// Flips a service between SERVING and NOT_SERVING.
+    pub reporter: HealthReporter,
+    /// `grpc.health.v1.Health`.
+    pub health: H,
+    /// `grpc.reflection.v1.ServerReflection`.
+    pub reflection_v1: R1,
+    /// `grpc.reflection.v1alpha.ServerReflection`.
+    pub reflection_v1alpha: R2,
+}
+
+/// Builds health (every service starts NOT_SERVING until marked) and both reflections.
+pub fn standard_services(
+    descriptor_set: &'static [u8],
+) -> anyhow::Result<
+    StandardServices<
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1::server_reflection_server::ServerReflection,
+        >,
+        tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer<
+            impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection,
+        >,
+    >,
+> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .build_v1alpha()?;
+    Ok(StandardServices {
+        reporter,
+        health,
+        reflection_v1,
+        reflection_v1alpha,
+    })
+}
+
+/// The correlation id a caller sent (`x-correlation-id`), if it is usable.
+pub fn correlation_id(metadata: &MetadataMap) -> Option<String> {
+    metadata
+        .get(CORRELATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+}
+
+/// The context for events a request causes: the caller's correlation id or a fresh one.
+pub fn event_context<T>(request: &Request<T>) -> EventContext {
+    match correlation_id(request.metadata()) {
+        Some(id) => EventContext::with_correlation_id(id),
+        None => EventContext::new_flow(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_set_builds_both_reflections() {
+        assert!(standard_services(shop_proto::FILE_DESCRIPTOR_SET).is_ok());
+    }
+
+    #[test]
+    fn correlation_id_comes_from_metadata_or_is_minted() {
+        let mut request = Request::new(());
+        assert!(!event_context(&request).correlation_id.is_empty());
+        request
+            .metadata_mut()
+            .insert(CORRELATION_ID, "flow-7".parse().unwrap());
+        assert_eq!(event_context(&request).correlation_id, "flow-7");
+    }
+}
+
+/// The server builder every service uses, so limits and layers are the same everywhere.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        // Bounds how long a client may keep a connection idle-open without pings.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .tcp_nodelay(true)
+}

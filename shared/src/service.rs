@@ -1,0 +1,263 @@
+//! The life of a service process, the same for all four: open the database (creating and
+//! migrating it), check the broker, then serve gRPC while the outbox relay and the consumer
+//! run, and stop in order on shutdown.
+//!
+//! Shutdown order: health NOT_SERVING; stop accepting RPCs and let in-flight ones finish;
+//! the consumer stops taking deliveries and finishes (commits and acks) its batch; the relay
+//! finishes its round; wait for both, with a deadline; close the pool.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::config::{AmqpConfig, MessagingConfig, env_parse, env_var};
+use crate::messaging::{Consumer, Names, Relay, RelayConfig, Subscriptions, connection, topology};
+
+/// How long shutdown waits for the consumer and relay to finish their batch.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The settings of one service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The service's name: `user`, `order`, `inventory` or `notification`. Also its queue,
+    /// its AMQP `app_id` and its inbox consumer name.
+    pub name: &'static str,
+    /// `<SERVICE>_GRPC_ADDR`, default `0.0.0.0:<port>` (50051–50054).
+    pub grpc_addr: SocketAddr,
+    /// `<SERVICE>_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/shop_<service>`.
+    pub database_url: String,
+    /// `DATABASE_POOL_SIZE` (default 16): connections per service.
+    pub pool_size: u32,
+    /// Broker URL and name prefix.
+    pub amqp: AmqpConfig,
+    /// Consumer and relay tuning.
+    pub messaging: MessagingConfig,
+}
+
+impl ServiceConfig {
+    /// Reads the environment, with the defaults above.
+    pub fn from_env(name: &'static str, default_port: u16) -> anyhow::Result<Self> {
+        let upper = name.to_uppercase();
+        let addr_key = format!("{upper}_GRPC_ADDR");
+        let grpc_addr = match env_var(&addr_key) {
+            Some(raw) => raw
+                .parse()
+                .with_context(|| format!("{addr_key}={raw:?} is not a socket address"))?,
+            None => SocketAddr::from(([0, 0, 0, 0], default_port)),
+        };
+        Ok(Self {
+            name,
+            grpc_addr,
+            database_url: env_var(&format!("{upper}_DATABASE_URL"))
+                .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/shop_{name}")),
+            pool_size: env_parse("DATABASE_POOL_SIZE", 16)?,
+            amqp: AmqpConfig::from_env(),
+            messaging: MessagingConfig::from_env()?,
+        })
+    }
+
+    /// Broker names under the configured prefix.
+    pub fn names(&self) -> Names {
+        Names::new(self.amqp.prefix.clone())
+    }
+}
+
+/// Creates the service's database if it is missing, connects, and migrates it (the messaging
+/// tables and `migrator`). The error names the URL and how to start PostgreSQL.
+pub async fn open_database(config: &ServiceConfig, migrator: &Migrator) -> anyhow::Result<PgPool> {
+    let url = &config.database_url;
+    let hint = || {
+        format!(
+            "cannot reach PostgreSQL at {} for the {} service (start it with `docker compose up -d postgres`, or set {}_DATABASE_URL)",
+            redact(url),
+            config.name,
+            config.name.to_uppercase()
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(15), async {
+        crate::db::create_database_if_missing(url)
+            .await
+            .with_context(hint)?;
+        let pool = crate::db::connect(url, config.pool_size)
+            .await
+            .with_context(hint)?;
+        crate::db::migrate(&pool, migrator)
+            .await
+            .with_context(|| format!("failed to migrate the {} database", config.name))?;
+        Ok(pool)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out: {}", hint()))?
+}
+
+/// Checks that the broker answers (and declares the exchange), failing fast with the URL and
+/// how to start RabbitMQ.
+pub async fn check_broker(config: &ServiceConfig) -> anyhow::Result<()> {
+    let hint = || {
+        format!(
+            "cannot reach RabbitMQ at {} (start it with `docker compose up -d rabbitmq`, or set AMQP_URL)",
+            redact(&config.amqp.url)
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(15), async {
+        let name = config.names().connection_name(config.name, "startup");
+        let conn = connection::connect(&config.amqp.url, &name)
+            .await
+            .with_context(hint)?;
+        let channel = conn.create_channel().await?;
+        topology::declare_exchange(&channel, &config.names()).await?;
+        conn.close(200, "checked").await?;
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("timed out: {}", hint()))?
+}
+
+/// Hides the password of a URL for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Everything a service runs besides its own gRPC implementation.
+#[derive(Debug)]
+pub struct ServiceParts {
+    /// The settings.
+    pub config: ServiceConfig,
+    /// The service's database.
+    pub pool: PgPool,
+    /// The bound gRPC listener.
+    pub listener: TcpListener,
+    /// The events the service consumes (`None` for a service that consumes nothing).
+    pub subscriptions: Option<Subscriptions>,
+}
+
+/// Runs a service until `shutdown`: relay and consumer in the background, `grpc` with health
+/// and reflection in the foreground. See the module docs for the shutdown order.
+pub async fn run<S>(parts: ServiceParts, grpc: S, shutdown: CancellationToken) -> anyhow::Result<()>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let ServiceParts {
+        config,
+        pool,
+        listener,
+        subscriptions,
+    } = parts;
+    let tracker = TaskTracker::new();
+    let names = config.names();
+
+    if let Some(subscriptions) = subscriptions {
+        let consumer = Consumer::new(
+            pool.clone(),
+            &config.amqp.url,
+            names.clone(),
+            config.name,
+            subscriptions,
+            config.messaging.clone(),
+        );
+        // Declared before SERVING, so events published from now on reach the queue.
+        consumer
+            .declare()
+            .await
+            .context("failed to declare the service's queues")?;
+        tracker.spawn(consumer.run(shutdown.clone()));
+    }
+    let relay = Relay::new(
+        pool.clone(),
+        &config.amqp.url,
+        names,
+        config.name,
+        RelayConfig::from(&config.messaging),
+    );
+    tracker.spawn(relay.run(shutdown.clone()));
+    tracker.close();
+
+    let standard = crate::grpc::standard_services(shop_proto::FILE_DESCRIPTOR_SET)?;
+    let reporter = standard.reporter.clone();
+    // The database answered (migrations ran) and the broker answered (the exchange and the
+    // queues are declared): only now is the service SERVING.
+    reporter
+        .set_service_status(S::NAME, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    tracing::info!(service = config.name, addr = %listener.local_addr()?, "serving gRPC");
+
+    let stop = shutdown.clone();
+    let result = crate::grpc::server()
+        .add_service(standard.health)
+        .add_service(standard.reflection_v1)
+        .add_service(standard.reflection_v1alpha)
+        .add_service(grpc)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                stop.cancelled().await;
+                reporter
+                    .set_service_status(S::NAME, ServingStatus::NotServing)
+                    .await;
+                reporter
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+            },
+        )
+        .await;
+    // The server also returns on an error: make sure the background tasks stop with it.
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            service = config.name,
+            "messaging tasks did not stop within the deadline"
+        );
+    }
+    pool.close().await;
+    result.context("the gRPC server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(
+            redact("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
+    }
+}
