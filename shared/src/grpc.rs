@@ -74,6 +74,14 @@ pub fn event_context<T>(request: &Request<T>) -> EventContext {
     }
 }
 
+/// The server builder every service uses, so limits and layers are the same everywhere.
+pub fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        // Bounds how long a client may keep a connection idle-open without pings.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .tcp_nodelay(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,12 +100,4 @@ mod tests {
             .insert(CORRELATION_ID, "flow-7".parse().unwrap());
         assert_eq!(event_context(&request).correlation_id, "flow-7");
     }
-}
-
-/// The server builder every service uses, so limits and layers are the same everywhere.
-pub fn server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        // Bounds how long a client may keep a connection idle-open without pings.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .tcp_nodelay(true)
 }

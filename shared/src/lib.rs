@@ -3,14 +3,14 @@
 //! Start with [`messaging`]: the outbox, the inbox consumer, retries and dead letters.
 //!
 //! # Layout
-//! - [`messaging`]: RabbitMQ topology, envelopes, outbox relay, consumers, recovery.
-//! - [`db`]: creating a service database, its pool and its migrations.
-//! - [`config`]: typed settings from the environment.
-//! - [`grpc`]: health, reflection, the server builder, correlation ids.
-//! - [`service`]: a service's life: database, broker check, serve, ordered shutdown.
-//! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
-//! - [`telemetry`]: logs and traces.
-//! - [`time`]: the clock at database precision, protobuf timestamps.
+//! - [`messaging`] — RabbitMQ topology, envelopes, outbox relay, consumers, recovery.
+//! - [`db`] — creating a service database, its pool and its migrations.
+//! - [`config`] — typed settings from the environment.
+//! - [`grpc`] — health, reflection, the server builder, correlation ids.
+//! - [`service`] — a service's life: database, broker check, serve, ordered shutdown.
+//! - [`shutdown`] — SIGINT/SIGTERM as a cancellation token.
+//! - [`telemetry`] — logs and traces.
+//! - [`time`] — the clock at database precision, protobuf timestamps.
 //! - `testing` (feature `test-util`): fresh databases, broker prefixes, `eventually`.
 
 pub mod config;

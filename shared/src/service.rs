@@ -122,6 +122,25 @@ pub async fn check_broker(config: &ServiceConfig) -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("timed out: {}", hint()))?
 }
 
+async fn declare_queues(
+    config: &ServiceConfig,
+    subscriptions: &Subscriptions,
+) -> anyhow::Result<()> {
+    let name = config.names().connection_name(config.name, "declare");
+    let conn = connection::connect(&config.amqp.url, &name).await?;
+    let channel = conn.create_channel().await?;
+    topology::declare_consumer(
+        &channel,
+        &config.names(),
+        config.name,
+        &subscriptions.routing_keys(),
+        &config.messaging.retry,
+    )
+    .await?;
+    conn.close(200, "declared").await?;
+    Ok(())
+}
+
 /// Hides the password of a URL for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -134,6 +153,32 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Prepares everything a service needs before it can serve: the database (created,
+/// migrated), the broker (reachable, the exchange and the service's queues declared, so
+/// events published from now on are kept for it), and the bound gRPC listener.
+pub async fn prepare(
+    config: ServiceConfig,
+    migrator: &Migrator,
+    subscriptions: Option<Subscriptions>,
+) -> anyhow::Result<ServiceParts> {
+    let pool = open_database(&config, migrator).await?;
+    check_broker(&config).await?;
+    if let Some(subscriptions) = &subscriptions {
+        declare_queues(&config, subscriptions)
+            .await
+            .context("failed to declare the service's queues")?;
+    }
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("failed to bind the gRPC address {}", config.grpc_addr))?;
+    Ok(ServiceParts {
+        config,
+        pool,
+        listener,
+        subscriptions,
+    })
 }
 
 /// Everything a service runs besides its own gRPC implementation.
@@ -182,11 +227,6 @@ where
             subscriptions,
             config.messaging.clone(),
         );
-        // Declared before SERVING, so events published from now on reach the queue.
-        consumer
-            .declare()
-            .await
-            .context("failed to declare the service's queues")?;
         tracker.spawn(consumer.run(shutdown.clone()));
     }
     let relay = Relay::new(

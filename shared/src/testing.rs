@@ -421,3 +421,56 @@ pub async fn grpc_channel(addr: std::net::SocketAddr) -> tonic::transport::Chann
         .await
         .expect("connect to the service under test")
 }
+
+/// Publishes `event` on the test's exchange as a service would (every contract property,
+/// confirmed by the broker). Returns its message id.
+pub async fn publish<E: Event>(broker: &TestBroker, event: &E) -> String {
+    let envelope =
+        crate::messaging::Envelope::new(event, "test", &crate::messaging::EventContext::new_flow());
+    publish_envelope(broker, &envelope).await;
+    envelope.message_id
+}
+
+/// Publishes a prepared envelope on the test's exchange, confirmed by the broker.
+pub async fn publish_envelope(broker: &TestBroker, envelope: &crate::messaging::Envelope) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = broker.connect("publisher").await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    topology::declare_exchange(&channel, &broker.names)
+        .await
+        .expect("declare the exchange");
+    let confirm = channel
+        .basic_publish(
+            &broker.names.exchange(),
+            &envelope.routing_key,
+            BasicPublishOptions::default(),
+            &envelope.payload,
+            envelope.properties(chrono::Utc::now().timestamp().max(0) as u64),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "the broker confirmed the test event");
+    let _ = conn.close(200, "published").await;
+}
+
+/// Installs a log subscriber once per test binary: silent unless `TEST_LOG` is set (then
+/// `RUST_LOG` or `info`, to stderr).
+pub fn init_logs() {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}

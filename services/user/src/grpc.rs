@@ -52,7 +52,7 @@ impl UserService for UserGrpc {
         let mut tx = self.pool.begin().await.map_err(UserError::from)?;
         repository::insert_user(&mut tx, &user, &hash).await?;
         // Same transaction: the user exists if and only if user.created will be published.
-        outbox::stage(&mut *tx, &user_created(&user), &context)
+        outbox::stage(&mut tx, &user_created(&user), &context)
             .await
             .map_err(UserError::from)?;
         tx.commit().await.map_err(UserError::from)?;
@@ -103,7 +103,7 @@ impl UserService for UserGrpc {
             let now = now();
             repository::update_user(&mut tx, &user, now).await?;
             let event = user_updated(&user, email_changed, name_changed, now);
-            outbox::stage(&mut *tx, &event, &context)
+            outbox::stage(&mut tx, &event, &context)
                 .await
                 .map_err(UserError::from)?;
         }

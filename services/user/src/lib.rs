@@ -3,13 +3,13 @@
 //! the service: not in a response, an event or a log line.
 //!
 //! # Layout
-//! - [`config`]: settings (the shared ones plus the password hashing cost).
-//! - [`startup`]: [`Application`]: build (database, broker, listener) and run.
+//! - [`config`] — settings (the shared ones plus the password hashing cost).
+//! - [`startup`] — [`Application`]: build (database, broker, listener) and run.
 //! - `grpc`: the tonic `UserService`: proto → domain → proto, nothing else.
-//! - [`domain`]: validated input (`Email`, `UserName`, `Password`).
+//! - [`domain`] — validated input (`Email`, `UserName`, `Password`).
 //! - `repository`: the SQL.
 //! - `events`: the events the service publishes.
-//! - [`error`]: [`UserError`] and its one map to `tonic::Status`.
+//! - [`error`] — [`UserError`] and its one map to `tonic::Status`.
 
 pub mod config;
 pub mod domain;

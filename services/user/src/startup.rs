@@ -3,12 +3,10 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 use shop_proto::user::v1::user_service_server::UserServiceServer;
 use shop_shared::grpc::MAX_REQUEST_BYTES;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
@@ -25,24 +23,16 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens and migrates the database, checks the broker, binds the gRPC listener.
+    /// Opens and migrates the database, checks the broker and declares the queues, binds
+    /// the gRPC listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = service::open_database(&config.service, &MIGRATOR).await?;
-        service::check_broker(&config.service).await?;
-        let listener = TcpListener::bind(config.service.grpc_addr)
-            .await
-            .with_context(|| format!("failed to bind {}", config.service.grpc_addr))?;
+        let parts = service::prepare(config.service, &MIGRATOR, None).await?;
         Ok(Self {
             grpc: UserGrpc {
-                pool: pool.clone(),
+                pool: parts.pool.clone(),
                 hashing: config.password,
             },
-            parts: ServiceParts {
-                config: config.service,
-                pool,
-                listener,
-                subscriptions: None, // the user service consumes nothing
-            },
+            parts,
         })
     }
 

@@ -2,13 +2,13 @@
 //! exactly-once effects, retries with backoff, dead letters, confirms and reconnection.
 //!
 //! # Layout
-//! - [`names`]: every exchange and queue name, from one prefix.
-//! - [`topology`]: the declarations (exchange, quorum queue, retry queues, DLQ).
-//! - [`envelope`]: the AMQP properties and headers of CONTRACT.md, decoding deliveries.
-//! - [`outbox`]: staging events in a transaction, and the relay that publishes them.
-//! - [`consumer`]: subscriptions, the inbox, batching, retries and dead-lettering.
-//! - [`connection`]: connecting, backoff, and the supervise loop that owns recovery.
-//! - [`retry`]: the backoff policy of transient failures.
+//! - [`names`] — every exchange and queue name, from one prefix.
+//! - [`topology`] — the declarations (exchange, quorum queue, retry queues, DLQ).
+//! - [`envelope`] — the AMQP properties and headers of CONTRACT.md, decoding deliveries.
+//! - [`outbox`] — staging events in a transaction, and the relay that publishes them.
+//! - [`consumer`] — subscriptions, the inbox, batching, retries and dead-lettering.
+//! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.
+//! - [`retry`] — the backoff policy of transient failures.
 //!
 //! The delivery guarantee is at-least-once on the wire and exactly-once in effect: a message
 //! may arrive twice (a relay crashed before marking a row, a consumer crashed before its ack),

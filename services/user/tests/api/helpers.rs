@@ -26,6 +26,7 @@ impl Drop for TestApp {
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
+    shop_shared::testing::init_logs();
     let database = TestDatabase::create().await;
     let broker = TestBroker::new();
     let config = shop_user::Config {

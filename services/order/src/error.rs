@@ -1,0 +1,72 @@
+//! The order service's errors and their one mapping to gRPC status codes (CONTRACT.md).
+
+use tonic::Status;
+
+/// Everything an order RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No order has that id.
+    #[error("order not found")]
+    NotFound,
+    /// The customer is not known to the order service yet (its `user.created` has not been
+    /// applied); retrying later can succeed.
+    #[error("customer {0} is not known to the order service yet; retry shortly")]
+    UnknownCustomer(String),
+    /// The order cannot be cancelled in its current status.
+    #[error("order is already {0} and cannot be cancelled")]
+    NotCancellable(&'static str),
+    /// Anything else: logged, never shown to the caller.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for OrderError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
+impl From<OrderError> for Status {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::InvalidArgument(m) => Status::invalid_argument(m),
+            OrderError::NotFound => Status::not_found("order not found"),
+            OrderError::UnknownCustomer(_) => Status::failed_precondition(e.to_string()),
+            OrderError::NotCancellable(_) => Status::failed_precondition(e.to_string()),
+            OrderError::Unexpected(e) => {
+                tracing::error!(error.cause_chain = ?e, "order rpc failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_error_maps_to_its_contract_code_and_hides_internals() {
+        let code = |e: OrderError| Status::from(e).code();
+        assert_eq!(
+            code(OrderError::InvalidArgument("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(OrderError::NotFound), Code::NotFound);
+        assert_eq!(
+            code(OrderError::UnknownCustomer("c".into())),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(OrderError::NotCancellable("REJECTED")),
+            Code::FailedPrecondition
+        );
+        let internal = Status::from(OrderError::Unexpected(anyhow::anyhow!("db text")));
+        assert_eq!(internal.code(), Code::Internal);
+        assert_eq!(internal.message(), "internal error");
+    }
+}

@@ -1,0 +1,192 @@
+//! The order service's SQL, checked at compile time against `migrations/order`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::domain::{Item, OrderStatus};
+
+/// An order as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderRow {
+    pub(crate) order_id: Uuid,
+    pub(crate) customer_id: Uuid,
+    pub(crate) items: Json<Vec<Item>>,
+    pub(crate) total_cents: i64,
+    pub(crate) status: String,
+    pub(crate) status_reason: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    /// The parsed status (the CHECK constraint guarantees one of the four).
+    pub(crate) fn status(&self) -> OrderStatus {
+        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Pending)
+    }
+}
+
+/// Inserts a PENDING order if its customer is known and its idempotency key is new, in one
+/// statement. Returns false when nothing was inserted (unknown customer, or the key was used).
+pub(crate) async fn insert_order_for_known_customer(
+    conn: &mut PgConnection,
+    order: &OrderRow,
+    idempotency_key: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO orders (order_id, customer_id, items, total_cents, status, status_reason,
+                              idempotency_key, created_at, updated_at)
+           SELECT $1, $2, $3, $4, $5, '', $6, $7, $7
+           WHERE EXISTS (SELECT 1 FROM customers WHERE customer_id = $2)
+           ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
+           RETURNING order_id"#,
+        order.order_id,
+        order.customer_id,
+        order.items as _,
+        order.total_cents,
+        order.status,
+        idempotency_key,
+        order.created_at,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+/// The order a customer created with `key`.
+pub(crate) async fn find_by_idempotency_key(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    key: &str,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
+                  status_reason, created_at, updated_at
+           FROM orders WHERE customer_id = $1 AND idempotency_key = $2"#,
+        customer_id,
+        key
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// One order by id.
+pub(crate) async fn find_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
+                  status_reason, created_at, updated_at
+           FROM orders WHERE order_id = $1"#,
+        order_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// One order by id, locked until the transaction ends.
+pub(crate) async fn lock_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
+                  status_reason, created_at, updated_at
+           FROM orders WHERE order_id = $1 FOR UPDATE"#,
+        order_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// A page of a customer's orders, newest first, strictly older than `before`.
+pub(crate) async fn list_orders(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<OrderRow>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderRow,
+        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
+                  status_reason, created_at, updated_at
+           FROM orders
+           WHERE customer_id = $1 AND ($2::uuid IS NULL OR order_id < $2)
+           ORDER BY order_id DESC
+           LIMIT $3"#,
+        customer_id,
+        before,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Sets an order's status and reason.
+pub(crate) async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: OrderStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4 WHERE order_id = $1",
+        order_id,
+        status.as_str(),
+        reason,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A customer profile from `user.created`; fields already set by a `user.updated` that
+/// arrived first are kept.
+pub(crate) async fn customer_created(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    email: &str,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO customers (customer_id, email, name) VALUES ($1, $2, $3) \
+         ON CONFLICT (customer_id) DO UPDATE \
+         SET email = COALESCE(customers.email, EXCLUDED.email), \
+             name = COALESCE(customers.name, EXCLUDED.name)",
+        customer_id,
+        email,
+        name
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A change of a customer profile from `user.updated` (only the fields that are set).
+pub(crate) async fn customer_updated(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO customers (customer_id, email, name) VALUES ($1, $2, $3) \
+         ON CONFLICT (customer_id) DO UPDATE \
+         SET email = COALESCE(EXCLUDED.email, customers.email), \
+             name = COALESCE(EXCLUDED.name, customers.name), \
+             updated_at = now()",
+        customer_id,
+        email,
+        name
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

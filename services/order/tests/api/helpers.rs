@@ -1,0 +1,134 @@
+use std::time::Duration;
+
+use shop_proto::order::v1::order_service_client::OrderServiceClient;
+use shop_proto::order::v1::{CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderStatus};
+use shop_proto::user::v1::UserCreated;
+use shop_shared::testing::{
+    EventProbe, TestBroker, TestDatabase, eventually, grpc_channel, publish, service_config,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+pub(crate) struct TestApp {
+    pub(crate) client: OrderServiceClient<Channel>,
+    pub(crate) events: EventProbe,
+    pub(crate) broker: TestBroker,
+    shutdown: CancellationToken,
+    _database: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    shop_shared::testing::init_logs();
+    let database = TestDatabase::create().await;
+    let broker = TestBroker::new();
+    let config = shop_order::Config {
+        service: service_config("order", &database, &broker),
+    };
+    let events = EventProbe::bind(&broker, &["order.*"]).await;
+    let app = shop_order::Application::build(config)
+        .await
+        .expect("build the order service");
+    let addr = app.grpc_addr();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        client: OrderServiceClient::new(grpc_channel(addr).await),
+        events,
+        broker,
+        shutdown,
+        _database: database,
+    }
+}
+
+pub(crate) fn item(product: &str, quantity: i32, price: i64) -> LineItem {
+    LineItem {
+        product_id: product.into(),
+        quantity,
+        unit_price_cents: price,
+    }
+}
+
+pub(crate) fn order_request(customer_id: &str, items: Vec<LineItem>) -> CreateOrderRequest {
+    CreateOrderRequest {
+        customer_id: customer_id.into(),
+        items,
+        idempotency_key: String::new(),
+    }
+}
+
+impl TestApp {
+    /// A customer the order service knows: user.created published and applied.
+    pub(crate) async fn known_customer(&mut self) -> String {
+        let user_id = uuid::Uuid::now_v7().to_string();
+        publish(
+            &self.broker,
+            &UserCreated {
+                user_id: user_id.clone(),
+                email: format!("{user_id}@example.com"),
+                name: "Test".into(),
+                create_time: None,
+            },
+        )
+        .await;
+        // The customer is known once CreateOrder stops answering FAILED_PRECONDITION. The
+        // probe order this creates (one, thanks to its idempotency key) is part of the test.
+        let mut probe = order_request(&user_id, vec![item("probe", 1, 1)]);
+        probe.idempotency_key = "known-customer-probe".into();
+        let client = self.client.clone();
+        eventually(WAIT, "the customer to be known", || {
+            let mut client = client.clone();
+            let probe = probe.clone();
+            async move { client.create_order(probe).await.ok().map(|_| ()) }
+        })
+        .await;
+        user_id
+    }
+
+    pub(crate) async fn create(&mut self, customer: &str, items: Vec<LineItem>) -> Order {
+        self.client
+            .create_order(order_request(customer, items))
+            .await
+            .expect("CreateOrder succeeds")
+            .into_inner()
+            .order
+            .expect("an order")
+    }
+
+    pub(crate) async fn get(&mut self, order_id: &str) -> Order {
+        self.client
+            .get_order(GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .expect("GetOrder succeeds")
+            .into_inner()
+            .order
+            .expect("an order")
+    }
+
+    pub(crate) async fn wait_for_status(&mut self, order_id: &str, status: OrderStatus) -> Order {
+        let client = self.client.clone();
+        eventually(WAIT, &format!("order {order_id} to be {status:?}"), || {
+            let mut c = client.clone();
+            let id = order_id.to_owned();
+            async move {
+                let order = c
+                    .get_order(GetOrderRequest { order_id: id })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .order?;
+                (order.status == status as i32).then_some(order)
+            }
+        })
+        .await
+    }
+}
