@@ -1,0 +1,63 @@
+//! The inventory service's errors and their one mapping to gRPC status codes (CONTRACT.md).
+
+use tonic::Status;
+
+/// Everything an inventory RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No stock is recorded for that product.
+    #[error("no stock is recorded for this product")]
+    NotFound,
+    /// The change would take the available stock below zero.
+    #[error("the adjustment would take available stock below zero")]
+    WouldGoNegative,
+    /// Anything else: logged, never shown to the caller.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for InventoryError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
+impl From<InventoryError> for Status {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::InvalidArgument(m) => Status::invalid_argument(m),
+            InventoryError::NotFound => Status::not_found(e.to_string()),
+            InventoryError::WouldGoNegative => Status::failed_precondition(e.to_string()),
+            InventoryError::Unexpected(e) => {
+                tracing::error!(error.cause_chain = ?e, "inventory rpc failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_error_maps_to_its_contract_code_and_hides_internals() {
+        let code = |e: InventoryError| Status::from(e).code();
+        assert_eq!(
+            code(InventoryError::InvalidArgument("x".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(InventoryError::NotFound), Code::NotFound);
+        assert_eq!(
+            code(InventoryError::WouldGoNegative),
+            Code::FailedPrecondition
+        );
+        let internal = Status::from(InventoryError::Unexpected(anyhow::anyhow!("db text")));
+        assert_eq!(internal.code(), Code::Internal);
+        assert_eq!(internal.message(), "internal error");
+    }
+}

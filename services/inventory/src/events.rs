@@ -1,0 +1,162 @@
+//! The inventory's side of the saga.
+//!
+//! - `order.created` → reserve every item or none; publish `inventory.reserved` or
+//!   `inventory.reservation_failed` (with the shortages).
+//! - `order.cancelled` → release what was reserved (`inventory.released`); if the
+//!   cancellation comes first, leave a tombstone so the late `order.created` reserves nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use shop_proto::inventory::v1::{
+    ReservedItem, Shortage, StockReleased, StockReservationFailed, StockReserved,
+};
+use shop_proto::order::v1::{OrderCancelled, OrderCreated};
+use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+use uuid::Uuid;
+
+use crate::domain::Held;
+use crate::repository;
+
+const RESERVED: &str = "RESERVED";
+const FAILED: &str = "FAILED";
+const RELEASED: &str = "RELEASED";
+const CANCELLED: &str = "CANCELLED";
+
+/// The handlers of every event the inventory consumes.
+#[derive(Debug, Default)]
+pub(crate) struct InventoryHandlers;
+
+/// What the inventory subscribes to.
+pub(crate) fn subscriptions() -> Subscriptions {
+    let handlers = Arc::new(InventoryHandlers);
+    Subscriptions::new()
+        .on::<OrderCreated, _>(handlers.clone())
+        .on::<OrderCancelled, _>(handlers)
+}
+
+fn order_id(raw: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| HandlerError::permanent(format!("order_id {raw:?} is not a UUID")))
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderCreated> for InventoryHandlers {
+    async fn handle(
+        &self,
+        e: &OrderCreated,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let order_id = order_id(&e.order_id)?;
+        if let Some(existing) = repository::lock_reservation(cx.conn(), order_id).await? {
+            if existing.status == CANCELLED {
+                tracing::info!(%order_id, "order was cancelled before its reservation: nothing reserved");
+            }
+            return Ok(()); // decided before (or a tombstone): nothing to do twice
+        }
+
+        // The units wanted per product, in product order (BTreeMap), which is also the order
+        // the rows are locked in.
+        let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+        for item in &e.items {
+            if item.product_id.is_empty() || item.quantity <= 0 {
+                return Err(HandlerError::permanent(format!(
+                    "order {order_id} has an invalid item {:?} × {}",
+                    item.product_id, item.quantity
+                )));
+            }
+            *wanted.entry(item.product_id.clone()).or_default() += i64::from(item.quantity);
+        }
+        let products: Vec<String> = wanted.keys().cloned().collect();
+        let stock: BTreeMap<String, i64> = repository::lock_stock(cx.conn(), &products)
+            .await?
+            .into_iter()
+            .map(|row| (row.product_id, row.available))
+            .collect();
+
+        let shortages: Vec<Shortage> = wanted
+            .iter()
+            .filter_map(|(product, &quantity)| {
+                let available = stock.get(product).copied().unwrap_or(0);
+                (available < quantity).then(|| Shortage {
+                    product_id: product.clone(),
+                    requested: i32::try_from(quantity).unwrap_or(i32::MAX),
+                    available,
+                })
+            })
+            .collect();
+
+        if shortages.is_empty() {
+            // All or nothing: every line is available, so every line is reserved, in one
+            // statement. The CHECK constraints would refuse a negative count regardless.
+            let deltas: Vec<i64> = wanted.values().map(|q| -q).collect();
+            repository::move_units(cx.conn(), &products, &deltas).await?;
+            let held: Vec<Held> = wanted
+                .iter()
+                .map(|(p, &q)| Held {
+                    product_id: p.clone(),
+                    quantity: q,
+                })
+                .collect();
+            repository::insert_reservation(cx.conn(), order_id, RESERVED, &held).await?;
+            cx.stage(&StockReserved {
+                order_id: e.order_id.clone(),
+                items: held
+                    .iter()
+                    .map(|h| ReservedItem {
+                        product_id: h.product_id.clone(),
+                        quantity: i32::try_from(h.quantity).unwrap_or(i32::MAX),
+                    })
+                    .collect(),
+            })
+            .await?;
+        } else {
+            let names: Vec<&str> = shortages.iter().map(|s| s.product_id.as_str()).collect();
+            let reason = format!("insufficient stock for {}", names.join(", "));
+            repository::insert_reservation(cx.conn(), order_id, FAILED, &[]).await?;
+            cx.stage(&StockReservationFailed {
+                order_id: e.order_id.clone(),
+                reason,
+                shortages,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderCancelled> for InventoryHandlers {
+    async fn handle(
+        &self,
+        e: &OrderCancelled,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let order_id = order_id(&e.order_id)?;
+        if repository::insert_tombstone(cx.conn(), order_id).await? {
+            tracing::info!(%order_id, "cancellation arrived before the order: tombstone left");
+            return Ok(());
+        }
+        let Some(reservation) = repository::lock_reservation(cx.conn(), order_id).await? else {
+            return Err(HandlerError::transient("the reservation record vanished"));
+        };
+        match reservation.status.as_str() {
+            RESERVED => {
+                let mut held = reservation.items.0;
+                held.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+                let products: Vec<String> = held.iter().map(|h| h.product_id.clone()).collect();
+                let deltas: Vec<i64> = held.iter().map(|h| h.quantity).collect();
+                repository::lock_stock(cx.conn(), &products).await?;
+                repository::move_units(cx.conn(), &products, &deltas).await?;
+                repository::set_reservation_status(cx.conn(), order_id, RELEASED).await?;
+                cx.stage(&StockReleased {
+                    order_id: e.order_id.clone(),
+                })
+                .await?;
+            }
+            // Nothing was reserved, or it was released already: releasing is idempotent.
+            _ => {}
+        }
+        Ok(())
+    }
+}

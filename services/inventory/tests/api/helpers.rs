@@ -1,0 +1,93 @@
+use std::time::Duration;
+
+use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::inventory::v1::{AdjustStockRequest, GetStockRequest, StockLevel};
+use shop_proto::order::v1::{LineItem, OrderCreated};
+use shop_shared::testing::{EventProbe, TestBroker, TestDatabase, grpc_channel, service_config};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+pub(crate) struct TestApp {
+    pub(crate) client: InventoryServiceClient<Channel>,
+    pub(crate) events: EventProbe,
+    pub(crate) broker: TestBroker,
+    shutdown: CancellationToken,
+    _database: TestDatabase,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    shop_shared::testing::init_logs();
+    let database = TestDatabase::create().await;
+    let broker = TestBroker::new();
+    let config = shop_inventory::Config {
+        service: service_config("inventory", &database, &broker),
+    };
+    let events = EventProbe::bind(&broker, &["inventory.*"]).await;
+    let app = shop_inventory::Application::build(config)
+        .await
+        .expect("build the inventory service");
+    let addr = app.grpc_addr();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        client: InventoryServiceClient::new(grpc_channel(addr).await),
+        events,
+        broker,
+        shutdown,
+        _database: database,
+    }
+}
+
+pub(crate) fn order_created(items: &[(&str, i32)]) -> OrderCreated {
+    OrderCreated {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        customer_id: uuid::Uuid::now_v7().to_string(),
+        items: items
+            .iter()
+            .map(|(p, q)| LineItem {
+                product_id: (*p).into(),
+                quantity: *q,
+                unit_price_cents: 100,
+            })
+            .collect(),
+        total_cents: 0,
+        create_time: None,
+    }
+}
+
+impl TestApp {
+    pub(crate) async fn stock_up(&mut self, product: &str, units: i64) -> StockLevel {
+        self.client
+            .adjust_stock(AdjustStockRequest {
+                product_id: product.into(),
+                delta: units,
+            })
+            .await
+            .expect("AdjustStock succeeds")
+            .into_inner()
+            .stock
+            .expect("a stock level")
+    }
+
+    pub(crate) async fn stock(&mut self, product: &str) -> (i64, i64) {
+        let s = self
+            .client
+            .get_stock(GetStockRequest {
+                product_id: product.into(),
+            })
+            .await
+            .expect("GetStock succeeds")
+            .into_inner()
+            .stock
+            .expect("a stock level");
+        (s.available, s.reserved)
+    }
+}
