@@ -140,22 +140,20 @@ impl Handle<OrderCancelled> for InventoryHandlers {
         let Some(reservation) = repository::lock_reservation(cx.conn(), order_id).await? else {
             return Err(HandlerError::transient("the reservation record vanished"));
         };
-        match reservation.status.as_str() {
-            RESERVED => {
-                let mut held = reservation.items.0;
-                held.sort_by(|a, b| a.product_id.cmp(&b.product_id));
-                let products: Vec<String> = held.iter().map(|h| h.product_id.clone()).collect();
-                let deltas: Vec<i64> = held.iter().map(|h| h.quantity).collect();
-                repository::lock_stock(cx.conn(), &products).await?;
-                repository::move_units(cx.conn(), &products, &deltas).await?;
-                repository::set_reservation_status(cx.conn(), order_id, RELEASED).await?;
-                cx.stage(&StockReleased {
-                    order_id: e.order_id.clone(),
-                })
-                .await?;
-            }
-            // Nothing was reserved, or it was released already: releasing is idempotent.
-            _ => {}
+        // Only a reservation that holds units has anything to release; FAILED, RELEASED and
+        // CANCELLED records make a repeated cancellation a no-op.
+        if reservation.status == RESERVED {
+            let mut held = reservation.items.0;
+            held.sort_by(|a, b| a.product_id.cmp(&b.product_id));
+            let products: Vec<String> = held.iter().map(|h| h.product_id.clone()).collect();
+            let deltas: Vec<i64> = held.iter().map(|h| h.quantity).collect();
+            repository::lock_stock(cx.conn(), &products).await?;
+            repository::move_units(cx.conn(), &products, &deltas).await?;
+            repository::set_reservation_status(cx.conn(), order_id, RELEASED).await?;
+            cx.stage(&StockReleased {
+                order_id: e.order_id.clone(),
+            })
+            .await?;
         }
         Ok(())
     }
