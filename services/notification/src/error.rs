@@ -1,0 +1,47 @@
+//! The notification service's errors and their one mapping to gRPC status codes.
+
+use tonic::Status;
+
+/// Everything a notification RPC can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    /// The request is malformed; the message says which field and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Anything else: logged, never shown to the caller.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for NotificationError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
+impl From<NotificationError> for Status {
+    fn from(e: NotificationError) -> Self {
+        match e {
+            NotificationError::InvalidArgument(m) => Status::invalid_argument(m),
+            NotificationError::Unexpected(e) => {
+                tracing::error!(error.cause_chain = ?e, "notification rpc failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn every_error_maps_to_its_contract_code_and_hides_internals() {
+        let invalid = Status::from(NotificationError::InvalidArgument("x".into()));
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        let internal = Status::from(NotificationError::Unexpected(anyhow::anyhow!("db text")));
+        assert_eq!(internal.code(), Code::Internal);
+        assert_eq!(internal.message(), "internal error");
+    }
+}

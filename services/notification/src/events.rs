@@ -1,0 +1,195 @@
+//! The events that make notifications, and the contacts they are sent to.
+//!
+//! - `user.created` → contact, and a welcome notification;
+//! - `user.updated` → contact;
+//! - `order.confirmed` / `order.rejected` / `order.cancelled` → one notification each.
+//!
+//! An order event for a user whose contact has not arrived yet is a transient failure: the
+//! message is retried (with backoff) until the `user.created` is applied.
+
+use std::sync::Arc;
+
+use shop_proto::Event;
+use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
+use shop_proto::user::v1::{UserCreated, UserUpdated};
+use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+use uuid::Uuid;
+
+use crate::repository;
+use crate::sender::{NewNotification, Sender};
+
+/// The channel every notification goes through for now.
+const CHANNEL: &str = "email";
+
+/// The handlers of every event the notification service consumes.
+#[derive(Debug)]
+pub(crate) struct NotificationHandlers {
+    pub(crate) sender: Arc<dyn Sender>,
+}
+
+/// What the notification service subscribes to.
+pub(crate) fn subscriptions(sender: Arc<dyn Sender>) -> Subscriptions {
+    let handlers = Arc::new(NotificationHandlers { sender });
+    Subscriptions::new()
+        .on::<UserCreated, _>(handlers.clone())
+        .on::<UserUpdated, _>(handlers.clone())
+        .on::<OrderConfirmed, _>(handlers.clone())
+        .on::<OrderRejected, _>(handlers.clone())
+        .on::<OrderCancelled, _>(handlers)
+}
+
+fn user_id(raw: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| HandlerError::permanent(format!("user id {raw:?} is not a UUID")))
+}
+
+/// Money for people: 1234 cents → "12.34".
+fn amount(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+}
+
+impl NotificationHandlers {
+    /// Sends a notification about an order to its customer.
+    async fn about_order<E: Event>(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        customer_id: &str,
+        order_id: &str,
+        subject: String,
+        body: String,
+    ) -> Result<(), HandlerError> {
+        let user_id = user_id(customer_id)?;
+        let Some(contact) = repository::find_contact(cx.conn(), user_id).await? else {
+            return Err(HandlerError::transient(format!(
+                "no contact for user {user_id} yet (user.created not applied)"
+            )));
+        };
+        let recipient = contact.email.unwrap_or_default();
+        let body = match contact.name {
+            Some(name) if !name.is_empty() => format!("Hello {name}, {body}"),
+            _ => body,
+        };
+        let notification = NewNotification {
+            notification_id: Uuid::now_v7(),
+            user_id,
+            channel: CHANNEL.into(),
+            recipient,
+            subject,
+            body,
+            source_event_type: E::TYPE_NAME.into(),
+            source_event_id: cx.meta().message_id.clone(),
+            order_id: order_id.into(),
+        };
+        self.sender.send(cx.conn(), &notification).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<UserCreated> for NotificationHandlers {
+    async fn handle(
+        &self,
+        e: &UserCreated,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let user_id = user_id(&e.user_id)?;
+        repository::contact_created(cx.conn(), user_id, &e.email, &e.name).await?;
+        let notification = NewNotification {
+            notification_id: Uuid::now_v7(),
+            user_id,
+            channel: CHANNEL.into(),
+            recipient: e.email.clone(),
+            subject: "Welcome to shop".into(),
+            body: format!("Hello {}, your shop account is ready.", e.name),
+            source_event_type: UserCreated::TYPE_NAME.into(),
+            source_event_id: cx.meta().message_id.clone(),
+            order_id: String::new(),
+        };
+        self.sender.send(cx.conn(), &notification).await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<UserUpdated> for NotificationHandlers {
+    async fn handle(
+        &self,
+        e: &UserUpdated,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        let user_id = user_id(&e.user_id)?;
+        repository::contact_updated(cx.conn(), user_id, e.email.as_deref(), e.name.as_deref())
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderConfirmed> for NotificationHandlers {
+    async fn handle(
+        &self,
+        e: &OrderConfirmed,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        self.about_order::<OrderConfirmed>(
+            cx,
+            &e.customer_id,
+            &e.order_id,
+            "Your order is confirmed".into(),
+            format!(
+                "your order {} is confirmed. Total: {}.",
+                e.order_id,
+                amount(e.total_cents)
+            ),
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderRejected> for NotificationHandlers {
+    async fn handle(
+        &self,
+        e: &OrderRejected,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        self.about_order::<OrderRejected>(
+            cx,
+            &e.customer_id,
+            &e.order_id,
+            "Your order could not be fulfilled".into(),
+            format!("your order {} was rejected: {}.", e.order_id, e.reason),
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<OrderCancelled> for NotificationHandlers {
+    async fn handle(
+        &self,
+        e: &OrderCancelled,
+        cx: &mut HandlerContext<'_>,
+    ) -> Result<(), HandlerError> {
+        self.about_order::<OrderCancelled>(
+            cx,
+            &e.customer_id,
+            &e.order_id,
+            "Your order is cancelled".into(),
+            format!("your order {} was cancelled: {}.", e.order_id, e.reason),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_as_money() {
+        assert_eq!(amount(1234), "12.34");
+        assert_eq!(amount(5), "0.05");
+        assert_eq!(amount(0), "0.00");
+    }
+}

@@ -1,0 +1,5 @@
+//! The notification service through its gRPC API, fed by events the test publishes.
+
+mod helpers;
+
+mod notifications;

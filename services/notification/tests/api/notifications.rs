@@ -1,0 +1,179 @@
+use shop_proto::notification::v1::ListNotificationsRequest;
+use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
+use shop_proto::user::v1::UserCreated;
+use shop_shared::testing::publish;
+use tonic::Code;
+
+use crate::helpers::spawn_app;
+
+fn user(user_id: &str) -> UserCreated {
+    UserCreated {
+        user_id: user_id.into(),
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        create_time: None,
+    }
+}
+
+#[tokio::test]
+async fn a_new_user_gets_a_welcome_notification() {
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+
+    let message_id = publish(&app.broker, &user(&user_id)).await;
+
+    let list = app.wait_for(&user_id, 1).await;
+    assert_eq!(list.len(), 1);
+    let welcome = &list[0];
+    assert_eq!(welcome.recipient, "ada@example.com");
+    assert_eq!(welcome.channel, "email");
+    assert_eq!(welcome.source_event_type, "shop.user.v1.UserCreated");
+    assert_eq!(welcome.source_event_id, message_id);
+    assert!(welcome.order_id.is_empty());
+    assert!(welcome.create_time.is_some());
+}
+
+#[tokio::test]
+async fn every_order_outcome_notifies_the_customer_once() {
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+    publish(&app.broker, &user(&user_id)).await;
+
+    publish(
+        &app.broker,
+        &OrderConfirmed {
+            order_id: "o-1".into(),
+            customer_id: user_id.clone(),
+            total_cents: 1234,
+        },
+    )
+    .await;
+    publish(
+        &app.broker,
+        &OrderRejected {
+            order_id: "o-2".into(),
+            customer_id: user_id.clone(),
+            reason: "insufficient stock for a".into(),
+        },
+    )
+    .await;
+    publish(
+        &app.broker,
+        &OrderCancelled {
+            order_id: "o-3".into(),
+            customer_id: user_id.clone(),
+            reason: "changed my mind".into(),
+        },
+    )
+    .await;
+
+    let list = app.wait_for(&user_id, 4).await;
+    assert_eq!(list.len(), 4);
+    let mut about: Vec<(String, String)> = list
+        .iter()
+        .filter(|n| !n.order_id.is_empty())
+        .map(|n| (n.order_id.clone(), n.source_event_type.clone()))
+        .collect();
+    about.sort();
+    assert_eq!(
+        about,
+        [
+            ("o-1".into(), "shop.order.v1.OrderConfirmed".into()),
+            ("o-2".into(), "shop.order.v1.OrderRejected".into()),
+            ("o-3".into(), "shop.order.v1.OrderCancelled".into()),
+        ]
+    );
+    let confirmed = list.iter().find(|n| n.order_id == "o-1").unwrap();
+    assert!(confirmed.body.contains("12.34"), "{}", confirmed.body);
+}
+
+#[tokio::test]
+async fn an_order_event_before_the_user_is_retried_until_the_contact_arrives() {
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+
+    publish(
+        &app.broker,
+        &OrderConfirmed {
+            order_id: "early".into(),
+            customer_id: user_id.clone(),
+            total_cents: 1,
+        },
+    )
+    .await;
+    publish(&app.broker, &user(&user_id)).await;
+
+    let list = app.wait_for(&user_id, 2).await;
+    let early = list
+        .iter()
+        .find(|n| n.order_id == "early")
+        .expect("the early order's notification");
+    assert_eq!(early.recipient, "ada@example.com");
+}
+
+#[tokio::test]
+async fn list_notifications_pages_and_rejects_bad_input() {
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+    publish(&app.broker, &user(&user_id)).await;
+    for i in 0..4 {
+        publish(
+            &app.broker,
+            &OrderConfirmed {
+                order_id: format!("o-{i}"),
+                customer_id: user_id.clone(),
+                total_cents: 1,
+            },
+        )
+        .await;
+    }
+    let all = app.wait_for(&user_id, 5).await;
+
+    let first = app
+        .client
+        .list_notifications(ListNotificationsRequest {
+            user_id: user_id.clone(),
+            page_size: 3,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.notifications.len(), 3);
+    let second = app
+        .client
+        .list_notifications(ListNotificationsRequest {
+            user_id: user_id.clone(),
+            page_size: 3,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.notifications.len(), 2);
+    assert!(second.next_page_token.is_empty());
+    let paged: Vec<_> = first
+        .notifications
+        .into_iter()
+        .chain(second.notifications)
+        .collect();
+    assert_eq!(paged, all);
+
+    for (user, token, size) in [
+        ("nope", "", 1),
+        (user_id.as_str(), "bad", 1),
+        (user_id.as_str(), "", -1),
+    ] {
+        let status = app
+            .client
+            .list_notifications(ListNotificationsRequest {
+                user_id: user.into(),
+                page_size: size,
+                page_token: token.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    assert!(app.list(&uuid::Uuid::now_v7().to_string()).await.is_empty());
+}
