@@ -1,1 +1,306 @@
-//! System tests of shop.
+//! System tests of shop: the four services in one process, each with its own fresh database,
+//! all on one random broker prefix, driven through their gRPC clients like any caller.
+//!
+//! [`TestSystem::start`] is the entry point; the tests live in `tests/tests/`.
+
+use std::time::Duration;
+
+use shop::system::{Addresses, BuiltSystem, SystemConfig};
+use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::inventory::v1::{AdjustStockRequest, GetStockRequest};
+use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use shop_proto::notification::v1::{ListNotificationsRequest, Notification};
+use shop_proto::order::v1::order_service_client::OrderServiceClient;
+use shop_proto::order::v1::{CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderStatus};
+use shop_proto::user::v1::CreateUserRequest;
+use shop_proto::user::v1::user_service_client::UserServiceClient;
+use shop_shared::testing::{TestBroker, TestDatabase, eventually, service_config};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// How long an asynchronous outcome may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// gRPC clients of the four services.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// UserService.
+    pub user: UserServiceClient<Channel>,
+    /// OrderService.
+    pub order: OrderServiceClient<Channel>,
+    /// InventoryService.
+    pub inventory: InventoryServiceClient<Channel>,
+    /// NotificationService.
+    pub notification: NotificationServiceClient<Channel>,
+}
+
+impl Clients {
+    /// Clients of every service; each connects on its first call (a service that is built
+    /// but not running yet is not dialled before it is used).
+    pub fn connect_lazy(a: Addresses) -> Self {
+        let channel = |addr: std::net::SocketAddr| {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("a valid endpoint")
+                .connect_lazy()
+        };
+        Self {
+            user: UserServiceClient::new(channel(a.user)),
+            order: OrderServiceClient::new(channel(a.order)),
+            inventory: InventoryServiceClient::new(channel(a.inventory)),
+            notification: NotificationServiceClient::new(channel(a.notification)),
+        }
+    }
+}
+
+/// The whole system under test.
+#[derive(Debug)]
+pub struct TestSystem {
+    /// Clients of every service.
+    pub clients: Clients,
+    /// The broker prefix every service uses.
+    pub broker: TestBroker,
+    /// The four databases: user, order, inventory, notification.
+    pub databases: Vec<TestDatabase>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    held_back: Option<shop_inventory::Application>,
+}
+
+/// Fresh databases and a fresh prefix for the four services.
+pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
+    shop_shared::testing::init_logs();
+    let broker = TestBroker::new();
+    let dbs = vec![
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+    ];
+    let config = SystemConfig {
+        user: shop_user::Config {
+            service: service_config("user", &dbs[0], &broker),
+            password: shop_user::config::PasswordHashing {
+                memory_kib: 64,
+                iterations: 1,
+            },
+        },
+        order: shop_order::Config {
+            service: service_config("order", &dbs[1], &broker),
+        },
+        inventory: shop_inventory::Config {
+            service: {
+                let mut c = service_config("inventory", &dbs[2], &broker);
+                c.messaging.concurrency = 1;
+                c
+            },
+        },
+        notification: shop_notification::Config {
+            service: service_config("notification", &dbs[3], &broker),
+        },
+    };
+    (config, broker, dbs)
+}
+
+impl TestSystem {
+    /// Starts the four services.
+    pub async fn start() -> Self {
+        let mut system = Self::start_holding_back_inventory().await;
+        system.release_inventory();
+        system
+    }
+
+    /// Builds all four services (every queue declared) but runs only user, order and
+    /// notification: events for the inventory wait in its queue until
+    /// [`TestSystem::release_inventory`].
+    pub async fn start_holding_back_inventory() -> Self {
+        let (config, broker, databases) = test_config().await;
+        let built = BuiltSystem::build(config).await.expect("build the system");
+        let clients = Clients::connect_lazy(built.addresses());
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(built.user.run_until_stopped(shutdown.clone())),
+            tokio::spawn(built.order.run_until_stopped(shutdown.clone())),
+            tokio::spawn(built.notification.run_until_stopped(shutdown.clone())),
+        ];
+        Self {
+            clients,
+            broker,
+            databases,
+            shutdown,
+            tasks,
+            held_back: Some(built.inventory),
+        }
+    }
+
+    /// Starts the inventory if it was held back.
+    pub fn release_inventory(&mut self) {
+        if let Some(inventory) = self.held_back.take() {
+            self.tasks.push(tokio::spawn(
+                inventory.run_until_stopped(self.shutdown.clone()),
+            ));
+        }
+    }
+
+    /// Stops every service and checks none failed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            task.await
+                .expect("no service panicked")
+                .expect("every service stops cleanly");
+        }
+    }
+
+    /// Registers a user and waits until the order service knows them as a customer.
+    pub async fn customer(&self) -> String {
+        let mut users = self.clients.user.clone();
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let user = users
+            .create_user(CreateUserRequest {
+                email,
+                name: "Test Customer".into(),
+                password: "correct horse battery".into(),
+            })
+            .await
+            .expect("CreateUser succeeds")
+            .into_inner()
+            .user
+            .expect("a user");
+        self.wait_until_customer_known(&user.user_id).await;
+        user.user_id
+    }
+
+    /// Waits until the order service applied `user.created` for `user_id`: CreateOrder
+    /// answers FAILED_PRECONDITION until then.
+    pub async fn wait_until_customer_known(&self, user_id: &str) {
+        // A CreateOrder with an idempotency key that is only ever used here: once the customer
+        // is known it creates one probe order for product "__probe__" with quantity 1; that
+        // product never has stock, so the probe ends REJECTED and touches no real stock.
+        let orders = self.clients.order.clone();
+        let request = CreateOrderRequest {
+            customer_id: user_id.into(),
+            items: vec![LineItem {
+                product_id: "__probe__".into(),
+                quantity: 1,
+                unit_price_cents: 0,
+            }],
+            idempotency_key: "__customer_known_probe__".into(),
+        };
+        eventually(
+            WAIT,
+            "the customer to be known to the order service",
+            || {
+                let mut orders = orders.clone();
+                let request = request.clone();
+                async move { orders.create_order(request).await.ok().map(|_| ()) }
+            },
+        )
+        .await;
+    }
+
+    /// Puts `units` of `product` in stock.
+    pub async fn stock_up(&self, product: &str, units: i64) {
+        self.clients
+            .inventory
+            .clone()
+            .adjust_stock(AdjustStockRequest {
+                product_id: product.into(),
+                delta: units,
+            })
+            .await
+            .expect("AdjustStock succeeds");
+    }
+
+    /// `(available, reserved)` of a product.
+    pub async fn stock(&self, product: &str) -> (i64, i64) {
+        let s = self
+            .clients
+            .inventory
+            .clone()
+            .get_stock(GetStockRequest {
+                product_id: product.into(),
+            })
+            .await
+            .expect("GetStock succeeds")
+            .into_inner()
+            .stock
+            .expect("a stock level");
+        (s.available, s.reserved)
+    }
+
+    /// Places an order.
+    pub async fn order(&self, customer: &str, items: &[(&str, i32)]) -> Order {
+        self.clients
+            .order
+            .clone()
+            .create_order(order_request(customer, items))
+            .await
+            .expect("CreateOrder succeeds")
+            .into_inner()
+            .order
+            .expect("an order")
+    }
+
+    /// Waits until an order leaves PENDING, and returns it.
+    pub async fn settled(&self, order_id: &str) -> Order {
+        let orders = self.clients.order.clone();
+        eventually(WAIT, &format!("order {order_id} to leave PENDING"), || {
+            let mut orders = orders.clone();
+            let order_id = order_id.to_owned();
+            async move {
+                let order = orders
+                    .get_order(GetOrderRequest { order_id })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .order?;
+                (order.status != OrderStatus::Pending as i32).then_some(order)
+            }
+        })
+        .await
+    }
+
+    /// Waits until `user_id` has at least `count` notifications; returns them newest first.
+    pub async fn notifications(&self, user_id: &str, count: usize) -> Vec<Notification> {
+        let client = self.clients.notification.clone();
+        eventually(
+            WAIT,
+            &format!("{count} notifications for {user_id}"),
+            || {
+                let mut client = client.clone();
+                let user_id = user_id.to_owned();
+                async move {
+                    let list = client
+                        .list_notifications(ListNotificationsRequest {
+                            user_id,
+                            page_size: 500,
+                            page_token: String::new(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .notifications;
+                    (list.len() >= count).then_some(list)
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// A CreateOrder request with unit price 100 per item.
+pub fn order_request(customer: &str, items: &[(&str, i32)]) -> CreateOrderRequest {
+    CreateOrderRequest {
+        customer_id: customer.into(),
+        items: items
+            .iter()
+            .map(|(p, q)| LineItem {
+                product_id: (*p).into(),
+                quantity: *q,
+                unit_price_cents: 100,
+            })
+            .collect(),
+        idempotency_key: String::new(),
+    }
+}

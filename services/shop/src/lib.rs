@@ -1,0 +1,7 @@
+//! The `shop` command's library: running the whole system in one process, for `shop up`, for
+//! the benchmark and for the system tests.
+//!
+//! # Layout
+//! - [`system`] — the four services started together, and stopped together.
+
+pub mod system;

@@ -1,0 +1,195 @@
+//! The four services in one process: built first (so a missing database or broker is
+//! reported before anything serves), then run until shutdown. If one stops with an error,
+//! the others stop too.
+
+use std::net::SocketAddr;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A service of shop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    /// Registration and profiles (50051).
+    User,
+    /// Orders and their saga (50052).
+    Order,
+    /// Stock and reservations (50053).
+    Inventory,
+    /// Notifications to users (50054).
+    Notification,
+}
+
+/// The configuration of all four services.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// The user service.
+    pub user: shop_user::Config,
+    /// The order service.
+    pub order: shop_order::Config,
+    /// The inventory service.
+    pub inventory: shop_inventory::Config,
+    /// The notification service.
+    pub notification: shop_notification::Config,
+}
+
+impl SystemConfig {
+    /// Every service configured from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            user: shop_user::Config::from_env()?,
+            order: shop_order::Config::from_env()?,
+            inventory: shop_inventory::Config::from_env()?,
+            notification: shop_notification::Config::from_env()?,
+        })
+    }
+}
+
+/// The four services, built and bound, not yet running.
+#[derive(Debug)]
+pub struct BuiltSystem {
+    /// The user service.
+    pub user: shop_user::Application,
+    /// The order service.
+    pub order: shop_order::Application,
+    /// The inventory service.
+    pub inventory: shop_inventory::Application,
+    /// The notification service.
+    pub notification: shop_notification::Application,
+}
+
+/// The gRPC addresses of a running system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// UserService.
+    pub user: SocketAddr,
+    /// OrderService.
+    pub order: SocketAddr,
+    /// InventoryService.
+    pub inventory: SocketAddr,
+    /// NotificationService.
+    pub notification: SocketAddr,
+}
+
+impl BuiltSystem {
+    /// Builds every service: databases created and migrated, the broker checked, every queue
+    /// declared, every listener bound.
+    pub async fn build(config: SystemConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            user: shop_user::Application::build(config.user).await?,
+            order: shop_order::Application::build(config.order).await?,
+            inventory: shop_inventory::Application::build(config.inventory).await?,
+            notification: shop_notification::Application::build(config.notification).await?,
+        })
+    }
+
+    /// Where each service listens.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            user: self.user.grpc_addr(),
+            order: self.order.grpc_addr(),
+            inventory: self.inventory.grpc_addr(),
+            notification: self.notification.grpc_addr(),
+        }
+    }
+
+    /// Starts every service in the background.
+    pub fn spawn(self, shutdown: CancellationToken) -> RunningSystem {
+        let addresses = self.addresses();
+        let stop_all = |shutdown: CancellationToken| {
+            move |result: anyhow::Result<()>| {
+                if result.is_err() {
+                    shutdown.cancel();
+                }
+                result
+            }
+        };
+        let tasks = vec![
+            tokio::spawn({
+                let (s, done) = (shutdown.clone(), stop_all(shutdown.clone()));
+                async move { done(self.user.run_until_stopped(s).await) }
+            }),
+            tokio::spawn({
+                let (s, done) = (shutdown.clone(), stop_all(shutdown.clone()));
+                async move { done(self.order.run_until_stopped(s).await) }
+            }),
+            tokio::spawn({
+                let (s, done) = (shutdown.clone(), stop_all(shutdown.clone()));
+                async move { done(self.inventory.run_until_stopped(s).await) }
+            }),
+            tokio::spawn({
+                let (s, done) = (shutdown.clone(), stop_all(shutdown.clone()));
+                async move { done(self.notification.run_until_stopped(s).await) }
+            }),
+        ];
+        RunningSystem {
+            addresses,
+            shutdown,
+            tasks,
+        }
+    }
+}
+
+/// The four services running in this process.
+#[derive(Debug)]
+pub struct RunningSystem {
+    /// Where each service listens.
+    pub addresses: Addresses,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningSystem {
+    /// Waits until every service stopped (after `shutdown`, or after one failed).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for task in self.tasks {
+            let result = task
+                .await
+                .map_err(|e| anyhow::anyhow!("a service panicked: {e}"))
+                .and_then(|r| r);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// `shop up`: all four services from the environment until `shutdown`.
+pub async fn up(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let built = BuiltSystem::build(SystemConfig::from_env()?).await?;
+    let a = built.addresses();
+    tracing::info!(user = %a.user, order = %a.order, inventory = %a.inventory, notification = %a.notification, "shop is up");
+    built.spawn(shutdown).wait().await
+}
+
+/// `shop serve <service>`: one service from the environment until `shutdown`.
+pub async fn serve(service: ServiceName, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match service {
+        ServiceName::User => {
+            let app = shop_user::Application::build(shop_user::Config::from_env()?).await?;
+            app.run_until_stopped(shutdown).await
+        }
+        ServiceName::Order => {
+            let app = shop_order::Application::build(shop_order::Config::from_env()?).await?;
+            app.run_until_stopped(shutdown).await
+        }
+        ServiceName::Inventory => {
+            let app =
+                shop_inventory::Application::build(shop_inventory::Config::from_env()?).await?;
+            app.run_until_stopped(shutdown).await
+        }
+        ServiceName::Notification => {
+            let app = shop_notification::Application::build(shop_notification::Config::from_env()?)
+                .await?;
+            app.run_until_stopped(shutdown).await
+        }
+    }
+}

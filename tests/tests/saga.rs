@@ -1,0 +1,244 @@
+//! The order saga end to end: the four services in-process, driven through gRPC.
+
+use std::collections::HashMap;
+
+use shop_proto::order::v1::{CancelOrderRequest, OrderCreated, OrderStatus};
+use shop_shared::testing::{EventProbe, publish_envelope};
+use shop_tests::{TestSystem, WAIT};
+
+#[tokio::test]
+async fn a_stocked_order_is_confirmed_and_the_customer_notified() {
+    // Arrange
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("apple", 10).await;
+    system.stock_up("pear", 5).await;
+
+    // Act
+    let order = system.order(&customer, &[("apple", 3), ("pear", 5)]).await;
+
+    // Assert
+    assert_eq!(order.status, OrderStatus::Pending as i32);
+    let settled = system.settled(&order.order_id).await;
+    assert_eq!(
+        settled.status,
+        OrderStatus::Confirmed as i32,
+        "{}",
+        settled.status_reason
+    );
+    assert_eq!(system.stock("apple").await, (7, 3));
+    assert_eq!(system.stock("pear").await, (0, 5));
+    // welcome + the probe's rejection + the confirmation
+    let notifications = system.notifications(&customer, 3).await;
+    let confirmed: Vec<_> = notifications
+        .iter()
+        .filter(|n| n.order_id == order.order_id)
+        .collect();
+    assert_eq!(confirmed.len(), 1);
+    assert_eq!(
+        confirmed[0].source_event_type,
+        "shop.order.v1.OrderConfirmed"
+    );
+    assert!(
+        notifications
+            .iter()
+            .any(|n| n.source_event_type == "shop.user.v1.UserCreated")
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_beyond_the_stock_is_rejected_and_leaves_the_stock_untouched() {
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("apple", 2).await;
+
+    let order = system.order(&customer, &[("apple", 3)]).await;
+
+    let settled = system.settled(&order.order_id).await;
+    assert_eq!(settled.status, OrderStatus::Rejected as i32);
+    assert!(
+        settled.status_reason.contains("apple"),
+        "{}",
+        settled.status_reason
+    );
+    assert_eq!(system.stock("apple").await, (2, 0));
+    let notifications = system.notifications(&customer, 3).await;
+    assert!(
+        notifications.iter().any(|n| n.order_id == order.order_id
+            && n.source_event_type == "shop.order.v1.OrderRejected")
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn one_short_item_rejects_the_whole_order() {
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("a", 10).await;
+    system.stock_up("b", 10).await;
+    system.stock_up("c", 1).await;
+
+    let order = system
+        .order(&customer, &[("a", 2), ("b", 2), ("c", 2)])
+        .await;
+
+    let settled = system.settled(&order.order_id).await;
+    assert_eq!(settled.status, OrderStatus::Rejected as i32);
+    assert_eq!(system.stock("a").await, (10, 0), "all or nothing");
+    assert_eq!(system.stock("b").await, (10, 0));
+    assert_eq!(system.stock("c").await, (1, 0));
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_confirmed_order_releases_its_stock() {
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("apple", 10).await;
+    let order = system.order(&customer, &[("apple", 4)]).await;
+    assert_eq!(
+        system.settled(&order.order_id).await.status,
+        OrderStatus::Confirmed as i32
+    );
+
+    let cancelled = system
+        .clients
+        .order
+        .clone()
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+
+    assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
+    shop_shared::testing::eventually(WAIT, "the stock to be released", || async {
+        (system.stock("apple").await == (10, 0)).then_some(())
+    })
+    .await;
+    let notifications = system.notifications(&customer, 4).await;
+    assert!(
+        notifications.iter().any(|n| n.order_id == order.order_id
+            && n.source_event_type == "shop.order.v1.OrderCancelled")
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_before_its_reservation_ends_cancelled_with_no_stock_held() {
+    // Arrange: the inventory is built (its queue exists) but not running yet; its stock is
+    // put in directly.
+    let mut system = TestSystem::start_holding_back_inventory().await;
+    let customer = system.customer().await;
+    let inventory_db = shop_shared::db::connect(&system.databases[2].url, 1)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO stock (product_id, available, reserved) VALUES ('apple', 5, 0)")
+        .execute(&inventory_db)
+        .await
+        .unwrap();
+
+    // Act: place and cancel while the inventory is not consuming; then let it run.
+    let order = system.order(&customer, &[("apple", 2)]).await;
+    system
+        .clients
+        .order
+        .clone()
+        .cancel_order(CancelOrderRequest {
+            order_id: order.order_id.clone(),
+            reason: "too slow".into(),
+        })
+        .await
+        .unwrap();
+    system.release_inventory();
+
+    // Assert: the inventory reserved and released (or never reserved); the order stays
+    // cancelled whatever the inventory answered.
+    shop_shared::testing::eventually(WAIT, "the reservation to be released", || async {
+        (system.stock("apple").await == (5, 0)).then_some(())
+    })
+    .await;
+    let order = system.settled(&order.order_id).await;
+    assert_eq!(order.status, OrderStatus::Cancelled as i32);
+    assert_eq!(order.status_reason, "too slow");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_order_created_reserves_once() {
+    // Arrange: capture the real order.created off the broker.
+    let system = TestSystem::start().await;
+    let mut probe = EventProbe::bind(&system.broker, &["order.created"]).await;
+    let customer = system.customer().await;
+    probe.expect_event::<OrderCreated>(WAIT).await; // the customer probe's order
+    system.stock_up("apple", 10).await;
+    let order = system.order(&customer, &[("apple", 3)]).await;
+    let (_, original) = probe.expect_event::<OrderCreated>(WAIT).await;
+    assert_eq!(
+        system.settled(&order.order_id).await.status,
+        OrderStatus::Confirmed as i32
+    );
+
+    // Act: the same message (same message_id) delivered again, then a marker order.
+    let meta = original.meta();
+    let envelope = shop_shared::messaging::Envelope {
+        message_id: meta.message_id,
+        message_type: meta.message_type,
+        routing_key: "order.created".into(),
+        payload: original.body.clone(),
+        app_id: "order".into(),
+        correlation_id: meta.correlation_id,
+        causation_id: None,
+        traceparent: meta.traceparent,
+        tracestate: meta.tracestate,
+    };
+    publish_envelope(&system.broker, &envelope).await;
+    let marker = system.order(&customer, &[("apple", 1)]).await;
+    system.settled(&marker.order_id).await;
+
+    // Assert: reserved once for the order, once for the marker.
+    assert_eq!(system.stock("apple").await, (6, 4));
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_orders_for_fifty_units_never_oversell() {
+    // Arrange
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("hot", 50).await;
+
+    // Act: 200 CreateOrder calls at once, one unit each.
+    let calls = (0..200).map(|_| {
+        let mut orders = system.clients.order.clone();
+        let request = shop_tests::order_request(&customer, &[("hot", 1)]);
+        async move {
+            orders
+                .create_order(request)
+                .await
+                .map(|r| r.into_inner().order.unwrap())
+        }
+    });
+    let placed: Vec<_> = futures::future::join_all(calls).await;
+    let placed: Vec<_> = placed
+        .into_iter()
+        .map(|r| r.expect("CreateOrder succeeds"))
+        .collect();
+
+    // Assert
+    let mut outcomes: HashMap<i32, usize> = HashMap::new();
+    for order in &placed {
+        *outcomes
+            .entry(system.settled(&order.order_id).await.status)
+            .or_default() += 1;
+    }
+    assert_eq!(outcomes.get(&(OrderStatus::Confirmed as i32)), Some(&50));
+    assert_eq!(outcomes.get(&(OrderStatus::Rejected as i32)), Some(&150));
+    assert_eq!(system.stock("hot").await, (0, 50));
+    system.stop().await;
+}
