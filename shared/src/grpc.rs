@@ -27,9 +27,12 @@ pub struct StandardServices<H, R1, R2> {
     pub reflection_v1alpha: R2,
 }
 
-/// Builds health (every service starts NOT_SERVING until marked) and both reflections.
+/// Builds health and both reflections for the service named `service` (e.g.
+/// `shop.order.v1.OrderService`). Reflection lists exactly what the server serves: that
+/// service, health, and the two reflection services, with their full schemas.
 pub fn standard_services(
     descriptor_set: &'static [u8],
+    service: &str,
 ) -> anyhow::Result<
     StandardServices<
         tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
@@ -42,12 +45,24 @@ pub fn standard_services(
     >,
 > {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor_set)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor_set)
-        .build_v1alpha()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            // Both reflection versions describe both, so a v1alpha client (grpcurl 1.8)
+            // lists the v1 service too.
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .with_service_name(service)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(StandardServices {
         reporter,
         health,
@@ -88,7 +103,10 @@ mod tests {
 
     #[test]
     fn the_descriptor_set_builds_both_reflections() {
-        assert!(standard_services(shop_proto::FILE_DESCRIPTOR_SET).is_ok());
+        assert!(
+            standard_services(shop_proto::FILE_DESCRIPTOR_SET, "shop.order.v1.OrderService")
+                .is_ok()
+        );
     }
 
     #[test]

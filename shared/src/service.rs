@@ -239,7 +239,7 @@ where
     tracker.spawn(relay.run(shutdown.clone()));
     tracker.close();
 
-    let standard = crate::grpc::standard_services(shop_proto::FILE_DESCRIPTOR_SET)?;
+    let standard = crate::grpc::standard_services(shop_proto::FILE_DESCRIPTOR_SET, S::NAME)?;
     let reporter = standard.reporter.clone();
     // The database answered (migrations ran) and the broker answered (the exchange and the
     // queues are declared): only now is the service SERVING.
