@@ -6,6 +6,7 @@ use tonic::metadata::MetadataMap;
 use tonic_health::server::HealthReporter;
 
 use crate::messaging::EventContext;
+use crate::telemetry::propagation::TraceFields;
 
 /// The metadata key carrying the flow's correlation id (also the AMQP `correlation_id`).
 pub const CORRELATION_ID: &str = "x-correlation-id";
@@ -73,7 +74,12 @@ pub fn standard_services(
 
 /// The correlation id a caller sent (`x-correlation-id`), if it is usable.
 pub fn correlation_id(metadata: &MetadataMap) -> Option<String> {
-    metadata
+    correlation_id_from_headers(metadata.as_ref())
+}
+
+/// [`correlation_id`] from raw HTTP headers.
+pub fn correlation_id_from_headers(headers: &http::HeaderMap) -> Option<String> {
+    headers
         .get(CORRELATION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -81,17 +87,55 @@ pub fn correlation_id(metadata: &MetadataMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The context for events a request causes: the caller's correlation id or a fresh one.
+/// The context for events a request causes: the call's correlation id (the server layer
+/// mints one when the caller sent none) and the trace context of the current span (the
+/// call's server span), so the outbox relay continues this trace.
 pub fn event_context<T>(request: &Request<T>) -> EventContext {
-    match correlation_id(request.metadata()) {
+    let mut context = match correlation_id(request.metadata()) {
         Some(id) => EventContext::with_correlation_id(id),
         None => EventContext::new_flow(),
+    };
+    let trace = TraceFields::current();
+    context.traceparent = trace.traceparent;
+    context.tracestate = trace.tracestate;
+    context
+}
+
+/// A client interceptor that sends the current span's trace context and, when given, a
+/// correlation id: what every gRPC client of the system uses.
+#[derive(Debug, Clone, Default)]
+pub struct TraceInterceptor {
+    /// Sent as `x-correlation-id` when set.
+    pub correlation_id: Option<String>,
+}
+
+impl tonic::service::Interceptor for TraceInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+        let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(
+                &cx,
+                &mut crate::telemetry::propagation::HeaderInjector(request.metadata_mut().as_mut()),
+            )
+        });
+        if let Some(id) = &self.correlation_id
+            && let Ok(value) = id.parse()
+        {
+            request.metadata_mut().insert(CORRELATION_ID, value);
+        }
+        Ok(request)
     }
 }
 
 /// The server builder every service uses, so limits and layers are the same everywhere.
-pub fn server() -> tonic::transport::Server {
+pub fn server() -> tonic::transport::Server<
+    tower::layer::util::Stack<
+        crate::telemetry::grpc_layer::GrpcTraceLayer,
+        tower::layer::util::Identity,
+    >,
+> {
     tonic::transport::Server::builder()
+        .layer(crate::telemetry::grpc_layer::GrpcTraceLayer)
         // Bounds how long a client may keep a connection idle-open without pings.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .tcp_nodelay(true)
@@ -104,8 +148,11 @@ mod tests {
     #[test]
     fn the_descriptor_set_builds_both_reflections() {
         assert!(
-            standard_services(shop_proto::FILE_DESCRIPTOR_SET, "shop.order.v1.OrderService")
-                .is_ok()
+            standard_services(
+                shop_proto::FILE_DESCRIPTOR_SET,
+                "shop.order.v1.OrderService"
+            )
+            .is_ok()
         );
     }
 

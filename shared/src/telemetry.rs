@@ -1,32 +1,139 @@
-//! Logging and tracing setup shared by every binary: one call, one guard.
+//! Logs and traces, set up the same way by every binary: one call, one guard.
+//!
+//! - `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), pretty logs or JSON
+//!   (`LOG_FORMAT=json`). The spans that start a unit of work (a gRPC call, a consumed
+//!   message) carry `trace_id` and `correlation_id`, so every log line inside them does too.
+//! - OpenTelemetry: a tracer provider with the W3C trace-context propagator; `tracing` spans
+//!   become OpenTelemetry spans. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported by
+//!   OTLP/gRPC in batches (Jaeger accepts OTLP on 4317); without it nothing is exported, but
+//!   trace context is still propagated, so a flow keeps one trace id across services.
+//! - [`TelemetryGuard`] flushes and shuts the provider down when dropped.
+//!
+//! Trace context crosses process boundaries through the two adapters in [`propagation`]:
+//! gRPC metadata (HTTP headers) and AMQP headers.
 
+pub mod grpc_layer;
+pub mod propagation;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Flushes telemetry when dropped (at the end of `main`).
-#[derive(Debug)]
-pub struct TelemetryGuard {
-    _private: (),
+/// What the environment says about telemetry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://localhost:4317`; `None`: export nothing.
+    pub otlp_endpoint: Option<String>,
+    /// `LOG_FORMAT=json`: one JSON object per log line.
+    pub json: bool,
 }
 
-/// Installs the global subscriber for `service`: `RUST_LOG` filter (default `info`), pretty
-/// logs, or JSON with `LOG_FORMAT=json`.
+impl TelemetryConfig {
+    /// Reads `OTEL_EXPORTER_OTLP_ENDPOINT` and `LOG_FORMAT`.
+    pub fn from_env() -> Self {
+        Self {
+            otlp_endpoint: crate::config::env_var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            json: crate::config::env_var("LOG_FORMAT")
+                .is_some_and(|f| f.eq_ignore_ascii_case("json")),
+        }
+    }
+}
+
+/// Flushes and shuts down the tracer provider when dropped (at the end of `main`).
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    /// Exports what is buffered and stops the exporter (also done on drop).
+    pub fn shutdown(&self) {
+        let _ = self.provider.force_flush();
+        let _ = self.provider.shutdown();
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Installs logging and tracing for `service` from the environment. Call it inside the
+/// tokio runtime (the OTLP exporter's gRPC client runs on it).
 pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
+    init_with(service, &TelemetryConfig::from_env())
+}
+
+/// [`init`] with explicit settings.
+pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
+    if let Some(endpoint) = &config.otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig as _;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let output = if config.json {
+        LogOutput::Json
+    } else {
+        LogOutput::Pretty
+    };
+    install(builder.build(), output)
+}
+
+/// Installs logging and tracing with spans going to `exporter` as soon as they end (tests:
+/// an in-memory exporter). Logs go to the test harness' captured output.
+pub fn init_with_exporter<E: SpanExporter + 'static>(
+    service: &str,
+    exporter: E,
+) -> anyhow::Result<TelemetryGuard> {
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource(service))
+        .with_simple_exporter(exporter)
+        .build();
+    install(provider, LogOutput::TestWriter)
+}
+
+fn resource(service: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service.to_owned())
+        .build()
+}
+
+/// Where and how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogOutput {
+    Pretty,
+    Json,
+    TestWriter,
+}
+
+fn install(provider: SdkTracerProvider, output: LogOutput) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("shop");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = crate::config::env_var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    match output {
+        LogOutput::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true),
             )
-            .try_init()?;
-    } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
+            .try_init()?,
+        LogOutput::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogOutput::TestWriter => registry
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .try_init()?,
     }
-    tracing::debug!(service, "telemetry initialised");
-    Ok(TelemetryGuard { _private: () })
+    Ok(TelemetryGuard { provider })
 }

@@ -460,10 +460,13 @@ pub async fn publish_envelope(broker: &TestBroker, envelope: &crate::messaging::
 }
 
 /// Installs a log subscriber once per test binary: silent unless `TEST_LOG` is set (then
-/// `RUST_LOG` or `info`, to stderr).
+/// `RUST_LOG` or `info`, to stderr). Trace context still propagates (W3C propagator).
 pub fn init_logs() {
     static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
         if std::env::var_os("TEST_LOG").is_some() {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -41,6 +41,8 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::{self, DecodeError, EventContext, IncomingMeta};
 use super::{Names, connection, outbox, topology};
 use crate::config::MessagingConfig;
+use crate::telemetry::propagation::{TraceFields, continue_trace};
+use tracing::Instrument as _;
 
 /// How a handler failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +92,16 @@ impl HandlerContext<'_> {
         self.meta
     }
 
-    /// The context for events caused by this message.
+    /// The context for events caused by this message: same flow, caused by it, and the
+    /// trace context of the handler's consumer span, so the next hop continues this trace.
     pub fn child_context(&self) -> EventContext {
-        self.meta.child_context()
+        let mut context = self.meta.child_context();
+        let trace = TraceFields::current();
+        if trace.traceparent.is_some() {
+            context.traceparent = trace.traceparent;
+            context.tracestate = trace.tracestate;
+        }
+        context
     }
 
     /// Stages an event caused by this message in the handler's transaction.
@@ -463,17 +472,50 @@ impl Inner {
                 conn: &mut tx,
                 meta: &prepared.meta,
             };
-            if let Err(error) = prepared
+            let span = self.consumer_span(&prepared.meta);
+            let handled = prepared
                 .handler
                 .handle(prepared.event.as_ref(), &mut cx)
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            if let Err(error) = handled {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.message", tracing::field::display(&error));
                 tx.rollback().await?;
                 return Ok(Err(error));
             }
         }
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    /// The consumer span of one message: a child of the producer span whose context the
+    /// message carries (OpenTelemetry messaging conventions for the attributes).
+    fn consumer_span(&self, meta: &IncomingMeta) -> tracing::Span {
+        let span = tracing::info_span!(
+            "amqp.process",
+            otel.name = %format!("{} process", meta.routing_key),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.names.queue(&self.service),
+            messaging.rabbitmq.destination.routing_key = %meta.routing_key,
+            messaging.message.id = %meta.message_id,
+            messaging.message.conversation_id = %meta.correlation_id,
+            messaging.consumer.group.name = %self.service,
+            shop.retry_count = meta.retry_count,
+            shop.service = %self.service,
+            trace_id = tracing::field::Empty,
+            correlation_id = %meta.correlation_id,
+        );
+        let remote = TraceFields {
+            traceparent: meta.traceparent.clone(),
+            tracestate: meta.tracestate.clone(),
+        };
+        continue_trace(&span, remote.to_context());
+        span
     }
 
     fn divert(

@@ -23,8 +23,11 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
 use super::envelope::{Envelope, EventContext};
 use super::{Names, connection, topology};
+use crate::telemetry::propagation::{TraceFields, continue_trace};
 
 /// The NOTIFY channel the outbox trigger signals on commit.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
@@ -300,6 +303,10 @@ impl Relay {
     }
 
     /// Sends every row, then awaits every confirm: one round trip for the whole batch.
+    ///
+    /// Each message gets a producer span whose parent is the span that staged the row (its
+    /// stored trace context), so the publish continues the request's trace, not the relay
+    /// loop's; the message carries the producer span's context in its headers.
     async fn publish_pipelined(
         &self,
         channel: &Channel,
@@ -309,7 +316,36 @@ impl Relay {
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
-            let envelope = self.envelope(row);
+            let mut envelope = self.envelope(row);
+            let span = tracing::info_span!(
+                "amqp.publish",
+                otel.name = %format!("{} publish", envelope.routing_key),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %exchange,
+                messaging.rabbitmq.destination.routing_key = %envelope.routing_key,
+                messaging.message.id = %envelope.message_id,
+                messaging.message.conversation_id = %envelope.correlation_id,
+                shop.service = %self.app_id,
+                trace_id = tracing::field::Empty,
+            );
+            let stored = TraceFields {
+                traceparent: envelope.traceparent.take(),
+                tracestate: envelope.tracestate.take(),
+            };
+            continue_trace(&span, stored.to_context());
+            let produced = TraceFields::from_context(&span.context());
+            // Without an OpenTelemetry layer (telemetry not initialised) the span has no
+            // context of its own: pass the stored one on, so the trace never breaks here.
+            let carried = if produced.traceparent.is_some() {
+                produced
+            } else {
+                stored
+            };
+            envelope.traceparent = carried.traceparent;
+            envelope.tracestate = carried.tracestate;
             let sent = match check_publishable(&envelope) {
                 Err(e) => Err(e),
                 Ok(()) => channel
@@ -326,17 +362,23 @@ impl Relay {
                     .await
                     .map_err(|e| e.to_string()),
             };
-            pending.push(sent);
+            pending.push((sent, span));
         }
-        let confirms = pending.into_iter().map(|sent| async move {
-            match sent {
+        let confirms = pending.into_iter().map(|(sent, span)| async move {
+            let outcome = match sent {
                 Err(e) => Err(e),
                 Ok(confirm) => match confirm.await {
                     Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
                     Ok(Confirmation::Nack(_)) => Err("the broker nacked the message".to_owned()),
                     Err(e) => Err(e.to_string()),
                 },
+            };
+            if outcome.is_err() {
+                span.record("otel.status_code", "ERROR");
             }
+            // The producer span ends here, once the broker has answered.
+            drop(span);
+            outcome
         });
         join_all(confirms).await
     }
