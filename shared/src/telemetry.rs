@@ -24,12 +24,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// What the environment says about telemetry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://localhost:4317`; `None`: export nothing.
     pub otlp_endpoint: Option<String>,
     /// `LOG_FORMAT=json`: one JSON object per log line.
     pub json: bool,
+    /// The log filter when `RUST_LOG` is unset (`info`).
+    pub default_filter: String,
 }
 
 impl TelemetryConfig {
@@ -39,6 +41,7 @@ impl TelemetryConfig {
             otlp_endpoint: crate::config::env_var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             json: crate::config::env_var("LOG_FORMAT")
                 .is_some_and(|f| f.eq_ignore_ascii_case("json")),
+            default_filter: "info".into(),
         }
     }
 }
@@ -85,7 +88,7 @@ pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     } else {
         LogOutput::Pretty
     };
-    install(builder.build(), output)
+    install(builder.build(), output, &config.default_filter)
 }
 
 /// Installs logging and tracing with spans going to `exporter` as soon as they end (tests:
@@ -98,7 +101,7 @@ pub fn init_with_exporter<E: SpanExporter + 'static>(
         .with_resource(resource(service))
         .with_simple_exporter(exporter)
         .build();
-    install(provider, LogOutput::TestWriter)
+    install(provider, LogOutput::TestWriter, "info")
 }
 
 fn resource(service: &str) -> Resource {
@@ -115,11 +118,16 @@ enum LogOutput {
     TestWriter,
 }
 
-fn install(provider: SdkTracerProvider, output: LogOutput) -> anyhow::Result<TelemetryGuard> {
+fn install(
+    provider: SdkTracerProvider,
+    output: LogOutput,
+    default_filter: &str,
+) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
     let tracer = provider.tracer("shop");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match output {

@@ -76,6 +76,7 @@ async fn spans_of_a_flow_reach_the_configured_otlp_endpoint() {
         &TelemetryConfig {
             otlp_endpoint: Some(format!("http://{addr}")),
             json: false,
+            default_filter: "info".into(),
         },
     )
     .expect("install telemetry with OTLP export");

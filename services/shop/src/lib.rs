@@ -3,5 +3,7 @@
 //!
 //! # Layout
 //! - [`system`] — the four services started together, and stopped together.
+//! - [`bench`] — `shop bench`: load, limits, consistency.
 
+pub mod bench;
 pub mod system;

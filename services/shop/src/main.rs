@@ -2,6 +2,7 @@
 //!
 //! - `shop up` runs the four services in one process with the defaults.
 //! - `shop serve <service>` runs one service (what the containers run).
+//! - `shop bench` measures the system with every safety on.
 
 use clap::{Parser, Subcommand};
 use shop::system;
@@ -25,12 +26,21 @@ enum Command {
         #[arg(value_enum)]
         service: system::ServiceName,
     },
+    /// Benchmark the whole system with every safety on: baselines, max throughput, fixed
+    /// rate, consistency. With no phase flag: all of them (20,000 orders, then 500/s for 30 s).
+    Bench(shop::bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _telemetry = match shop_shared::telemetry::init("shop") {
+    // The benchmark keeps the services' per-message info logs out of its measurements.
+    let quiet = matches!(cli.command, Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none();
+    let config = shop_shared::telemetry::TelemetryConfig {
+        default_filter: if quiet { "warn" } else { "info" }.into(),
+        ..shop_shared::telemetry::TelemetryConfig::from_env()
+    };
+    let _telemetry = match shop_shared::telemetry::init_with("shop", &config) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: cannot initialise logging: {e:#}");
@@ -41,6 +51,13 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up => system::up(shutdown).await,
         Command::Serve { service } => system::serve(service, shutdown).await,
+        Command::Bench(args) => match shop::bench::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(anyhow::anyhow!(
+                "the run broke consistency (see FAILED above)"
+            )),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

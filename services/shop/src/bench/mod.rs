@@ -1,0 +1,169 @@
+//! `shop bench`: the whole system under load with every safety on (publisher confirms,
+//! persistent messages on quorum queues, outbox, inbox, tracing), its limits measured in the
+//! same run, and a consistency check afterwards. A run that breaks consistency is FAILED,
+//! whatever its speed.
+//!
+//! # Layout
+//! - [`setup`] — the system under test (in-process, fresh databases, own broker prefix) and
+//!   the seed data (users, products).
+//! - [`load`] — closed-loop (max throughput) and open-loop (fixed rate) CreateOrder drivers,
+//!   and the observer of terminal events.
+//! - [`baselines`] — raw broker, database and gRPC throughput, and the bound they imply.
+//! - [`consistency`] — the invariants checked after the run.
+//! - [`report`] — the table and the JSON object.
+//! - [`stats`], [`cpu`] — percentiles and per-thread CPU time.
+
+pub mod baselines;
+pub mod consistency;
+pub mod cpu;
+pub mod load;
+pub mod report;
+pub mod setup;
+pub mod stats;
+
+use std::time::Duration;
+
+/// `shop bench` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Drive running services instead of starting them in-process: the host of the four
+    /// gRPC ports (50051–50054); the databases and broker prefix come from the environment.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Closed loop: concurrent CreateOrder callers.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Closed loop: orders to place.
+    #[arg(long)]
+    pub orders: Option<usize>,
+    /// Open loop: orders per second offered, on a fixed schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: seconds to offer load for.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Measure the broker, database and gRPC baselines before the load.
+    #[arg(long)]
+    pub baselines: bool,
+    /// Seconds each database and gRPC baseline runs.
+    #[arg(long, default_value_t = 3.0)]
+    pub baseline_seconds: f64,
+    /// Users to seed (orders are spread over them).
+    #[arg(long, default_value_t = 50)]
+    pub users: usize,
+    /// Products to seed (each order has 1 to 3 of them).
+    #[arg(long, default_value_t = 200)]
+    pub products: usize,
+    /// Print one JSON object (on stdout) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Defaults of the phases when no phase flag is given.
+pub const DEFAULT_ORDERS: usize = 20_000;
+/// See [`DEFAULT_ORDERS`].
+pub const DEFAULT_CONCURRENCY: usize = 128;
+/// See [`DEFAULT_ORDERS`].
+pub const DEFAULT_RATE: f64 = 500.0;
+/// See [`DEFAULT_ORDERS`].
+pub const DEFAULT_DURATION: f64 = 30.0;
+
+/// Which phases run: with no phase flag, all three (baselines, closed loop, open loop).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Measure baselines.
+    pub baselines: bool,
+    /// Closed loop: (orders, concurrency).
+    pub closed: Option<(usize, usize)>,
+    /// Open loop: (rate, duration).
+    pub open: Option<(f64, Duration)>,
+}
+
+impl Plan {
+    /// The phases `args` ask for.
+    pub fn from_args(args: &BenchArgs) -> anyhow::Result<Self> {
+        let any = args.baselines
+            || args.concurrency.is_some()
+            || args.orders.is_some()
+            || args.rate.is_some()
+            || args.duration.is_some();
+        let closed = (!any || args.orders.is_some() || args.concurrency.is_some()).then(|| {
+            (
+                args.orders.unwrap_or(DEFAULT_ORDERS),
+                args.concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            )
+        });
+        let open = (!any || args.rate.is_some() || args.duration.is_some()).then(|| {
+            (
+                args.rate.unwrap_or(DEFAULT_RATE),
+                Duration::from_secs_f64(args.duration.unwrap_or(DEFAULT_DURATION)),
+            )
+        });
+        if let Some((orders, concurrency)) = closed {
+            anyhow::ensure!(orders > 0, "--orders must be at least 1");
+            anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+        }
+        if let Some((rate, duration)) = open {
+            anyhow::ensure!(
+                rate > 0.0 && rate.is_finite(),
+                "--rate must be a positive number"
+            );
+            anyhow::ensure!(!duration.is_zero(), "--duration must be positive");
+        }
+        anyhow::ensure!(args.users > 0, "--users must be at least 1");
+        anyhow::ensure!(args.products > 0, "--products must be at least 1");
+        Ok(Self {
+            baselines: !any || args.baselines,
+            closed,
+            open,
+        })
+    }
+}
+
+/// Runs the benchmark; returns whether the run was consistent.
+pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
+    let plan = Plan::from_args(&args)?;
+    let report = report::Report::run(&args, &plan).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
+    } else {
+        report.print_table();
+    }
+    Ok(report.consistent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan(argv: &[&str]) -> Plan {
+        let cli = Cli::parse_from(std::iter::once("bench").chain(argv.iter().copied()));
+        Plan::from_args(&cli.bench).unwrap()
+    }
+
+    #[test]
+    fn no_flag_runs_every_phase_with_the_defaults() {
+        let p = plan(&["--json"]);
+        assert!(p.baselines);
+        assert_eq!(p.closed, Some((20_000, DEFAULT_CONCURRENCY)));
+        assert_eq!(p.open, Some((500.0, Duration::from_secs(30))));
+    }
+
+    #[test]
+    fn phase_flags_select_phases() {
+        let p = plan(&["--orders", "300"]);
+        assert!(!p.baselines);
+        assert_eq!(p.closed, Some((300, DEFAULT_CONCURRENCY)));
+        assert_eq!(p.open, None);
+        let p = plan(&["--rate", "100", "--duration", "2"]);
+        assert_eq!(p.closed, None);
+        assert_eq!(p.open, Some((100.0, Duration::from_secs(2))));
+    }
+}

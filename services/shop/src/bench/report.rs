@@ -1,0 +1,504 @@
+//! Running the phases in order and reporting them: a table for people, one JSON object for
+//! comparing runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::baselines::{self, Baselines};
+use super::consistency::{self, Consistency};
+use super::cpu;
+use super::load::{self, Observer, PhaseOutcome};
+use super::setup::{self, Target};
+use super::stats::{Percentiles, Samples};
+use super::{BenchArgs, Plan};
+
+/// The figures of one load phase.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhaseReport {
+    /// Orders accepted by CreateOrder.
+    pub orders: usize,
+    /// CreateOrder calls that failed.
+    pub failures: usize,
+    /// Offered rate (open loop) or 0 (closed loop).
+    pub offered_per_s: f64,
+    /// Seconds from the first call to the last terminal state.
+    pub seconds: f64,
+    /// CreateOrder calls completed per second.
+    pub calls_per_s: f64,
+    /// Orders that reached CONFIRMED or REJECTED per second (saga completions).
+    pub orders_per_s: f64,
+    /// Events published per second (outbox rows of the phase, all services).
+    pub events_per_s: f64,
+    /// CreateOrder latency.
+    pub create_order: Percentiles,
+    /// Call to terminal state.
+    pub end_to_end: Percentiles,
+    /// Orders that never reached a terminal state within the deadline.
+    pub unfinished: usize,
+    /// CPU seconds of the services (not the load generator) per order.
+    pub cpu_s_per_order: f64,
+    /// Unpublished outbox rows when the last order became terminal.
+    pub outbox_unpublished_at_end: i64,
+    /// Age of the oldest unpublished outbox row then, in milliseconds (0 when none).
+    pub outbox_lag_ms: f64,
+}
+
+/// A whole run.
+#[derive(Debug)]
+pub struct Report {
+    /// The baselines, when measured.
+    pub baselines: Option<Baselines>,
+    /// The closed-loop phase.
+    pub closed: Option<PhaseReport>,
+    /// The open-loop phase.
+    pub open: Option<PhaseReport>,
+    /// The invariants after the run.
+    pub consistency: Consistency,
+    /// Whether every invariant held.
+    pub consistent: bool,
+    /// The git commit of the code measured.
+    pub commit: String,
+    /// Cores of the machine.
+    pub cores: usize,
+}
+
+impl Report {
+    /// Runs the plan against a fresh (or the given) system.
+    pub async fn run(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+        let target = setup::start(args.target.as_deref()).await?;
+        let result = Self::run_on(&target, args, plan).await;
+        target.finish().await?;
+        result
+    }
+
+    async fn run_on(target: &Target, args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+        // Baselines first, on the same broker and database, just before the load.
+        let baselines = if plan.baselines {
+            eprintln!("measuring baselines ({} s each) …", args.baseline_seconds);
+            Some(measure_baselines(target, args.baseline_seconds).await?)
+        } else {
+            None
+        };
+
+        let closed_orders = plan.closed.map_or(0, |(n, _)| n);
+        let open_orders = plan
+            .open
+            .map_or(0, |(rate, d)| (rate * d.as_secs_f64()).round() as usize);
+        let products: Vec<String> = (0..args.products)
+            .map(|p| format!("bench-{}-p{p}", target.run_id))
+            .collect();
+        // Exactly what the planned orders need: every order can be confirmed, and the stock
+        // arithmetic after the run is exact to the unit.
+        let mut stock: BTreeMap<String, i64> = BTreeMap::new();
+        for i in 0..closed_orders + open_orders {
+            for (product, quantity) in load::order_lines(i, &products) {
+                *stock.entry(product).or_default() += i64::from(quantity);
+            }
+        }
+        eprintln!(
+            "seeding {} users and {} products …",
+            args.users,
+            products.len()
+        );
+        let seed = setup::seed(target, args.users, &products, &stock).await?;
+        let observer = Observer::start(&target.amqp_url, &target.names).await?;
+
+        let load_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(cpu::LOAD_THREAD_PREFIX)
+            .enable_all()
+            .build()
+            .context("failed to start the load generator's runtime")?;
+        let users = Arc::new(seed.users.clone());
+        let products = Arc::new(seed.products.clone());
+        let mut all_orders = Vec::new();
+
+        let closed = match plan.closed {
+            Some((orders, concurrency)) => {
+                let (report, ids) = phase(target, &observer, &load_runtime, "max", orders, 0.0, {
+                    let (users, products) = (users.clone(), products.clone());
+                    let addr = target.addresses.order;
+                    move |bar| async move {
+                        let channels = channels(addr).await;
+                        load::closed_loop(channels, users, products, 0, orders, concurrency, bar)
+                            .await
+                    }
+                })
+                .await?;
+                all_orders.extend(ids);
+                Some(report)
+            }
+            None => None,
+        };
+        let open = match plan.open {
+            Some((rate, duration)) => {
+                let total = (rate * duration.as_secs_f64()).round() as usize;
+                let (report, ids) = phase(target, &observer, &load_runtime, "rate", total, rate, {
+                    let (users, products) = (users.clone(), products.clone());
+                    let addr = target.addresses.order;
+                    move |bar| async move {
+                        let channels = channels(addr).await;
+                        load::open_loop(
+                            channels,
+                            users,
+                            products,
+                            closed_orders,
+                            rate,
+                            duration,
+                            bar,
+                        )
+                        .await
+                    }
+                })
+                .await?;
+                all_orders.extend(ids);
+                Some(report)
+            }
+            None => None,
+        };
+        load_runtime.shutdown_background();
+
+        eprintln!("checking consistency …");
+        let consistency =
+            consistency::check(target, &all_orders, &stock, Duration::from_secs(60)).await?;
+        Ok(Self {
+            baselines,
+            closed,
+            open,
+            consistent: consistency.ok(),
+            consistency,
+            commit: git_commit(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    /// The saga's closed-loop throughput as a fraction of the baselines' bound.
+    pub fn fraction_of_bound(&self) -> Option<f64> {
+        let bound = self.baselines?.bound_orders_per_s();
+        let achieved = self.closed.as_ref()?.orders_per_s;
+        (bound > 0.0).then(|| achieved / bound)
+    }
+
+    /// One flat JSON object with every figure.
+    pub fn json(&self) -> serde_json::Value {
+        let closed = self.closed.clone().unwrap_or_default();
+        let open = self.open.clone().unwrap_or_default();
+        let b = self.baselines.unwrap_or_default();
+        json!({
+            "consistent": self.consistent,
+            "commit": self.commit,
+            "cores": self.cores,
+            "orders": closed.orders,
+            "orders_per_s": closed.orders_per_s,
+            "events_per_s": closed.events_per_s,
+            "calls_per_s": closed.calls_per_s,
+            "create_order_p50_ms": closed.create_order.p50_ms,
+            "create_order_p90_ms": closed.create_order.p90_ms,
+            "create_order_p99_ms": closed.create_order.p99_ms,
+            "create_order_max_ms": closed.create_order.max_ms,
+            "e2e_p50_ms": closed.end_to_end.p50_ms,
+            "e2e_p90_ms": closed.end_to_end.p90_ms,
+            "e2e_p99_ms": closed.end_to_end.p99_ms,
+            "e2e_max_ms": closed.end_to_end.max_ms,
+            "cpu_s_per_order": closed.cpu_s_per_order,
+            "outbox_unpublished_at_end": closed.outbox_unpublished_at_end,
+            "outbox_lag_ms": closed.outbox_lag_ms,
+            "failures": closed.failures + open.failures,
+            "unfinished": closed.unfinished + open.unfinished,
+            "rate_offered_per_s": open.offered_per_s,
+            "rate_orders": open.orders,
+            "rate_orders_per_s": open.orders_per_s,
+            "rate_create_order_p50_ms": open.create_order.p50_ms,
+            "rate_create_order_p99_ms": open.create_order.p99_ms,
+            "rate_create_order_max_ms": open.create_order.max_ms,
+            "rate_e2e_p50_ms": open.end_to_end.p50_ms,
+            "rate_e2e_p99_ms": open.end_to_end.p99_ms,
+            "rate_e2e_max_ms": open.end_to_end.max_ms,
+            "rate_cpu_s_per_order": open.cpu_s_per_order,
+            "baseline_broker_publish_per_s": b.broker_publish_per_s,
+            "baseline_broker_consume_per_s": b.broker_consume_per_s,
+            "baseline_postgres_commits_per_s": b.postgres_commits_per_s,
+            "baseline_grpc_calls_per_s": b.grpc_calls_per_s,
+            "bound_orders_per_s": b.bound_orders_per_s(),
+            "bottleneck_orders_per_s": if self.baselines.is_some() { b.bottleneck_orders_per_s() } else { 0.0 },
+            "fraction_of_bound": self.fraction_of_bound().unwrap_or(0.0),
+            "confirmed": self.consistency.confirmed,
+            "rejected": self.consistency.rejected,
+            "dead_letters": self.consistency.dead_letters,
+            "problems": self.consistency.problems,
+        })
+    }
+
+    /// The table for people.
+    pub fn print_table(&self) {
+        println!("shop bench  commit {}  cores {}", self.commit, self.cores);
+        if let Some(b) = &self.baselines {
+            println!("\nbaselines (same broker, database, machine; nothing of shop on top)");
+            println!(
+                "  broker publish, confirmed, quorum   {:>10.0} msg/s",
+                b.broker_publish_per_s
+            );
+            println!(
+                "  broker consume, acked, quorum       {:>10.0} msg/s",
+                b.broker_consume_per_s
+            );
+            println!(
+                "  postgres two-insert commits         {:>10.0} tx/s",
+                b.postgres_commits_per_s
+            );
+            println!(
+                "  tonic unary calls                   {:>10.0} calls/s",
+                b.grpc_calls_per_s
+            );
+            println!(
+                "  bound (3 publishes + 3 deliveries + 4 commits + 1 call per order, shared machine) {:>8.0} orders/s",
+                b.bound_orders_per_s()
+            );
+        }
+        for (name, phase) in [
+            ("max throughput (closed loop)", &self.closed),
+            ("fixed rate (open loop)", &self.open),
+        ] {
+            let Some(p) = phase else { continue };
+            println!("\n{name}");
+            if p.offered_per_s > 0.0 {
+                println!(
+                    "  offered                 {:>10.1} orders/s",
+                    p.offered_per_s
+                );
+            }
+            println!(
+                "  orders                  {:>10}   ({} failed calls, {} unfinished)",
+                p.orders, p.failures, p.unfinished
+            );
+            println!(
+                "  saga completions        {:>10.1} orders/s",
+                p.orders_per_s
+            );
+            println!("  CreateOrder calls       {:>10.1} calls/s", p.calls_per_s);
+            println!(
+                "  events published        {:>10.1} events/s",
+                p.events_per_s
+            );
+            println!(
+                "  CreateOrder latency     p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                p.create_order.p50_ms,
+                p.create_order.p90_ms,
+                p.create_order.p99_ms,
+                p.create_order.max_ms
+            );
+            println!(
+                "  call → terminal state   p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                p.end_to_end.p50_ms, p.end_to_end.p90_ms, p.end_to_end.p99_ms, p.end_to_end.max_ms
+            );
+            println!(
+                "  services' CPU           {:>10.2} ms/order",
+                p.cpu_s_per_order * 1000.0
+            );
+            println!(
+                "  outbox at the end       {:>10} unpublished, oldest {:.0} ms",
+                p.outbox_unpublished_at_end, p.outbox_lag_ms
+            );
+        }
+        if let Some(f) = self.fraction_of_bound() {
+            println!("\nfraction of the bound     {f:.2}");
+        }
+        let c = &self.consistency;
+        println!(
+            "\nconsistency: {} confirmed, {} rejected, {} pending, {} dead letters, {} unpublished outbox rows",
+            c.confirmed, c.rejected, c.pending, c.dead_letters, c.outbox_unpublished
+        );
+        if self.consistent {
+            println!("RESULT: OK");
+        } else {
+            for problem in &c.problems {
+                println!("  - {problem}");
+            }
+            println!("RESULT: FAILED (consistency broken)");
+        }
+    }
+}
+
+async fn measure_baselines(target: &Target, seconds: f64) -> anyhow::Result<Baselines> {
+    let (publish, consume) = baselines::broker(
+        &target.amqp_url,
+        &format!("{}baseline", target.names.prefix),
+        20_000,
+        160,
+        1000,
+    )
+    .await
+    .context("broker baseline")?;
+    let pool_size = shop_shared::service::ServiceConfig::from_env("order", 0)?.pool_size;
+    let pool = shop_shared::db::connect(&pool_url(&target.pools.order), pool_size).await?;
+    let commits = baselines::postgres(&pool, pool_size as usize, seconds, 160)
+        .await
+        .context("postgres baseline")?;
+    pool.close().await;
+    let calls = baselines::grpc(64, 4, seconds)
+        .await
+        .context("gRPC baseline")?;
+    Ok(Baselines {
+        broker_publish_per_s: publish,
+        broker_consume_per_s: consume,
+        postgres_commits_per_s: commits,
+        grpc_calls_per_s: calls,
+    })
+}
+
+/// The URL behind a pool (the order database: a database of the same server).
+fn pool_url(pool: &sqlx::PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+async fn channels(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channel> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        match setup::channel(addr).await {
+            Ok(channel) => out.push(channel),
+            Err(e) => tracing::error!(error = %e, "cannot connect the load generator"),
+        }
+    }
+    out
+}
+
+/// Runs one phase on the load generator's runtime and measures it.
+async fn phase<F, Fut>(
+    target: &Target,
+    observer: &Observer,
+    load_runtime: &tokio::runtime::Runtime,
+    label: &str,
+    total: usize,
+    offered: f64,
+    drive: F,
+) -> anyhow::Result<(PhaseReport, Vec<String>)>
+where
+    F: FnOnce(indicatif::ProgressBar) -> Fut,
+    Fut: std::future::Future<Output = PhaseOutcome> + Send + 'static,
+{
+    let db_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&target.pools.order)
+        .await?;
+    let terminal_before = observer.count();
+    let (cpu_before, _) = cpu::cpu_seconds();
+    let bar = load::progress(label, total as u64);
+    let ticker = {
+        let (bar, observer) = (bar.clone(), observer.clone());
+        let started = Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let done = observer.count() - terminal_before;
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{done} terminal  {rate:.0} orders/s"));
+            }
+        })
+    };
+    let outcome = load_runtime.spawn(drive(bar.clone())).await?;
+
+    // Wait for every accepted order's terminal event (or the deadline).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline
+        && outcome
+            .placed
+            .iter()
+            .any(|(id, _)| observer.terminal(id).is_none())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let (cpu_after, _) = cpu::cpu_seconds();
+
+    let mut e2e = Samples::default();
+    let mut last = outcome.calls_done;
+    let mut unfinished = 0;
+    for (id, start) in &outcome.placed {
+        match observer.terminal(id) {
+            Some((at, _)) => {
+                e2e.record(at.saturating_duration_since(*start));
+                last = last.max(at);
+            }
+            None => unfinished += 1,
+        }
+    }
+    let seconds = last.duration_since(outcome.started).as_secs_f64().max(1e-6);
+    let call_seconds = outcome
+        .calls_done
+        .duration_since(outcome.started)
+        .as_secs_f64()
+        .max(1e-6);
+
+    let mut events = 0_i64;
+    let mut unpublished = 0_i64;
+    let mut oldest_ms = 0.0_f64;
+    for pool in target.pools.all() {
+        let (published, pending, age): (i64, i64, Option<f64>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE published_at IS NOT NULL AND created_at >= $1), \
+                    count(*) FILTER (WHERE published_at IS NULL), \
+                    (EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE published_at IS NULL)) * 1000)::float8 \
+             FROM outbox",
+        )
+        .bind(db_start)
+        .fetch_one(pool)
+        .await?;
+        events += published;
+        unpublished += pending;
+        oldest_ms = oldest_ms.max(age.unwrap_or(0.0));
+    }
+    let placed = outcome.placed.len();
+    let report = PhaseReport {
+        orders: placed,
+        failures: outcome.failures,
+        offered_per_s: offered,
+        seconds,
+        calls_per_s: placed as f64 / call_seconds,
+        orders_per_s: (placed - unfinished) as f64 / seconds,
+        events_per_s: events as f64 / seconds,
+        create_order: outcome.call_latency.percentiles(),
+        end_to_end: e2e.percentiles(),
+        unfinished,
+        cpu_s_per_order: if placed > 0 {
+            (cpu_after - cpu_before) / placed as f64
+        } else {
+            0.0
+        },
+        outbox_unpublished_at_end: unpublished,
+        outbox_lag_ms: oldest_ms,
+    };
+    eprintln!(
+        "{label}: {placed} orders, {:.0} orders/s, CreateOrder p99 {:.1} ms, end-to-end p99 {:.1} ms",
+        report.orders_per_s, report.create_order.p99_ms, report.end_to_end.p99_ms
+    );
+    Ok((
+        report,
+        outcome.placed.into_iter().map(|(id, _)| id).collect(),
+    ))
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
