@@ -20,7 +20,9 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::config::{AmqpConfig, MessagingConfig, env_parse, env_var};
-use crate::messaging::{Consumer, Names, Relay, RelayConfig, Subscriptions, connection, topology};
+use crate::messaging::{
+    Consumer, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
+};
 
 /// How long shutdown waits for the consumer and relay to finish their batch.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
@@ -178,6 +180,7 @@ pub async fn prepare(
         pool,
         listener,
         subscriptions,
+        waker: OutboxWaker::new(),
     })
 }
 
@@ -192,6 +195,8 @@ pub struct ServiceParts {
     pub listener: TcpListener,
     /// The events the service consumes (`None` for a service that consumes nothing).
     pub subscriptions: Option<Subscriptions>,
+    /// Wakes the service's relay: call [`OutboxWaker::wake`] after committing staged events.
+    pub waker: OutboxWaker,
 }
 
 /// Runs a service until `shutdown`: relay and consumer in the background, `grpc` with health
@@ -214,6 +219,7 @@ where
         pool,
         listener,
         subscriptions,
+        waker,
     } = parts;
     let tracker = TaskTracker::new();
     let names = config.names();
@@ -226,7 +232,8 @@ where
             config.name,
             subscriptions,
             config.messaging.clone(),
-        );
+        )
+        .with_waker(waker.clone());
         tracker.spawn(consumer.run(shutdown.clone()));
     }
     let relay = Relay::new(
@@ -235,7 +242,8 @@ where
         names,
         config.name,
         RelayConfig::from(&config.messaging),
-    );
+    )
+    .with_waker(waker);
     tracker.spawn(relay.run(shutdown.clone()));
     tracker.close();
 

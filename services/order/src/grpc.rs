@@ -5,7 +5,7 @@ use shop_proto::order::v1::{
     CancelOrderRequest, CancelOrderResponse, CreateOrderRequest, CreateOrderResponse,
     GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order,
 };
-use shop_shared::messaging::outbox;
+use shop_shared::messaging::{OutboxWaker, outbox};
 use shop_shared::time::{now, timestamp};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -21,6 +21,8 @@ use crate::repository::{self, OrderRow};
 #[derive(Debug, Clone)]
 pub(crate) struct OrderGrpc {
     pub(crate) pool: PgPool,
+    /// Wakes this process's outbox relay after a commit that staged events.
+    pub(crate) waker: OutboxWaker,
 }
 
 #[tonic::async_trait]
@@ -69,6 +71,7 @@ impl OrderService for OrderGrpc {
             .await
             .map_err(OrderError::from)?;
         tx.commit().await.map_err(OrderError::from)?;
+        self.waker.wake();
         Ok(Response::new(CreateOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -142,6 +145,7 @@ impl OrderService for OrderGrpc {
             .await
             .map_err(OrderError::from)?;
         tx.commit().await.map_err(OrderError::from)?;
+        self.waker.wake();
         order.status = OrderStatus::Cancelled.as_str().to_owned();
         order.status_reason = reason;
         order.updated_at = at;

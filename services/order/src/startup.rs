@@ -35,6 +35,7 @@ impl Application {
         Ok(Self {
             grpc: OrderGrpc {
                 pool: parts.pool.clone(),
+                waker: parts.waker.clone(),
             },
             parts,
         })

@@ -5,7 +5,7 @@ use shop_proto::user::v1::{
     CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest,
     UpdateUserResponse, User,
 };
-use shop_shared::messaging::outbox;
+use shop_shared::messaging::{OutboxWaker, outbox};
 use shop_shared::time::{now, timestamp};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -21,6 +21,8 @@ use crate::repository::{self, UserRow};
 #[derive(Debug, Clone)]
 pub(crate) struct UserGrpc {
     pub(crate) pool: PgPool,
+    /// Wakes this process's outbox relay after a commit that staged events.
+    pub(crate) waker: OutboxWaker,
     pub(crate) hashing: PasswordHashing,
 }
 
@@ -56,6 +58,7 @@ impl UserService for UserGrpc {
             .await
             .map_err(UserError::from)?;
         tx.commit().await.map_err(UserError::from)?;
+        self.waker.wake();
         tracing::info!(user_id = %user.user_id, "user created");
         Ok(Response::new(CreateUserResponse {
             user: Some(to_proto(&user)),
@@ -108,6 +111,7 @@ impl UserService for UserGrpc {
                 .map_err(UserError::from)?;
         }
         tx.commit().await.map_err(UserError::from)?;
+        self.waker.wake();
         Ok(Response::new(UpdateUserResponse {
             user: Some(to_proto(&user)),
         }))

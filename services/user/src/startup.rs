@@ -30,6 +30,7 @@ impl Application {
         Ok(Self {
             grpc: UserGrpc {
                 pool: parts.pool.clone(),
+                waker: parts.waker.clone(),
                 hashing: config.password,
             },
             parts,

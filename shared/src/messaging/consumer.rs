@@ -39,6 +39,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, DecodeError, EventContext, IncomingMeta};
+use super::outbox::OutboxWaker;
 use super::{Names, connection, outbox, topology};
 use crate::config::MessagingConfig;
 use crate::telemetry::propagation::{TraceFields, continue_trace};
@@ -79,6 +80,7 @@ impl From<sqlx::Error> for HandlerError {
 pub struct HandlerContext<'c> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
+    staged: bool,
 }
 
 impl HandlerContext<'_> {
@@ -107,7 +109,9 @@ impl HandlerContext<'_> {
     /// Stages an event caused by this message in the handler's transaction.
     pub async fn stage<E: Event>(&mut self, event: &E) -> Result<String, sqlx::Error> {
         let context = self.child_context();
-        outbox::stage(self.conn, event, &context).await
+        let id = outbox::stage(self.conn, event, &context).await?;
+        self.staged = true;
+        Ok(id)
     }
 }
 
@@ -208,6 +212,7 @@ struct Inner {
     service: String,
     subscriptions: Subscriptions,
     config: MessagingConfig,
+    waker: OutboxWaker,
 }
 
 /// A decoded delivery waiting to be applied.
@@ -243,8 +248,18 @@ impl Consumer {
                 service: service.into(),
                 subscriptions,
                 config,
+                waker: OutboxWaker::new(),
             }),
         }
+    }
+
+    /// Wakes `waker` after committing a batch whose handlers staged events (give it the
+    /// relay's waker). Call before the consumer is cloned or run.
+    pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.waker = waker;
+        }
+        self
     }
 
     /// Declares the topology once (so events published before the first delivery are queued).
@@ -463,6 +478,7 @@ impl Inner {
         .await?
         .into_iter()
         .collect();
+        let mut staged = false;
         for prepared in group {
             if !fresh.contains(&prepared.meta.message_id) {
                 tracing::debug!(message_id = %prepared.meta.message_id, "duplicate skipped");
@@ -471,6 +487,7 @@ impl Inner {
             let mut cx = HandlerContext {
                 conn: &mut tx,
                 meta: &prepared.meta,
+                staged: false,
             };
             let span = self.consumer_span(&prepared.meta);
             let handled = prepared
@@ -484,8 +501,12 @@ impl Inner {
                 tx.rollback().await?;
                 return Ok(Err(error));
             }
+            staged |= cx.staged;
         }
         tx.commit().await?;
+        if staged {
+            self.waker.wake();
+        }
         Ok(Ok(()))
     }
 

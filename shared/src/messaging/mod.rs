@@ -25,5 +25,5 @@ pub mod topology;
 pub use consumer::{Consumer, Handle, HandlerContext, HandlerError, Subscriptions};
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
 pub use names::Names;
-pub use outbox::{Relay, RelayConfig, stage};
+pub use outbox::{OutboxWaker, Relay, RelayConfig, stage};
 pub use retry::RetryPolicy;

@@ -8,7 +8,10 @@
 //!   same row at the same time;
 //! - publishes a batch pipelined (every publish sent, then every confirm awaited) and marks the
 //!   confirmed rows published with one UPDATE;
-//! - wakes on `LISTEN shop_outbox` (a trigger NOTIFYs at commit) with a polling fallback;
+//! - wakes as soon as its own process committed outbox rows ([`OutboxWaker`]), on
+//!   `LISTEN shop_outbox` for writers elsewhere ([`notify_relays`]), and polls as the fallback
+//!   (a per-commit NOTIFY trigger would serialise every commit: see the migration
+//!   `20261123000001_outbox_wake_in_process.sql`);
 //! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
 //!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
 //! - purges published rows after the retention period.
@@ -29,8 +32,39 @@ use super::envelope::{Envelope, EventContext};
 use super::{Names, connection, topology};
 use crate::telemetry::propagation::{TraceFields, continue_trace};
 
-/// The NOTIFY channel the outbox trigger signals on commit.
+/// The NOTIFY channel relays LISTEN on.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
+
+/// Wakes the relay of this process after a commit that staged events: the in-process,
+/// zero-cost path (no database round trip, no commit-time lock).
+#[derive(Debug, Clone, Default)]
+pub struct OutboxWaker(std::sync::Arc<tokio::sync::Notify>);
+
+impl OutboxWaker {
+    /// A waker no relay listens to yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes the relay (or makes its next wait return at once).
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Wakes every relay on the database, for a writer outside a service process (a tool that
+/// staged rows): `NOTIFY shop_outbox`. Services use their [`OutboxWaker`] instead.
+pub async fn notify_relays(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Stages `event` in the caller's transaction: it is published after the transaction commits,
 /// and never if it rolls back. Returns the event's message id.
@@ -101,6 +135,7 @@ pub struct Relay {
     names: Names,
     app_id: String,
     config: RelayConfig,
+    waker: OutboxWaker,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -143,7 +178,14 @@ impl Relay {
             names,
             app_id: app_id.into(),
             config,
+            waker: OutboxWaker::new(),
         }
+    }
+
+    /// The relay wakes when `waker` is woken (give the same waker to the code that commits).
+    pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
+        self.waker = waker;
+        self
     }
 
     /// Publishes until `shutdown`, reconnecting after any broker or database failure. On
@@ -204,6 +246,7 @@ impl Relay {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_millis(100))).await;
                     }
                 }
+                () = self.waker.woken() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }

@@ -165,6 +165,9 @@ pub async fn broker(
     let consumed_in = tokio::time::timeout(Duration::from_secs(120), consume)
         .await
         .map_err(|_| anyhow::anyhow!("the broker baseline's consumer did not finish"))??;
+    // Close the consuming channel before deleting its queue: a queue deleted under a live
+    // consumer makes the broker cancel it, which lapin does not expect.
+    consumer_channel.close(200, "baseline done").await?;
     publisher
         .queue_delete(queue, QueueDeleteOptions::default())
         .await?;
