@@ -19,9 +19,8 @@ use crate::domain::Held;
 use crate::repository;
 
 const RESERVED: &str = "RESERVED";
-const FAILED: &str = "FAILED";
 const RELEASED: &str = "RELEASED";
-const CANCELLED: &str = "CANCELLED";
+// (A fourth status, CANCELLED, is the tombstone written by `insert_tombstone`.)
 
 /// The handlers of every event the inventory consumes.
 #[derive(Debug, Default)]
@@ -48,12 +47,6 @@ impl Handle<OrderCreated> for InventoryHandlers {
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
         let order_id = order_id(&e.order_id)?;
-        if let Some(existing) = repository::lock_reservation(cx.conn(), order_id).await? {
-            if existing.status == CANCELLED {
-                tracing::info!(%order_id, "order was cancelled before its reservation: nothing reserved");
-            }
-            return Ok(()); // decided before (or a tombstone): nothing to do twice
-        }
 
         // The units wanted per product, in product order (BTreeMap), which is also the order
         // the rows are locked in.
@@ -67,13 +60,29 @@ impl Handle<OrderCreated> for InventoryHandlers {
             }
             *wanted.entry(item.product_id.clone()).or_default() += i64::from(item.quantity);
         }
+        let held: Vec<Held> = wanted
+            .iter()
+            .map(|(p, &q)| Held {
+                product_id: p.clone(),
+                quantity: q,
+            })
+            .collect();
+
+        // Claim the decision for this order first. A record already there means it was
+        // decided before (a repeated order.created) or cancelled first (a tombstone): then
+        // nothing is reserved. The claim holds the row until commit, so a concurrent
+        // cancellation waits and then sees the outcome.
+        if !repository::claim_reservation(cx.conn(), order_id, RESERVED, &held).await? {
+            tracing::info!(%order_id, "order already decided or cancelled first: nothing reserved");
+            return Ok(());
+        }
+
         let products: Vec<String> = wanted.keys().cloned().collect();
         let stock: BTreeMap<String, i64> = repository::lock_stock(cx.conn(), &products)
             .await?
             .into_iter()
             .map(|row| (row.product_id, row.available))
             .collect();
-
         let shortages: Vec<Shortage> = wanted
             .iter()
             .filter_map(|(product, &quantity)| {
@@ -91,14 +100,6 @@ impl Handle<OrderCreated> for InventoryHandlers {
             // statement. The CHECK constraints would refuse a negative count regardless.
             let deltas: Vec<i64> = wanted.values().map(|q| -q).collect();
             repository::move_units(cx.conn(), &products, &deltas).await?;
-            let held: Vec<Held> = wanted
-                .iter()
-                .map(|(p, &q)| Held {
-                    product_id: p.clone(),
-                    quantity: q,
-                })
-                .collect();
-            repository::insert_reservation(cx.conn(), order_id, RESERVED, &held).await?;
             cx.stage(&StockReserved {
                 order_id: e.order_id.clone(),
                 items: held
@@ -108,18 +109,16 @@ impl Handle<OrderCreated> for InventoryHandlers {
                         quantity: i32::try_from(h.quantity).unwrap_or(i32::MAX),
                     })
                     .collect(),
-            })
-            .await?;
+            });
         } else {
             let names: Vec<&str> = shortages.iter().map(|s| s.product_id.as_str()).collect();
             let reason = format!("insufficient stock for {}", names.join(", "));
-            repository::insert_reservation(cx.conn(), order_id, FAILED, &[]).await?;
+            repository::record_failure(cx.conn(), order_id).await?;
             cx.stage(&StockReservationFailed {
                 order_id: e.order_id.clone(),
                 reason,
                 shortages,
-            })
-            .await?;
+            });
         }
         Ok(())
     }
@@ -152,8 +151,7 @@ impl Handle<OrderCancelled> for InventoryHandlers {
             repository::set_reservation_status(cx.conn(), order_id, RELEASED).await?;
             cx.stage(&StockReleased {
                 order_id: e.order_id.clone(),
-            })
-            .await?;
+            });
         }
         Ok(())
     }

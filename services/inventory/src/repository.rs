@@ -126,19 +126,34 @@ pub(crate) async fn lock_reservation(
     .await
 }
 
-/// Records an order's reservation outcome. Fails with a unique violation if another
-/// transaction recorded one first (the message is then retried and sees it).
-pub(crate) async fn insert_reservation(
+/// Claims the reservation decision for an order, recording `status` and the units it
+/// holds. Returns false (and changes nothing) when the order already has a record.
+pub(crate) async fn claim_reservation(
     conn: &mut PgConnection,
     order_id: Uuid,
     status: &str,
     items: &[Held],
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO reservations (order_id, status, items) VALUES ($1, $2, $3)",
+) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query_scalar!(
+        "INSERT INTO reservations (order_id, status, items) VALUES ($1, $2, $3) \
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
         order_id,
         status,
         Json(items) as _
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Records that an order's reservation failed: nothing is held.
+pub(crate) async fn record_failure(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE reservations SET status = 'FAILED', items = '[]', updated_at = now() WHERE order_id = $1",
+        order_id
     )
     .execute(conn)
     .await?;

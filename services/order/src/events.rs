@@ -71,17 +71,17 @@ impl Handle<StockReserved> for OrderHandlers {
         e: &StockReserved,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
-        let Some(order) = pending_order(cx, &e.order_id).await? else {
+        let order_id = event_id("order_id", &e.order_id)?;
+        let Some((customer_id, total_cents)) =
+            settle(cx, order_id, OrderStatus::Confirmed, "").await?
+        else {
             return Ok(());
         };
-        repository::set_status(cx.conn(), order.order_id, OrderStatus::Confirmed, "", now())
-            .await?;
         cx.stage(&OrderConfirmed {
-            order_id: order.order_id.to_string(),
-            customer_id: order.customer_id.to_string(),
-            total_cents: order.total_cents,
-        })
-        .await?;
+            order_id: e.order_id.clone(),
+            customer_id: customer_id.to_string(),
+            total_cents,
+        });
         Ok(())
     }
 }
@@ -93,50 +93,51 @@ impl Handle<StockReservationFailed> for OrderHandlers {
         e: &StockReservationFailed,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
-        let Some(order) = pending_order(cx, &e.order_id).await? else {
-            return Ok(());
-        };
+        let order_id = event_id("order_id", &e.order_id)?;
         let reason = if e.reason.is_empty() {
             "the inventory could not reserve every item".to_owned()
         } else {
             e.reason.clone()
         };
-        repository::set_status(
-            cx.conn(),
-            order.order_id,
-            OrderStatus::Rejected,
-            &reason,
-            now(),
-        )
-        .await?;
+        let Some((customer_id, _)) = settle(cx, order_id, OrderStatus::Rejected, &reason).await?
+        else {
+            return Ok(());
+        };
         cx.stage(&OrderRejected {
-            order_id: order.order_id.to_string(),
-            customer_id: order.customer_id.to_string(),
+            order_id: e.order_id.clone(),
+            customer_id: customer_id.to_string(),
             reason,
-        })
-        .await?;
+        });
         Ok(())
     }
 }
 
-/// The order an inventory answer is about, locked, if it still waits for that answer.
-async fn pending_order(
+/// Moves a PENDING order to `status`; returns its customer and total, or `None` when the
+/// order is no longer PENDING (cancelled meanwhile, or a repeated answer): then nothing
+/// changes. The conditional UPDATE waits for a concurrent CancelOrder's row lock and then
+/// re-checks the status, so a cancellation always wins.
+async fn settle(
     cx: &mut HandlerContext<'_>,
-    raw_id: &str,
-) -> Result<Option<OrderRow>, HandlerError> {
-    let order_id = event_id("order_id", raw_id)?;
-    let Some(order) = repository::lock_order(cx.conn(), order_id).await? else {
+    order_id: Uuid,
+    status: OrderStatus,
+    reason: &str,
+) -> Result<Option<(Uuid, i64)>, HandlerError> {
+    if let Some(settled) =
+        repository::settle_pending(cx.conn(), order_id, status, reason, now()).await?
+    {
+        return Ok(Some(settled));
+    }
+    match repository::find_order(cx.conn(), order_id).await? {
         // order.created is only published after the order committed: an answer about an
         // unknown order can never be applied.
-        return Err(HandlerError::permanent(format!(
+        None => Err(HandlerError::permanent(format!(
             "order {order_id} does not exist"
-        )));
-    };
-    if order.status() != OrderStatus::Pending {
-        tracing::info!(%order_id, status = %order.status, "inventory answer ignored: order no longer pending");
-        return Ok(None);
+        ))),
+        Some(order) => {
+            tracing::info!(%order_id, status = %order.status, "inventory answer ignored: order no longer pending");
+            Ok(None)
+        }
     }
-    Ok(Some(order))
 }
 
 /// `order.created` for a new order.

@@ -147,6 +147,28 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
+/// Sets a PENDING order's status and reason; returns its customer and total, or `None` when
+/// the order is not PENDING (or does not exist).
+pub(crate) async fn settle_pending(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: OrderStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(Uuid, i64)>, sqlx::Error> {
+    let row = sqlx::query!(
+        "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4 \
+         WHERE order_id = $1 AND status = 'PENDING' RETURNING customer_id, total_cents",
+        order_id,
+        status.as_str(),
+        reason,
+        now
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.customer_id, r.total_cents)))
+}
+
 /// A customer profile from `user.created`; fields already set by a `user.updated` that
 /// arrived first are kept.
 pub(crate) async fn customer_created(

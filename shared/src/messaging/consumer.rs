@@ -38,7 +38,7 @@ use shop_proto::Event;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use super::envelope::{self, DecodeError, EventContext, IncomingMeta};
+use super::envelope::{self, DecodeError, Envelope, EventContext, IncomingMeta};
 use super::outbox::OutboxWaker;
 use super::{Names, connection, outbox, topology};
 use crate::config::MessagingConfig;
@@ -80,7 +80,7 @@ impl From<sqlx::Error> for HandlerError {
 pub struct HandlerContext<'c> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
-    staged: bool,
+    staged: &'c mut Vec<Envelope>,
 }
 
 impl HandlerContext<'_> {
@@ -106,12 +106,14 @@ impl HandlerContext<'_> {
         context
     }
 
-    /// Stages an event caused by this message in the handler's transaction.
-    pub async fn stage<E: Event>(&mut self, event: &E) -> Result<String, sqlx::Error> {
-        let context = self.child_context();
-        let id = outbox::stage(self.conn, event, &context).await?;
-        self.staged = true;
-        Ok(id)
+    /// Stages an event caused by this message in the handler's transaction; returns its
+    /// message id. The consumer writes the outbox rows of a whole batch in one statement just
+    /// before the commit, so they commit with the handler's effects or not at all.
+    pub fn stage<E: Event>(&mut self, event: &E) -> String {
+        let envelope = Envelope::new(event, "", &self.child_context());
+        let id = envelope.message_id.clone();
+        self.staged.push(envelope);
+        id
     }
 }
 
@@ -478,7 +480,7 @@ impl Inner {
         .await?
         .into_iter()
         .collect();
-        let mut staged = false;
+        let mut staged: Vec<Envelope> = Vec::new();
         for prepared in group {
             if !fresh.contains(&prepared.meta.message_id) {
                 tracing::debug!(message_id = %prepared.meta.message_id, "duplicate skipped");
@@ -487,7 +489,7 @@ impl Inner {
             let mut cx = HandlerContext {
                 conn: &mut tx,
                 meta: &prepared.meta,
-                staged: false,
+                staged: &mut staged,
             };
             let span = self.consumer_span(&prepared.meta);
             let handled = prepared
@@ -501,10 +503,10 @@ impl Inner {
                 tx.rollback().await?;
                 return Ok(Err(error));
             }
-            staged |= cx.staged;
         }
+        outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;
-        if staged {
+        if !staged.is_empty() {
             self.waker.wake();
         }
         Ok(Ok(()))

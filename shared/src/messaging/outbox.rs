@@ -102,6 +102,50 @@ pub async fn stage_envelope(
     Ok(())
 }
 
+/// Stages many prepared envelopes in one statement (how a consumer batch stages the events
+/// of all its handlers: one round trip instead of one per event).
+pub async fn stage_envelopes(
+    conn: &mut PgConnection,
+    envelopes: &[Envelope],
+) -> Result<(), sqlx::Error> {
+    if envelopes.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(envelopes.len());
+    for e in envelopes {
+        ids.push(
+            uuid::Uuid::parse_str(&e.message_id)
+                .map_err(|err| sqlx::Error::Protocol(format!("message id is not a UUID: {err}")))?,
+        );
+    }
+    let column = |f: fn(&Envelope) -> &String| envelopes.iter().map(f).cloned().collect::<Vec<_>>();
+    let optional = |f: fn(&Envelope) -> &Option<String>| {
+        envelopes
+            .iter()
+            .map(f)
+            .cloned()
+            .collect::<Vec<Option<String>>>()
+    };
+    let payloads: Vec<Vec<u8>> = envelopes.iter().map(|e| e.payload.clone()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
+         causation_id, traceparent, tracestate) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[])",
+    )
+    .bind(&ids)
+    .bind(column(|e| &e.routing_key))
+    .bind(column(|e| &e.message_type))
+    .bind(&payloads)
+    .bind(column(|e| &e.correlation_id))
+    .bind(optional(|e| &e.causation_id))
+    .bind(optional(|e| &e.traceparent))
+    .bind(optional(|e| &e.tracestate))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How the relay publishes.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
