@@ -89,11 +89,7 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
             service: service_config("order", &dbs[1], &broker),
         },
         inventory: shop_inventory::Config {
-            service: {
-                let mut c = service_config("inventory", &dbs[2], &broker);
-                c.messaging.concurrency = 1;
-                c
-            },
+            service: service_config("inventory", &dbs[2], &broker),
         },
         notification: shop_notification::Config {
             service: service_config("notification", &dbs[3], &broker),

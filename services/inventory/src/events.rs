@@ -12,7 +12,10 @@ use shop_proto::inventory::v1::{
     ReservedItem, Shortage, StockReleased, StockReservationFailed, StockReserved,
 };
 use shop_proto::order::v1::{OrderCancelled, OrderCreated};
-use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+use shop_shared::messaging::{
+    BatchPrelude, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
+};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::Held;
@@ -31,7 +34,32 @@ pub(crate) fn subscriptions() -> Subscriptions {
     let handlers = Arc::new(InventoryHandlers);
     Subscriptions::new()
         .on::<OrderCreated, _>(handlers.clone())
-        .on::<OrderCancelled, _>(handlers)
+        .on::<OrderCancelled, _>(handlers.clone())
+        .with_prelude(handlers)
+}
+
+/// Takes every stock row lock a batch will need, in one statement, in product order: the
+/// products of its new orders and those held by the orders it cancels. Handlers then only
+/// re-take locks their transaction already holds, so two batches (two consumer channels, or
+/// two replicas) can only wait for one another, never deadlock.
+#[async_trait::async_trait]
+impl BatchPrelude for InventoryHandlers {
+    async fn prepare(
+        &self,
+        conn: &mut PgConnection,
+        batch: &BatchView<'_>,
+    ) -> Result<(), HandlerError> {
+        let products: Vec<String> = batch
+            .events::<OrderCreated>()
+            .flat_map(|e| e.items.iter().map(|i| i.product_id.clone()))
+            .collect();
+        let cancelled: Vec<Uuid> = batch
+            .events::<OrderCancelled>()
+            .filter_map(|e| Uuid::parse_str(&e.order_id).ok())
+            .collect();
+        repository::lock_stock_for_batch(conn, &products, &cancelled).await?;
+        Ok(())
+    }
 }
 
 fn order_id(raw: &str) -> Result<Uuid, HandlerError> {

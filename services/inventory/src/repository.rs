@@ -90,6 +90,28 @@ pub(crate) async fn lock_stock(
     .await
 }
 
+/// Locks, in product order and in one statement, the stock rows of `product_ids` and of the
+/// products held by the reservations of `cancelled_orders`.
+pub(crate) async fn lock_stock_for_batch(
+    conn: &mut PgConnection,
+    product_ids: &[String],
+    cancelled_orders: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT product_id FROM stock \
+         WHERE product_id = ANY($1) \
+            OR product_id IN (SELECT held->>'product_id' \
+                              FROM reservations, jsonb_array_elements(items) AS held \
+                              WHERE order_id = ANY($2)) \
+         ORDER BY product_id FOR UPDATE",
+        product_ids,
+        cancelled_orders
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(())
+}
+
 /// Moves units between available and reserved for several products in one statement:
 /// `available += available_delta[i]`, `reserved -= available_delta[i]`. The CHECK
 /// constraints reject any result below zero.

@@ -159,10 +159,42 @@ impl<E: Event, H: Handle<E>> ErasedHandler for Typed<E, H> {
     }
 }
 
+/// The fresh (not yet applied) events of one batch, for a [`BatchPrelude`].
+#[derive(Debug)]
+pub struct BatchView<'a> {
+    events: Vec<(&'a str, &'a (dyn Any + Send + Sync))>,
+}
+
+impl<'a> BatchView<'a> {
+    /// The batch's events of type `E`, in delivery order.
+    pub fn events<E: Event>(&self) -> impl Iterator<Item = &'a E> + '_ {
+        self.events
+            .iter()
+            .filter(|(type_name, _)| *type_name == E::TYPE_NAME)
+            .filter_map(|(_, event)| event.downcast_ref::<E>())
+    }
+}
+
+/// Runs once per batch transaction, after the inbox and before the handlers, with every
+/// event the handlers are about to apply. A service whose handlers lock rows uses it to take
+/// all of the batch's locks in one statement in a fixed order, so batches running side by side
+/// on several channels wait for each other but never deadlock.
+#[async_trait::async_trait]
+pub trait BatchPrelude: Send + Sync + 'static {
+    /// Prepares the batch's transaction (e.g. takes its row locks). An error is handled like
+    /// a handler's: the batch rolls back and its messages are applied one by one.
+    async fn prepare(
+        &self,
+        conn: &mut PgConnection,
+        batch: &BatchView<'_>,
+    ) -> Result<(), HandlerError>;
+}
+
 /// The event types a service consumes, each with its handler.
 #[derive(Default)]
 pub struct Subscriptions {
     handlers: HashMap<&'static str, (&'static str, Arc<dyn ErasedHandler>)>,
+    prelude: Option<Arc<dyn BatchPrelude>>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -184,6 +216,12 @@ impl Subscriptions {
             _event: std::marker::PhantomData,
         });
         self.handlers.insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
+        self
+    }
+
+    /// Runs `prelude` at the start of every batch transaction.
+    pub fn with_prelude(mut self, prelude: Arc<dyn BatchPrelude>) -> Self {
+        self.prelude = Some(prelude);
         self
     }
 
@@ -480,6 +518,19 @@ impl Inner {
         .await?
         .into_iter()
         .collect();
+        if let Some(prelude) = &self.subscriptions.prelude {
+            let batch = BatchView {
+                events: group
+                    .iter()
+                    .filter(|p| fresh.contains(&p.meta.message_id))
+                    .map(|p| (p.meta.message_type.as_str(), p.event.as_ref()))
+                    .collect(),
+            };
+            if let Err(error) = prelude.prepare(&mut tx, &batch).await {
+                tx.rollback().await?;
+                return Ok(Err(error));
+            }
+        }
         let mut staged: Vec<Envelope> = Vec::new();
         for prepared in group {
             if !fresh.contains(&prepared.meta.message_id) {

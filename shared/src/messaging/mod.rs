@@ -22,7 +22,9 @@ pub mod outbox;
 pub mod retry;
 pub mod topology;
 
-pub use consumer::{Consumer, Handle, HandlerContext, HandlerError, Subscriptions};
+pub use consumer::{
+    BatchPrelude, BatchView, Consumer, Handle, HandlerContext, HandlerError, Subscriptions,
+};
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
 pub use names::Names;
 pub use outbox::{OutboxWaker, Relay, RelayConfig, stage};
