@@ -73,32 +73,15 @@ pub(crate) async fn find_stock(
     .await
 }
 
-/// Locks the stock rows of `product_ids` **in product order** (the sort runs below the row
-/// locks), the one order every reservation and release uses, so two of them can wait for each
-/// other but never deadlock.
-pub(crate) async fn lock_stock(
-    conn: &mut PgConnection,
-    product_ids: &[String],
-) -> Result<Vec<StockRow>, sqlx::Error> {
-    sqlx::query_as!(
-        StockRow,
-        "SELECT product_id, available, reserved FROM stock \
-         WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE",
-        product_ids
-    )
-    .fetch_all(conn)
-    .await
-}
-
 /// Locks, in product order and in one statement, the stock rows of `product_ids` and of the
-/// products held by the reservations of `cancelled_orders`.
+/// products held by the reservations of `cancelled_orders`; returns their availability.
 pub(crate) async fn lock_stock_for_batch(
     conn: &mut PgConnection,
     product_ids: &[String],
     cancelled_orders: &[Uuid],
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "SELECT product_id FROM stock \
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT product_id, available FROM stock \
          WHERE product_id = ANY($1) \
             OR product_id IN (SELECT held->>'product_id' \
                               FROM reservations, jsonb_array_elements(items) AS held \
@@ -109,7 +92,10 @@ pub(crate) async fn lock_stock_for_batch(
     )
     .fetch_all(conn)
     .await?;
-    Ok(())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.product_id, r.available))
+        .collect())
 }
 
 /// Moves units between available and reserved for several products in one statement:
@@ -148,34 +134,48 @@ pub(crate) async fn lock_reservation(
     .await
 }
 
-/// Claims the reservation decision for an order, recording `status` and the units it
-/// holds. Returns false (and changes nothing) when the order already has a record.
-pub(crate) async fn claim_reservation(
+/// Claims the reservation decision of each order, recording `status` and the units it
+/// wants, in one statement. Returns the orders claimed: an order that already has a record
+/// (decided before, or a tombstone) is not.
+pub(crate) async fn claim_reservations(
     conn: &mut PgConnection,
-    order_id: Uuid,
     status: &str,
-    items: &[Held],
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query_scalar!(
-        "INSERT INTO reservations (order_id, status, items) VALUES ($1, $2, $3) \
+    claims: &[(Uuid, Vec<Held>)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = claims.iter().map(|(id, _)| *id).collect();
+    let items: Vec<serde_json::Value> = claims
+        .iter()
+        .map(|(_, held)| serde_json::to_value(held).unwrap_or_default())
+        .collect();
+    sqlx::query_scalar!(
+        "INSERT INTO reservations (order_id, status, items) \
+         SELECT id, $2, item FROM unnest($1::uuid[], $3::jsonb[]) AS c(id, item) \
          ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-        order_id,
+        &ids,
         status,
-        Json(items) as _
+        &items
     )
-    .fetch_optional(conn)
-    .await?;
-    Ok(claimed.is_some())
+    .fetch_all(conn)
+    .await
 }
 
-/// Records that an order's reservation failed: nothing is held.
-pub(crate) async fn record_failure(
+/// Sets the status of several reservations (and empties what they hold when `clear_items`).
+pub(crate) async fn set_reservations_status(
     conn: &mut PgConnection,
-    order_id: Uuid,
+    orders: &[Uuid],
+    status: &str,
+    clear_items: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE reservations SET status = 'FAILED', items = '[]', updated_at = now() WHERE order_id = $1",
-        order_id
+        "UPDATE reservations SET status = $2, \
+                items = CASE WHEN $3 THEN '[]'::jsonb ELSE items END, updated_at = now() \
+         WHERE order_id = ANY($1)",
+        orders,
+        status,
+        clear_items
     )
     .execute(conn)
     .await?;
@@ -196,20 +196,4 @@ pub(crate) async fn insert_tombstone(
     .fetch_optional(conn)
     .await?;
     Ok(inserted.is_some())
-}
-
-/// Changes an order's reservation status.
-pub(crate) async fn set_reservation_status(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    status: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        order_id,
-        status
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -81,12 +81,20 @@ pub struct HandlerContext<'c> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
     staged: &'c mut Vec<Envelope>,
+    batch: Option<&'c mut (dyn Any + Send + Sync)>,
 }
 
 impl HandlerContext<'_> {
     /// The transaction the handler's effects belong to; it commits before the ack.
     pub fn conn(&mut self) -> &mut PgConnection {
         self.conn
+    }
+
+    /// The state the subscriptions' [`BatchPrelude`] prepared for this batch, if it is a `T`.
+    pub fn batch_state<T: Any>(&mut self) -> Option<&mut T> {
+        self.batch
+            .as_deref_mut()
+            .and_then(|state| state.downcast_mut::<T>())
     }
 
     /// The message's id, type, correlation id and trace context.
@@ -175,19 +183,29 @@ impl<'a> BatchView<'a> {
     }
 }
 
-/// Runs once per batch transaction, after the inbox and before the handlers, with every
-/// event the handlers are about to apply. A service whose handlers lock rows uses it to take
-/// all of the batch's locks in one statement in a fixed order, so batches running side by side
-/// on several channels wait for each other but never deadlock.
+/// Per-batch state a [`BatchPrelude`] prepares for the handlers of its batch.
+pub type BatchState = Box<dyn Any + Send + Sync>;
+
+/// Runs once per batch transaction, around the handlers: [`BatchPrelude::prepare`] after the
+/// inbox and before the first handler, with every event the handlers are about to apply;
+/// [`BatchPrelude::finish`] after the last handler, before the commit. A service uses it to
+/// do set-based work once per batch instead of once per message: take all of the batch's row
+/// locks in one statement in a fixed order (so batches on several channels wait for each
+/// other but never deadlock), load what the handlers decide on, and write their combined
+/// effects in a few statements. Handlers reach the state through
+/// [`HandlerContext::batch_state`].
 #[async_trait::async_trait]
 pub trait BatchPrelude: Send + Sync + 'static {
-    /// Prepares the batch's transaction (e.g. takes its row locks). An error is handled like
-    /// a handler's: the batch rolls back and its messages are applied one by one.
+    /// Prepares the batch's transaction and returns the handlers' shared state. An error is
+    /// handled like a handler's: the batch rolls back and its messages are applied one by one.
     async fn prepare(
         &self,
         conn: &mut PgConnection,
         batch: &BatchView<'_>,
-    ) -> Result<(), HandlerError>;
+    ) -> Result<BatchState, HandlerError>;
+
+    /// Writes what the handlers left in `state`, before the commit.
+    async fn finish(&self, conn: &mut PgConnection, state: BatchState) -> Result<(), HandlerError>;
 }
 
 /// The event types a service consumes, each with its handler.
@@ -518,6 +536,7 @@ impl Inner {
         .await?
         .into_iter()
         .collect();
+        let mut state: Option<BatchState> = None;
         if let Some(prelude) = &self.subscriptions.prelude {
             let batch = BatchView {
                 events: group
@@ -526,9 +545,12 @@ impl Inner {
                     .map(|p| (p.meta.message_type.as_str(), p.event.as_ref()))
                     .collect(),
             };
-            if let Err(error) = prelude.prepare(&mut tx, &batch).await {
-                tx.rollback().await?;
-                return Ok(Err(error));
+            match prelude.prepare(&mut tx, &batch).await {
+                Ok(prepared) => state = Some(prepared),
+                Err(error) => {
+                    tx.rollback().await?;
+                    return Ok(Err(error));
+                }
             }
         }
         let mut staged: Vec<Envelope> = Vec::new();
@@ -541,6 +563,7 @@ impl Inner {
                 conn: &mut tx,
                 meta: &prepared.meta,
                 staged: &mut staged,
+                batch: state.as_deref_mut(),
             };
             let span = self.consumer_span(&prepared.meta);
             let handled = prepared
@@ -554,6 +577,12 @@ impl Inner {
                 tx.rollback().await?;
                 return Ok(Err(error));
             }
+        }
+        if let (Some(prelude), Some(state)) = (&self.subscriptions.prelude, state)
+            && let Err(error) = prelude.finish(&mut tx, state).await
+        {
+            tx.rollback().await?;
+            return Ok(Err(error));
         }
         outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;

@@ -23,7 +23,8 @@ pub mod retry;
 pub mod topology;
 
 pub use consumer::{
-    BatchPrelude, BatchView, Consumer, Handle, HandlerContext, HandlerError, Subscriptions,
+    BatchPrelude, BatchState, BatchView, Consumer, Handle, HandlerContext, HandlerError,
+    Subscriptions,
 };
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
 pub use names::Names;
