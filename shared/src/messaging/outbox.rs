@@ -157,6 +157,8 @@ pub struct RelayConfig {
     pub max_attempts: i32,
     /// How long published rows are kept.
     pub retention: Duration,
+    /// How long a woken relay waits for more rows before it claims.
+    pub linger: Duration,
 }
 
 impl From<&crate::config::MessagingConfig> for RelayConfig {
@@ -166,6 +168,7 @@ impl From<&crate::config::MessagingConfig> for RelayConfig {
             poll_interval: c.outbox_poll,
             max_attempts: c.outbox_max_attempts,
             retention: c.outbox_retention,
+            linger: c.outbox_linger,
         }
     }
 }
@@ -290,7 +293,13 @@ impl Relay {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_millis(100))).await;
                     }
                 }
-                () = self.waker.woken() => {}
+                () = self.waker.woken() => {
+                    // Let the rows of concurrent commits gather: one round for many rows
+                    // costs the broker and the database far less than a round each.
+                    if !self.config.linger.is_zero() {
+                        tokio::time::sleep(self.config.linger).await;
+                    }
+                }
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }
