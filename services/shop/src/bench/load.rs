@@ -56,10 +56,19 @@ pub fn order_request(i: usize, users: &[String], products: &[String]) -> CreateO
 }
 
 /// When each order reached its terminal state, as seen on the broker.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Observer {
     terminal: Arc<Mutex<HashMap<String, (Instant, bool)>>>,
     count: Arc<AtomicUsize>,
+    connection: Option<Arc<lapin::Connection>>,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("count", &self.count())
+            .finish()
+    }
 }
 
 impl Observer {
@@ -102,10 +111,12 @@ impl Observer {
                 FieldTable::default(),
             )
             .await?;
-        let observer = Self::default();
+        let observer = Self {
+            connection: Some(Arc::new(conn)),
+            ..Self::default()
+        };
         let sink = observer.clone();
         tokio::spawn(async move {
-            let _conn = conn;
             while let Some(Ok(delivery)) = deliveries.next().await {
                 let at = Instant::now();
                 let kind = delivery
@@ -135,6 +146,13 @@ impl Observer {
             }
         });
         Ok(observer)
+    }
+
+    /// Closes the observer's connection (its consumer ends).
+    pub async fn close(&self) {
+        if let Some(conn) = &self.connection {
+            let _ = conn.close(200, "bench done").await;
+        }
     }
 
     /// Terminal orders seen so far.

@@ -161,6 +161,7 @@ impl Report {
             None => None,
         };
         load_runtime.shutdown_background();
+        observer.close().await;
 
         eprintln!("checking consistency …");
         let consistency =
