@@ -15,6 +15,7 @@ const ROUTING_KEY_OPTION: &str = "shop.events.v1.routing_key";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
 
     let mut protos = Vec::new();
@@ -35,6 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // prost's encoding; a malformed request is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::ShopCodec")
         .compile_fds(fds)?;
     Ok(())
 }

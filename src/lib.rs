@@ -11,6 +11,8 @@
 //! - [`ALL_EVENTS`]: every event type with its routing key.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
 
+pub mod codec;
+
 /// The user domain: `shop.user.v1`.
 pub mod user {
     /// Version 1 of the user contracts.

@@ -62,6 +62,7 @@ pub struct TestSystem {
     pub broker: TestBroker,
     /// The four databases: user, order, inventory, notification.
     pub databases: Vec<TestDatabase>,
+    addresses: Addresses,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     held_back: Option<shop_inventory::Application>,
@@ -112,7 +113,8 @@ impl TestSystem {
     pub async fn start_holding_back_inventory() -> Self {
         let (config, broker, databases) = test_config().await;
         let built = BuiltSystem::build(config).await.expect("build the system");
-        let clients = Clients::connect_lazy(built.addresses());
+        let addresses = built.addresses();
+        let clients = Clients::connect_lazy(addresses);
         let shutdown = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(built.user.run_until_stopped(shutdown.clone())),
@@ -123,6 +125,7 @@ impl TestSystem {
             clients,
             broker,
             databases,
+            addresses,
             shutdown,
             tasks,
             held_back: Some(built.inventory),
@@ -136,6 +139,11 @@ impl TestSystem {
                 inventory.run_until_stopped(self.shutdown.clone()),
             ));
         }
+    }
+
+    /// Where each service listens.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
     }
 
     /// Stops every service and checks none failed.

@@ -80,7 +80,10 @@ where
         let call = self.inner.call(request);
         Box::pin(
             async move {
-                let result = call.await;
+                let mut result = call.await;
+                if let Ok(response) = &mut result {
+                    resource_exhausted_for_oversized(response);
+                }
                 if let Ok(response) = &result {
                     // Errors travel as trailers-only responses: the status is in the headers.
                     // A response without it succeeded (its status 0 follows in the trailers).
@@ -100,6 +103,21 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// tonic answers a request above the size limit with OUT_OF_RANGE; CONTRACT-wise (and in
+/// every other gRPC implementation) that is RESOURCE_EXHAUSTED. No shop handler returns
+/// OUT_OF_RANGE, so the code is rewritten on the (trailers-only) error response.
+fn resource_exhausted_for_oversized<B>(response: &mut http::Response<B>) {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if out_of_range {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
 }
 
