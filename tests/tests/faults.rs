@@ -58,7 +58,11 @@ struct Cluster {
     databases: HashMap<&'static str, TestDatabase>,
     ports: HashMap<&'static str, u16>,
     processes: HashMap<&'static str, Child>,
+    /// Second replicas (scale-out): same databases and queues, their own gRPC ports.
+    replicas: HashMap<&'static str, (u16, Child)>,
     pools: HashMap<&'static str, PgPool>,
+    /// Orders accepted by loads a fault started itself.
+    extra_accepted: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cluster {
@@ -80,7 +84,9 @@ impl Cluster {
             databases,
             ports,
             processes: HashMap::new(),
+            replicas: HashMap::new(),
             pools: HashMap::new(),
+            extra_accepted: Arc::default(),
         };
         for service in SERVICES {
             cluster.spawn(service);
@@ -96,21 +102,38 @@ impl Cluster {
     }
 
     fn spawn(&mut self, service: &'static str) {
+        let child = self.start_process(service, self.ports[service], "");
+        self.processes.insert(service, child);
+    }
+
+    /// Starts a second replica of `service` on a port of its own.
+    fn spawn_replica(&mut self, service: &'static str) -> u16 {
+        let port = free_port();
+        let child = self.start_process(service, port, "-replica");
+        self.replicas.insert(service, (port, child));
+        port
+    }
+
+    fn kill_replica(&mut self, service: &'static str) {
+        if let Some((_, mut child)) = self.replicas.remove(service) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn start_process(&self, service: &'static str, port: u16, suffix: &str) -> Child {
         let upper = service.to_uppercase();
         let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("{}{service}.log", self.broker.names.prefix)),
+            std::env::temp_dir().join(format!("{}{service}{suffix}.log", self.broker.names.prefix)),
         )
         .expect("a log file");
-        let child = Command::new(shop_binary())
+        Command::new(shop_binary())
             .args(["serve", service])
             .env(
                 format!("{upper}_DATABASE_URL"),
                 &self.databases[service].url,
             )
-            .env(
-                format!("{upper}_GRPC_ADDR"),
-                format!("127.0.0.1:{}", self.ports[service]),
-            )
+            .env(format!("{upper}_GRPC_ADDR"), format!("127.0.0.1:{port}"))
             .env("AMQP_URL", &self.broker.url)
             .env("AMQP_PREFIX", &self.broker.names.prefix)
             .env("RETRY_BASE_MS", "200")
@@ -124,8 +147,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn a service");
-        self.processes.insert(service, child);
+            .expect("spawn a service")
     }
 
     /// SIGKILL: no shutdown, no flush, nothing finished.
@@ -141,9 +163,13 @@ impl Cluster {
     }
 
     async fn serving(&self, service: &str) -> bool {
-        let Ok(endpoint) =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(service)))
-        else {
+        serving_at(self.addr(service)).await
+    }
+}
+
+async fn serving_at(addr: SocketAddr) -> bool {
+    {
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
             return false;
         };
         let Ok(channel) = endpoint
@@ -160,7 +186,20 @@ impl Cluster {
             .await
             .is_ok_and(|r| r.into_inner().status == 1)
     }
+}
 
+async fn wait_serving_at(addr: SocketAddr) {
+    let start = Instant::now();
+    while !serving_at(addr).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{addr} never became SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Cluster {
     async fn wait_serving(&self, service: &str) -> f64 {
         let start = Instant::now();
         while !self.serving(service).await {
@@ -184,6 +223,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for service in SERVICES {
             self.kill(service);
+            self.kill_replica(service);
         }
     }
 }
@@ -269,6 +309,7 @@ impl Load {
             let (accepted, sent, stop) = (accepted.clone(), sent.clone(), stop.clone());
             async move {
                 let mut client = OrderServiceClient::new(channel);
+                let run = uuid::Uuid::new_v4().simple().to_string();
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
@@ -287,7 +328,7 @@ impl Load {
                     let request = shop_proto::order::v1::CreateOrderRequest {
                         customer_id: customers[i % customers.len()].clone(),
                         items,
-                        idempotency_key: format!("load-{i}"),
+                        idempotency_key: format!("load-{run}-{i}"),
                     };
                     sent.fetch_add(1, Ordering::Relaxed);
                     let call =
@@ -329,6 +370,11 @@ struct Outcome {
 /// Waits for every accepted order to become terminal (or the deadline) and checks the
 /// invariants from the services' own databases.
 async fn check(cluster: &Cluster, accepted: &[String]) -> Outcome {
+    // An idempotent retry returns an order already counted: count each order once.
+    let mut accepted = accepted.to_vec();
+    accepted.sort();
+    accepted.dedup();
+    let accepted = accepted.as_slice();
     let ids: Vec<uuid::Uuid> = accepted.iter().map(|id| id.parse().unwrap()).collect();
     let start = Instant::now();
     let mut outcome = Outcome::default();
@@ -502,6 +548,9 @@ enum Fault {
     /// Poison on `order.created`: garbage bytes, a wrong `type`, a valid payload of the wrong
     /// type, a missing message_id. Each must land in the inventory's DLQ with its reason.
     Poison,
+    /// A second replica of every service joins (competing consumers, a second outbox relay,
+    /// half of the CreateOrder calls), then every second replica is SIGKILLed mid-run.
+    ScaleOut,
 }
 
 impl Fault {
@@ -512,6 +561,7 @@ impl Fault {
             Self::Kill(service) => format!("SIGKILL {service}"),
             Self::TerminateDatabaseConnections => "pg_terminate_backend".into(),
             Self::Poison => "poison messages".into(),
+            Self::ScaleOut => "2 replicas each, 1 killed".into(),
         }
     }
 
@@ -548,8 +598,69 @@ impl Fault {
                 }
             }
             Self::Poison => inject_poison(cluster).await,
+            Self::ScaleOut => scale_out(cluster).await,
         }
     }
+}
+
+async fn scale_out(cluster: &mut Cluster) {
+    let mut order_replica = None;
+    for service in SERVICES {
+        let port = cluster.spawn_replica(service);
+        wait_serving_at(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        if service == "order" {
+            order_replica = Some(port);
+        }
+    }
+    // Both replicas of each consuming service are consumers of its one queue.
+    // Counted from the consumer list: each consumer is one channel of one process.
+    let listing = Command::new("rabbitmqctl")
+        .args([
+            "list_consumers",
+            "-q",
+            "--no-table-headers",
+            "queue_name",
+            "channel_pid",
+        ])
+        .output()
+        .expect("rabbitmqctl list_consumers");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for service in ["order", "inventory", "notification"] {
+        let queue = cluster.broker.names.queue(service);
+        let consumers = listing
+            .lines()
+            .filter(|line| line.split_whitespace().next() == Some(queue.as_str()))
+            .count();
+        assert_eq!(consumers, 2, "{queue}: both replicas consume:\n{listing}");
+    }
+    // Half of the calls for two seconds go to the second order replica.
+    let port = order_replica.expect("an order replica");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_lazy();
+    let (customers, products) = cluster_seed_ids(cluster).await;
+    let extra = Load::start(channel, customers, products);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One replica of every service dies mid-run; what it held is redelivered to the other.
+    for service in SERVICES {
+        cluster.kill_replica(service);
+    }
+    let (_, accepted) = extra.finish().await;
+    cluster.extra_accepted.lock().unwrap().extend(accepted);
+}
+
+/// The customers and products seeded for this cluster.
+async fn cluster_seed_ids(cluster: &Cluster) -> (Vec<String>, Vec<String>) {
+    let customers: Vec<String> = sqlx::query_scalar("SELECT customer_id::text FROM customers")
+        .fetch_all(&cluster.pools["order"])
+        .await
+        .unwrap();
+    let products: Vec<String> =
+        sqlx::query_scalar("SELECT product_id FROM stock ORDER BY product_id")
+            .fetch_all(&cluster.pools["inventory"])
+            .await
+            .unwrap();
+    (customers, products)
 }
 
 async fn inject_poison(cluster: &Cluster) {
@@ -639,6 +750,7 @@ async fn run_fault(fault: Fault) {
     tokio::time::sleep(Duration::from_secs(2)).await; // more load after the fault
     let (sent, mut accepted) = load.finish().await;
     accepted.extend(recovery.1);
+    accepted.extend(cluster.extra_accepted.lock().unwrap().drain(..));
     let outcome = check(&cluster, &accepted).await;
     let recovery = recovery.0;
     println!(
@@ -690,6 +802,12 @@ async fn each_service_killed_and_restarted_mid_load() {
 #[ignore = "part of the fault harness: run with the others (see the module docs)"]
 async fn poison_messages_land_in_the_dlq_and_nothing_else_changes() {
     run_fault(Fault::Poison).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills processes under load: run alone (see the module docs)"]
+async fn two_replicas_of_every_service_share_the_work_and_survive_losing_one() {
+    run_fault(Fault::ScaleOut).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
