@@ -131,14 +131,18 @@ fn install(
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match output {
+        // Logs go to stderr: stdout stays clean for what a command prints (`shop bench --json`).
         LogOutput::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
             )
             .try_init()?,
-        LogOutput::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogOutput::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
         LogOutput::TestWriter => registry
             .with(tracing_subscriber::fmt::layer().with_test_writer())
             .try_init()?,
