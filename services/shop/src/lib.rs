@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`system`] — the four services started together, and stopped together.
 //! - [`bench`] — `shop bench`: load, limits, consistency.
+//! - [`catalog`] — `shop catalog`: the AsyncAPI document of the events.
 
 pub mod bench;
+pub mod catalog;
 pub mod system;
