@@ -383,6 +383,55 @@ impl EventProbe {
     }
 }
 
+/// What one service under test owns: a fresh database and a broker prefix of its own.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// The service's database.
+    pub database: TestDatabase,
+    /// The service's broker prefix.
+    pub broker: TestBroker,
+}
+
+impl TestEnv {
+    /// A fresh database and prefix (and the test log subscriber).
+    pub async fn new() -> Self {
+        init_logs();
+        Self {
+            database: TestDatabase::create().await,
+            broker: TestBroker::new(),
+        }
+    }
+
+    /// The settings of service `name` on this environment (see [`service_config`]).
+    pub fn config(&self, name: &'static str) -> crate::service::ServiceConfig {
+        service_config(name, &self.database, &self.broker)
+    }
+}
+
+/// A task that runs until this guard drops: its shutdown token is then cancelled.
+#[derive(Debug)]
+pub struct RunningUntilDropped(tokio_util::sync::CancellationToken);
+
+impl Drop for RunningUntilDropped {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Spawns `run` (e.g. `|s| app.run_until_stopped(s)`) with a shutdown token that is
+/// cancelled when the returned guard drops.
+pub fn run_until_dropped<F>(
+    run: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+) -> RunningUntilDropped
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(run(shutdown.clone()));
+    RunningUntilDropped(shutdown)
+}
+
 /// Settings for a service under test: port 0 on localhost, the test's database and broker
 /// prefix, quick retries and polling.
 pub fn service_config(

@@ -3,46 +3,35 @@ use std::time::Duration;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::inventory::v1::{AdjustStockRequest, GetStockRequest, StockLevel};
 use shop_proto::order::v1::{LineItem, OrderCreated};
-use shop_shared::testing::{EventProbe, TestBroker, TestDatabase, grpc_channel, service_config};
-use tokio_util::sync::CancellationToken;
+use shop_shared::testing::{
+    EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
+};
 use tonic::transport::Channel;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) struct TestApp {
+    // First, so the service stops before its database and prefix are removed.
+    _running: RunningUntilDropped,
     pub(crate) client: InventoryServiceClient<Channel>,
     pub(crate) events: EventProbe,
-    pub(crate) broker: TestBroker,
-    shutdown: CancellationToken,
-    _database: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub(crate) env: TestEnv,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    shop_shared::testing::init_logs();
-    let database = TestDatabase::create().await;
-    let broker = TestBroker::new();
-    let config = shop_inventory::Config {
-        service: service_config("inventory", &database, &broker),
-    };
-    let events = EventProbe::bind(&broker, &["inventory.*"]).await;
-    let app = shop_inventory::Application::build(config)
-        .await
-        .expect("build the inventory service");
-    let addr = app.grpc_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let env = TestEnv::new().await;
+    let events = EventProbe::bind(&env.broker, &["inventory.*"]).await;
+    let app = shop_inventory::Application::build(shop_inventory::Config {
+        service: env.config("inventory"),
+    })
+    .await
+    .expect("build the inventory service");
+    let client = InventoryServiceClient::new(grpc_channel(app.grpc_addr()).await);
     TestApp {
-        client: InventoryServiceClient::new(grpc_channel(addr).await),
+        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
+        client,
         events,
-        broker,
-        shutdown,
-        _database: database,
+        env,
     }
 }
 

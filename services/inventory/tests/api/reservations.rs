@@ -22,7 +22,7 @@ async fn order_created_reserves_every_item_and_publishes_inventory_reserved() {
     app.stock_up("b", 2).await;
     let order = order_created(&[("a", 3), ("b", 2)]);
 
-    publish(&app.broker, &order).await;
+    publish(&app.env.broker, &order).await;
 
     let (event, received) = app.events.expect_event::<StockReserved>(WAIT).await;
     assert_eq!(event.order_id, order.order_id);
@@ -42,7 +42,7 @@ async fn one_short_item_reserves_nothing_and_reports_the_shortage() {
     app.stock_up("b", 1).await;
     let order = order_created(&[("a", 3), ("b", 2), ("unknown", 1)]);
 
-    publish(&app.broker, &order).await;
+    publish(&app.env.broker, &order).await;
 
     let (event, _) = app
         .events
@@ -66,11 +66,11 @@ async fn cancellation_releases_the_reservation_once() {
     let mut app = spawn_app().await;
     app.stock_up("a", 5).await;
     let order = order_created(&[("a", 4)]);
-    publish(&app.broker, &order).await;
+    publish(&app.env.broker, &order).await;
     app.events.expect_event::<StockReserved>(WAIT).await;
 
-    publish(&app.broker, &cancelled(&order.order_id)).await;
-    publish(&app.broker, &cancelled(&order.order_id)).await; // a second, distinct cancellation
+    publish(&app.env.broker, &cancelled(&order.order_id)).await;
+    publish(&app.env.broker, &cancelled(&order.order_id)).await; // a second, distinct cancellation
 
     let (event, _) = app.events.expect_event::<StockReleased>(WAIT).await;
     assert_eq!(event.order_id, order.order_id);
@@ -88,11 +88,11 @@ async fn a_cancellation_that_arrives_first_leaves_a_tombstone_and_the_late_order
     app.stock_up("a", 5).await;
     let order = order_created(&[("a", 2)]);
 
-    publish(&app.broker, &cancelled(&order.order_id)).await;
-    publish(&app.broker, &order).await;
+    publish(&app.env.broker, &cancelled(&order.order_id)).await;
+    publish(&app.env.broker, &order).await;
     // A later order on the same queue proves the late one was handled.
     let marker = order_created(&[("a", 1)]);
-    publish(&app.broker, &marker).await;
+    publish(&app.env.broker, &marker).await;
 
     let (event, _) = app.events.expect_event::<StockReserved>(WAIT).await;
     assert_eq!(
@@ -109,10 +109,10 @@ async fn a_redelivered_order_created_reserves_once() {
     let order = order_created(&[("a", 3)]);
     let envelope = Envelope::new(&order, "order", &EventContext::new_flow());
 
-    publish_envelope(&app.broker, &envelope).await;
-    publish_envelope(&app.broker, &envelope).await;
+    publish_envelope(&app.env.broker, &envelope).await;
+    publish_envelope(&app.env.broker, &envelope).await;
     let marker = order_created(&[("a", 1)]);
-    publish(&app.broker, &marker).await;
+    publish(&app.env.broker, &marker).await;
 
     let (first, _) = app.events.expect_event::<StockReserved>(WAIT).await;
     assert_eq!(first.order_id, order.order_id);

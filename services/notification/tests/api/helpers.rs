@@ -2,43 +2,32 @@ use std::time::Duration;
 
 use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use shop_proto::notification::v1::{ListNotificationsRequest, Notification};
-use shop_shared::testing::{TestBroker, TestDatabase, eventually, grpc_channel, service_config};
-use tokio_util::sync::CancellationToken;
+use shop_shared::testing::{
+    RunningUntilDropped, TestEnv, eventually, grpc_channel, run_until_dropped,
+};
 use tonic::transport::Channel;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) struct TestApp {
+    // First, so the service stops before its database and prefix are removed.
+    _running: RunningUntilDropped,
     pub(crate) client: NotificationServiceClient<Channel>,
-    pub(crate) broker: TestBroker,
-    shutdown: CancellationToken,
-    _database: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub(crate) env: TestEnv,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    shop_shared::testing::init_logs();
-    let database = TestDatabase::create().await;
-    let broker = TestBroker::new();
-    let config = shop_notification::Config {
-        service: service_config("notification", &database, &broker),
-    };
-    let app = shop_notification::Application::build(config)
-        .await
-        .expect("build the notification service");
-    let addr = app.grpc_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let env = TestEnv::new().await;
+    let app = shop_notification::Application::build(shop_notification::Config {
+        service: env.config("notification"),
+    })
+    .await
+    .expect("build the notification service");
+    let client = NotificationServiceClient::new(grpc_channel(app.grpc_addr()).await);
     TestApp {
-        client: NotificationServiceClient::new(grpc_channel(addr).await),
-        broker,
-        shutdown,
-        _database: database,
+        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
+        client,
+        env,
     }
 }
 

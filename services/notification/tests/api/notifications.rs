@@ -20,7 +20,7 @@ async fn a_new_user_gets_a_welcome_notification() {
     let mut app = spawn_app().await;
     let user_id = uuid::Uuid::now_v7().to_string();
 
-    let message_id = publish(&app.broker, &user(&user_id)).await;
+    let message_id = publish(&app.env.broker, &user(&user_id)).await;
 
     let list = app.wait_for(&user_id, 1).await;
     assert_eq!(list.len(), 1);
@@ -37,10 +37,10 @@ async fn a_new_user_gets_a_welcome_notification() {
 async fn every_order_outcome_notifies_the_customer_once() {
     let mut app = spawn_app().await;
     let user_id = uuid::Uuid::now_v7().to_string();
-    publish(&app.broker, &user(&user_id)).await;
+    publish(&app.env.broker, &user(&user_id)).await;
 
     publish(
-        &app.broker,
+        &app.env.broker,
         &OrderConfirmed {
             order_id: "o-1".into(),
             customer_id: user_id.clone(),
@@ -49,7 +49,7 @@ async fn every_order_outcome_notifies_the_customer_once() {
     )
     .await;
     publish(
-        &app.broker,
+        &app.env.broker,
         &OrderRejected {
             order_id: "o-2".into(),
             customer_id: user_id.clone(),
@@ -58,7 +58,7 @@ async fn every_order_outcome_notifies_the_customer_once() {
     )
     .await;
     publish(
-        &app.broker,
+        &app.env.broker,
         &OrderCancelled {
             order_id: "o-3".into(),
             customer_id: user_id.clone(),
@@ -93,7 +93,7 @@ async fn an_order_event_before_the_user_is_retried_until_the_contact_arrives() {
     let user_id = uuid::Uuid::now_v7().to_string();
 
     publish(
-        &app.broker,
+        &app.env.broker,
         &OrderConfirmed {
             order_id: "early".into(),
             customer_id: user_id.clone(),
@@ -101,7 +101,7 @@ async fn an_order_event_before_the_user_is_retried_until_the_contact_arrives() {
         },
     )
     .await;
-    publish(&app.broker, &user(&user_id)).await;
+    publish(&app.env.broker, &user(&user_id)).await;
 
     let list = app.wait_for(&user_id, 2).await;
     let early = list
@@ -115,10 +115,10 @@ async fn an_order_event_before_the_user_is_retried_until_the_contact_arrives() {
 async fn list_notifications_pages_and_rejects_bad_input() {
     let mut app = spawn_app().await;
     let user_id = uuid::Uuid::now_v7().to_string();
-    publish(&app.broker, &user(&user_id)).await;
+    publish(&app.env.broker, &user(&user_id)).await;
     for i in 0..4 {
         publish(
-            &app.broker,
+            &app.env.broker,
             &OrderConfirmed {
                 order_id: format!("o-{i}"),
                 customer_id: user_id.clone(),

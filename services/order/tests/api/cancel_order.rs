@@ -52,7 +52,7 @@ async fn cancel_returns_failed_precondition_when_already_cancelled_or_rejected()
 
     let rejected = app.create(&customer, vec![item("b", 1, 10)]).await;
     publish(
-        &app.broker,
+        &app.env.broker,
         &StockReservationFailed {
             order_id: rejected.order_id.clone(),
             reason: "none left".into(),
@@ -92,7 +92,7 @@ async fn an_inventory_answer_for_a_cancelled_order_is_ignored() {
         .unwrap();
 
     publish(
-        &app.broker,
+        &app.env.broker,
         &StockReserved {
             order_id: order.order_id.clone(),
             items: vec![],
@@ -102,7 +102,7 @@ async fn an_inventory_answer_for_a_cancelled_order_is_ignored() {
     // A later answer on the same queue proves the earlier one was handled.
     let marker = app.create(&customer, vec![item("m", 1, 1)]).await;
     publish(
-        &app.broker,
+        &app.env.broker,
         &StockReserved {
             order_id: marker.order_id.clone(),
             items: vec![],

@@ -4,47 +4,34 @@ use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::order::v1::{CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderStatus};
 use shop_proto::user::v1::UserCreated;
 use shop_shared::testing::{
-    EventProbe, TestBroker, TestDatabase, eventually, grpc_channel, publish, service_config,
+    EventProbe, RunningUntilDropped, TestEnv, eventually, grpc_channel, publish, run_until_dropped,
 };
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) struct TestApp {
+    // First, so the service stops before its database and prefix are removed.
+    _running: RunningUntilDropped,
     pub(crate) client: OrderServiceClient<Channel>,
     pub(crate) events: EventProbe,
-    pub(crate) broker: TestBroker,
-    shutdown: CancellationToken,
-    _database: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub(crate) env: TestEnv,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    shop_shared::testing::init_logs();
-    let database = TestDatabase::create().await;
-    let broker = TestBroker::new();
-    let config = shop_order::Config {
-        service: service_config("order", &database, &broker),
-    };
-    let events = EventProbe::bind(&broker, &["order.*"]).await;
-    let app = shop_order::Application::build(config)
-        .await
-        .expect("build the order service");
-    let addr = app.grpc_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let env = TestEnv::new().await;
+    let events = EventProbe::bind(&env.broker, &["order.*"]).await;
+    let app = shop_order::Application::build(shop_order::Config {
+        service: env.config("order"),
+    })
+    .await
+    .expect("build the order service");
+    let client = OrderServiceClient::new(grpc_channel(app.grpc_addr()).await);
     TestApp {
-        client: OrderServiceClient::new(grpc_channel(addr).await),
+        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
+        client,
         events,
-        broker,
-        shutdown,
-        _database: database,
+        env,
     }
 }
 
@@ -69,7 +56,7 @@ impl TestApp {
     pub(crate) async fn known_customer(&mut self) -> String {
         let user_id = uuid::Uuid::now_v7().to_string();
         publish(
-            &self.broker,
+            &self.env.broker,
             &UserCreated {
                 user_id: user_id.clone(),
                 email: format!("{user_id}@example.com"),

@@ -11,7 +11,7 @@ async fn inventory_reserved_confirms_the_order_and_publishes_order_confirmed() {
     let order = app.create(&customer, vec![item("a", 2, 10)]).await;
 
     publish(
-        &app.broker,
+        &app.env.broker,
         &StockReserved {
             order_id: order.order_id.clone(),
             items: vec![],
@@ -37,7 +37,7 @@ async fn reservation_failed_rejects_the_order_with_the_reason() {
     let order = app.create(&customer, vec![item("a", 2, 10)]).await;
 
     publish(
-        &app.broker,
+        &app.env.broker,
         &StockReservationFailed {
             order_id: order.order_id.clone(),
             reason: "insufficient stock for a".into(),
