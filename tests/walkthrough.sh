@@ -15,15 +15,24 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 if [ "${1:-}" = "--start" ]; then
   shop_bin=${SHOP_BIN:-target/debug/shop}
   log=$(mktemp)
-  "$shop_bin" up >"$log" 2>&1 &
-  shop_pid=$!
   trap 'kill $shop_pid 2>/dev/null; wait $shop_pid 2>/dev/null || true; rm -f "$log"' EXIT
-  for _ in $(seq 60); do
-    if grpcurl -plaintext localhost:50054 grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
-      break
+  for attempt in 1 2 3; do
+    "$shop_bin" up >"$log" 2>&1 &
+    shop_pid=$!
+    for _ in $(seq 60); do
+      if grpcurl -plaintext localhost:50054 grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then
+        break 2
+      fi
+      kill -0 "$shop_pid" 2>/dev/null || break
+      sleep 1
+    done
+    cat "$log"
+    # A port still held by a socket that is closing: try again, a few times.
+    if [ "$attempt" = 3 ] || ! grep -q "Address already in use" "$log"; then
+      echo "shop up did not come up" >&2; exit 1
     fi
-    if ! kill -0 "$shop_pid" 2>/dev/null; then cat "$log"; echo "shop up exited" >&2; exit 1; fi
-    sleep 1
+    kill "$shop_pid" 2>/dev/null; wait "$shop_pid" 2>/dev/null || true
+    sleep 2
   done
 fi
 
