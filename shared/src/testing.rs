@@ -145,6 +145,14 @@ impl TestBroker {
         }
     }
 
+    /// Remembers a queue a test (or a process it started) declared, for the cleanup.
+    pub fn track_queue(&self, queue: impl Into<String>) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(queue.into());
+    }
+
     /// Opens a connection named with this test's prefix.
     pub async fn connect(&self, role: &str) -> Connection {
         let name = self.names.connection_name("test", role);
@@ -514,7 +522,7 @@ pub fn init_logs() {
     static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            crate::telemetry::w3c::LenientTraceContextPropagator::new(),
         );
         if std::env::var_os("TEST_LOG").is_some() {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()

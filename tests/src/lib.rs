@@ -3,6 +3,8 @@
 //!
 //! [`TestSystem::start`] is the entry point; the tests live in `tests/tests/`.
 
+pub mod otlp;
+
 use std::time::Duration;
 
 use shop::system::{Addresses, BuiltSystem, SystemConfig};

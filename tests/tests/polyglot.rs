@@ -1,0 +1,474 @@
+//! Polyglot consumers: the Python and Node.js examples (`examples/`), built from the same
+//! `proto/` files, decode every event of a saga, continue its trace and export their spans.
+//!
+//! Ignored by default because it needs the examples prepared: run `examples/setup.sh`, then
+//! `cargo test -p shop-tests --test polyglot -- --ignored` (CI does both).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use shop_shared::telemetry::{TelemetryConfig, init_with};
+use shop_shared::testing::{EventProbe, Received, eventually};
+use shop_tests::otlp::{ExportedSpan, OtlpReceiver};
+use shop_tests::{TestSystem, WAIT};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .canonicalize()
+        .expect("the examples directory")
+}
+
+fn python() -> PathBuf {
+    let python = examples_dir().join("python/.venv/bin/python");
+    assert!(
+        python.exists() && examples_dir().join("python/gen").exists(),
+        "{} is missing: run examples/setup.sh first",
+        python.display()
+    );
+    python
+}
+
+/// One example consumer running as a child process, its stdout and stderr collected.
+struct ConsumerProcess {
+    name: &'static str,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConsumerProcess {
+    fn spawn(name: &'static str, mut command: Command, otlp: &str) -> Self {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+            .env("OTEL_SERVICE_NAME", format!("{name}-consumer"))
+            // Flush each span batch quickly, so export is seen soon after shutdown.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {name} consumer: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect_lines(child.stdout.take().expect("piped stdout"), stdout.clone());
+        collect_lines(child.stderr.take().expect("piped stderr"), stderr.clone());
+        Self {
+            name,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The JSON lines printed so far, one per handled event.
+    fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("{} printed a non-JSON line {line:?}: {e}", self.name)
+                })
+            })
+            .collect()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.stderr().contains("ready: queue") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the {} consumer exited with {status}:\n{}",
+                    self.name,
+                    self.stderr()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the {} consumer was not ready within {WAIT:?}:\n{}",
+                self.name,
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (it flushes its spans on the way out).
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("the consumer is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the {} consumer did not stop on SIGTERM", self.name))
+            .expect("wait for the consumer");
+        assert!(
+            exit.success(),
+            "the {} consumer exited with {exit}:\n{}",
+            self.name,
+            self.stderr()
+        );
+    }
+}
+
+fn collect_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            into.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// What the Python client printed about the flow it drove.
+struct Flow {
+    trace_id: String,
+    correlation_id: String,
+    user_id: String,
+    product_id: String,
+    cancelled_order: String,
+    rejected_order: String,
+}
+
+async fn run_client_tour(system: &TestSystem, otlp: &str) -> Flow {
+    let a = system.addresses();
+    let output = Command::new(python())
+        .current_dir(examples_dir().join("python"))
+        .arg("place_order.py")
+        .args(["--user-addr", &a.user.to_string()])
+        .args(["--order-addr", &a.order.to_string()])
+        .args(["--inventory-addr", &a.inventory.to_string()])
+        .args(["--stock", "5", "--quantity", "2", "--tour"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("OTEL_SERVICE_NAME", "python-client")
+        .output()
+        .await
+        .expect("run place_order.py");
+    assert!(
+        output.status.success(),
+        "place_order.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let out: Value = serde_json::from_slice(&output.stdout).expect("place_order.py prints JSON");
+    let text = |v: &Value| v.as_str().expect("a string").to_owned();
+    let orders = out["orders"].as_array().expect("orders");
+    assert_eq!(orders.len(), 2, "{out}");
+    assert_eq!(orders[0]["status"], "ORDER_STATUS_CANCELLED", "{out}");
+    assert_eq!(orders[1]["status"], "ORDER_STATUS_REJECTED", "{out}");
+    Flow {
+        trace_id: text(&out["trace_id"]),
+        correlation_id: text(&out["correlation_id"]),
+        user_id: text(&out["user_id"]),
+        product_id: text(&out["product_id"]),
+        cancelled_order: text(&orders[0]["order_id"]),
+        rejected_order: text(&orders[1]["order_id"]),
+    }
+}
+
+/// The events of the tour, as (type, id of the user or order it is about).
+fn expected_events(flow: &Flow) -> HashSet<(String, String)> {
+    let (u, c, r) = (&flow.user_id, &flow.cancelled_order, &flow.rejected_order);
+    [
+        ("shop.user.v1.UserCreated", u),
+        ("shop.user.v1.UserUpdated", u),
+        ("shop.order.v1.OrderCreated", c),
+        ("shop.inventory.v1.StockReserved", c),
+        ("shop.order.v1.OrderConfirmed", c),
+        ("shop.order.v1.OrderCancelled", c),
+        ("shop.inventory.v1.StockReleased", c),
+        ("shop.order.v1.OrderCreated", r),
+        ("shop.inventory.v1.StockReservationFailed", r),
+        ("shop.order.v1.OrderRejected", r),
+    ]
+    .into_iter()
+    .map(|(t, id)| (t.to_owned(), id.clone()))
+    .collect()
+}
+
+/// (type, subject id) of a printed event: the user's id for user events, else the order's.
+fn subject(line: &Value) -> (String, String) {
+    let event = &line["event"];
+    let id = event["orderId"]
+        .as_str()
+        .or_else(|| event["userId"].as_str())
+        .unwrap_or_default();
+    (
+        line["type"].as_str().unwrap_or_default().to_owned(),
+        id.to_owned(),
+    )
+}
+
+fn trace_id_of(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).expect("a W3C traceparent")
+}
+
+fn span_id_of(traceparent: &str) -> &str {
+    traceparent.split('-').nth(2).expect("a W3C traceparent")
+}
+
+/// Checks every line a consumer printed against the message the probe read off the broker.
+fn assert_decoded_like_the_broker_sent(
+    consumer: &str,
+    lines: &[Value],
+    flow: &Flow,
+    sent: &HashMap<String, Received>,
+) {
+    for line in lines {
+        let message_id = line["message_id"].as_str().expect("a message_id");
+        let received = sent.get(message_id).unwrap_or_else(|| {
+            panic!("{consumer} printed a message the broker never carried: {line}")
+        });
+        let meta = received.meta();
+        assert_eq!(
+            line["type"],
+            meta.message_type.as_str(),
+            "{consumer}: {line}"
+        );
+        assert_eq!(
+            line["routing_key"],
+            received.routing_key.as_str(),
+            "{consumer}: {line}"
+        );
+        assert_eq!(
+            line["correlation_id"],
+            flow.correlation_id.as_str(),
+            "{consumer}: {line}"
+        );
+        let traceparent = meta.traceparent.expect("every event carries a traceparent");
+        assert_eq!(
+            line["trace_id"],
+            trace_id_of(&traceparent),
+            "{consumer}: {line}"
+        );
+        assert_eq!(
+            line["trace_id"],
+            flow.trace_id.as_str(),
+            "{consumer}: one trace for the flow"
+        );
+    }
+    // Payload fields beyond the ids, decoded from the binary protobuf.
+    let find = |type_name: &str| {
+        lines
+            .iter()
+            .find(|l| l["type"] == type_name)
+            .map(|l| &l["event"])
+            .unwrap_or_else(|| panic!("{consumer} decoded no {type_name}"))
+    };
+    let user = find("shop.user.v1.UserCreated");
+    assert_eq!(user["name"], "Ada Lovelace", "{consumer}: {user}");
+    assert!(
+        user["createTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{consumer}: {user}"
+    );
+    assert_eq!(
+        find("shop.user.v1.UserUpdated")["name"],
+        "Ada King",
+        "{consumer}"
+    );
+    let created = lines
+        .iter()
+        .find(|l| {
+            subject(l)
+                == (
+                    "shop.order.v1.OrderCreated".into(),
+                    flow.cancelled_order.clone(),
+                )
+        })
+        .map(|l| &l["event"])
+        .expect("OrderCreated of the first order");
+    assert_eq!(
+        created["customerId"],
+        flow.user_id.as_str(),
+        "{consumer}: {created}"
+    );
+    assert_eq!(
+        created["totalCents"], "3998",
+        "{consumer}: int64 as a JSON string: {created}"
+    );
+    assert_eq!(
+        created["items"][0]["productId"],
+        flow.product_id.as_str(),
+        "{consumer}: {created}"
+    );
+    assert_eq!(created["items"][0]["quantity"], 2, "{consumer}: {created}");
+    let failed = find("shop.inventory.v1.StockReservationFailed");
+    assert_eq!(
+        failed["shortages"][0]["productId"],
+        flow.product_id.as_str(),
+        "{consumer}: {failed}"
+    );
+}
+
+/// Each consumer's handling span reached the OTLP endpoint as a child of the producer's span.
+fn assert_spans_continue_the_trace(
+    spans: &[ExportedSpan],
+    service: &str,
+    lines: &[Value],
+    sent: &HashMap<String, Received>,
+) {
+    for line in lines {
+        let message_id = line["message_id"].as_str().unwrap_or_default();
+        let traceparent = sent[message_id].meta().traceparent.expect("a traceparent");
+        let span = spans
+            .iter()
+            .find(|s| {
+                s.service == service
+                    && s.attributes.get("messaging.message.id").map(String::as_str)
+                        == Some(message_id)
+            })
+            .unwrap_or_else(|| panic!("{service} exported no span for message {message_id}"));
+        assert_eq!(
+            span.name,
+            format!(
+                "{} process",
+                line["routing_key"].as_str().unwrap_or_default()
+            )
+        );
+        assert_eq!(span.trace_id, trace_id_of(&traceparent), "{span:?}");
+        assert_eq!(span.parent_span_id, span_id_of(&traceparent), "{span:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs examples/setup.sh; CI runs it with --ignored"]
+async fn python_and_node_consumers_decode_every_event_of_a_saga_and_continue_its_trace() {
+    // Arrange: the system, an OTLP receiver, a probe of everything on the exchange, and both
+    // example consumers bound to every key on this test's exchange.
+    let (receiver, otlp_addr) = OtlpReceiver::start().await;
+    let otlp = format!("http://{otlp_addr}");
+    let telemetry = init_with(
+        "shop-services",
+        &TelemetryConfig {
+            otlp_endpoint: Some(otlp.clone()),
+            json: false,
+            default_filter: "info".into(),
+        },
+    )
+    .expect("install telemetry with OTLP export");
+    let system = TestSystem::start().await;
+    let mut probe = EventProbe::bind(&system.broker, &["#"]).await;
+    let exchange = system.broker.names.exchange();
+    let amqp_url = system.broker.url.clone();
+
+    let python_queue = format!("{}python-consumer", system.broker.names.prefix);
+    system.broker.track_queue(&python_queue);
+    let mut python_cmd = Command::new(python());
+    python_cmd
+        .current_dir(examples_dir().join("python"))
+        .arg("consumer.py")
+        .args(["--amqp-url", &amqp_url, "--exchange", &exchange])
+        .args(["--queue", &python_queue, "--keys", "#"]);
+    let mut python = ConsumerProcess::spawn("python", python_cmd, &otlp);
+
+    let node_queue = format!("{}node-consumer", system.broker.names.prefix);
+    system.broker.track_queue(&node_queue);
+    let mut node_cmd = Command::new("node");
+    node_cmd
+        .current_dir(examples_dir().join("node"))
+        .arg("consumer.js")
+        .args(["--amqp-url", &amqp_url, "--exchange", &exchange])
+        .args(["--queue", &node_queue, "--keys", "#"]);
+    let mut node = ConsumerProcess::spawn("node", node_cmd, &otlp);
+    python.wait_ready().await;
+    node.wait_ready().await;
+
+    // Act: the Python gRPC client's tour: a user, stock, a confirmed-then-cancelled order,
+    // a rejected order and a profile update, all in one trace and one correlation id.
+    let flow = run_client_tour(&system, &otlp).await;
+
+    // Assert: both decoded every event of the flow, with the ids the broker carried.
+    let expected = expected_events(&flow);
+    for consumer in [&python, &node] {
+        eventually(
+            WAIT,
+            &format!("the {} consumer to decode every event", consumer.name),
+            || {
+                let seen: HashSet<_> = consumer.events().iter().map(subject).collect();
+                let complete = expected.is_subset(&seen);
+                async move { complete.then_some(()) }
+            },
+        )
+        .await;
+    }
+    let (python_lines, node_lines) = (python.events(), node.events());
+    // The same messages as the broker carried them, read by the probe.
+    let mut sent = HashMap::new();
+    for line in python_lines.iter().chain(&node_lines) {
+        let message_id = line["message_id"].as_str().unwrap_or_default();
+        while !sent.contains_key(message_id) {
+            let received = probe
+                .expect(WAIT, &format!("message {message_id} on the probe"))
+                .await;
+            sent.insert(received.meta().message_id, received);
+        }
+    }
+    assert_decoded_like_the_broker_sent("python", &python_lines, &flow, &sent);
+    assert_decoded_like_the_broker_sent("node", &node_lines, &flow, &sent);
+
+    // Stopping flushes their spans: each handling span is a child of the producer's span.
+    python.stop().await;
+    node.stop().await;
+    for (service, lines) in [
+        ("python-consumer", &python_lines),
+        ("node-consumer", &node_lines),
+    ] {
+        let spans = eventually(
+            WAIT,
+            &format!("{service}'s spans at the OTLP endpoint"),
+            || {
+                let spans = receiver.spans();
+                let count = spans.iter().filter(|s| s.service == service).count();
+                async move { (count >= lines.len()).then_some(spans) }
+            },
+        )
+        .await;
+        assert_spans_continue_the_trace(&spans, service, lines, &sent);
+    }
+    system.stop().await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .expect("flush the services' spans");
+    // One unbroken trace: the client's root, the services' spans, the consumers' spans.
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|s| s.service == "python-client"
+            && s.name == "place order"
+            && s.trace_id == flow.trace_id
+            && s.parent_span_id.is_empty()),
+        "the Python client exported the root span of the flow"
+    );
+    for consumer in spans.iter().filter(|s| s.service.ends_with("-consumer")) {
+        let parent = spans
+            .iter()
+            .find(|s| s.span_id == consumer.parent_span_id)
+            .unwrap_or_else(|| panic!("the parent of {consumer:?} was exported"));
+        assert_eq!(parent.service, "shop-services", "{parent:?}");
+        assert!(parent.name.ends_with(" publish"), "{parent:?}");
+        assert_eq!(parent.trace_id, flow.trace_id, "{parent:?}");
+    }
+}
