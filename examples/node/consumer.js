@@ -9,8 +9,8 @@
 //
 // Delivery is at least once: a message can arrive again after a crash or reconnect, so a real
 // consumer de-duplicates on `message_id`. Messages of a type this build does not know (a newer
-// event) are acked and skipped; a body that does not decode is rejected without requeue
-// (dead-lettered when the queue has a dead-letter exchange). Logs go to stderr.
+// event) are acked and skipped; a body that does not decode is rejected without requeue and so
+// dead-lettered to `<queue>.dlq`, which this consumer declares. Logs go to stderr.
 import { parseArgs } from "node:util";
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from "@opentelemetry/api";
 import { fromBinary, toJson } from "@bufbuild/protobuf";
@@ -111,7 +111,13 @@ function handle(channel, message) {
 const connection = await amqp.connect(args["amqp-url"]);
 const channel = await connection.createChannel();
 await channel.assertExchange(args.exchange, "topic", { durable: true });
-await channel.assertQueue(args.queue, { durable: true, arguments: { "x-queue-type": "quorum" } });
+// What cannot be decoded is parked in <queue>.dlq for a person to look at, never dropped.
+const dlq = `${args.queue}.dlq`;
+await channel.assertQueue(dlq, { durable: true, arguments: { "x-queue-type": "quorum" } });
+await channel.assertQueue(args.queue, {
+  durable: true,
+  arguments: { "x-queue-type": "quorum", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq },
+});
 for (const key of keys) await channel.bindQueue(args.queue, args.exchange, key);
 await channel.prefetch(Number(args.prefetch));
 await channel.consume(args.queue, (message) => message && handle(channel, message), { noAck: false });

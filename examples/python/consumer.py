@@ -9,8 +9,8 @@ only after handling. Its handling span continues the producer's trace (`tracepar
 
 Delivery is at least once: a message can arrive again after a crash or reconnect, so a real
 consumer de-duplicates on `message_id`. Messages of a type this build does not know (a newer
-event) are acked and skipped; a body that does not decode is rejected without requeue
-(dead-lettered when the queue has a dead-letter exchange). Logs go to stderr.
+event) are acked and skipped; a body that does not decode is rejected without requeue and so
+dead-lettered to `<queue>.dlq`, which this consumer declares. Logs go to stderr.
 """
 
 import argparse
@@ -121,7 +121,14 @@ def main() -> int:
     try:
         channel = connection.channel()
         channel.exchange_declare(args.exchange, exchange_type="topic", durable=True)
-        channel.queue_declare(args.queue, durable=True, arguments={"x-queue-type": "quorum"})
+        # What cannot be decoded is parked in <queue>.dlq for a person to look at, never dropped.
+        dlq = f"{args.queue}.dlq"
+        channel.queue_declare(dlq, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_declare(
+            args.queue,
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq},
+        )
         for key in args.keys:
             channel.queue_bind(args.queue, args.exchange, routing_key=key)
         channel.basic_qos(prefetch_count=args.prefetch)
