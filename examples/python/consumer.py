@@ -106,6 +106,7 @@ class Handler:
 
 def main() -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
     args = parse_args()
     args.keys = [k for key in args.keys for k in key.split(",") if k]
     if args.list_events:
