@@ -103,6 +103,11 @@ function handle(channel, message) {
     };
     process.stdout.write(`${JSON.stringify(line)}\n`);
     channel.ack(message);
+  } catch (e) {
+    // A bug in handling, not in the message: park it rather than leave it unacked forever.
+    span.setStatus({ code: SpanStatusCode.ERROR, message: String(e) });
+    log("ERROR", `handling message ${properties.messageId} failed, dead-lettering it: ${e.stack ?? e}`);
+    channel.reject(message, false);
   } finally {
     span.end();
   }
