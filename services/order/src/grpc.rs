@@ -5,7 +5,7 @@ use shop_proto::order::v1::{
     CancelOrderRequest, CancelOrderResponse, CreateOrderRequest, CreateOrderResponse,
     GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order,
 };
-use shop_shared::messaging::{OutboxWaker, outbox};
+use shop_shared::messaging::{Envelope, OutboxWaker, outbox};
 use shop_shared::time::{now, timestamp};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -44,21 +44,24 @@ impl OrderService for OrderGrpc {
             created_at: at,
             updated_at: at,
         };
-        let mut tx = self.pool.begin().await.map_err(OrderError::from)?;
         let key = new.idempotency_key.as_deref();
-        let inserted = repository::insert_order_for_known_customer(&mut tx, &order, key)
+        // The order exists if and only if order.created will be published: one statement
+        // writes both.
+        let created = Envelope::new(&order_created(&order), "", &context);
+        let mut conn = self.pool.acquire().await.map_err(OrderError::from)?;
+        let inserted = repository::create_order_staging_event(&mut conn, &order, key, &created)
             .await
             .map_err(OrderError::from)?;
         if !inserted {
-            // Either the key was used before (return that order: a retried call) or the
+            // Either the key was used before (return that order: a retried call; the
+            // conflicting insert has committed, or this one would have succeeded) or the
             // customer is unknown here yet.
             let first = match key {
-                Some(key) => repository::find_by_idempotency_key(&mut tx, new.customer_id, key)
+                Some(key) => repository::find_by_idempotency_key(&mut conn, new.customer_id, key)
                     .await
                     .map_err(OrderError::from)?,
                 None => None,
             };
-            tx.rollback().await.map_err(OrderError::from)?;
             return match first {
                 Some(first) => Ok(Response::new(CreateOrderResponse {
                     order: Some(to_proto(&first)),
@@ -66,11 +69,7 @@ impl OrderService for OrderGrpc {
                 None => Err(OrderError::UnknownCustomer(new.customer_id.to_string()).into()),
             };
         }
-        // Same transaction: the order exists if and only if order.created will be published.
-        outbox::stage(&mut tx, &order_created(&order), &context)
-            .await
-            .map_err(OrderError::from)?;
-        tx.commit().await.map_err(OrderError::from)?;
+        drop(conn);
         self.waker.wake();
         Ok(Response::new(CreateOrderResponse {
             order: Some(to_proto(&order)),

@@ -1,6 +1,7 @@
 //! The order service's SQL, checked at compile time against `migrations/order`.
 
 use chrono::{DateTime, Utc};
+use shop_shared::messaging::Envelope;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -27,20 +28,34 @@ impl OrderRow {
     }
 }
 
-/// Inserts a PENDING order if its customer is known and its idempotency key is new, in one
-/// statement. Returns false when nothing was inserted (unknown customer, or the key was used).
-pub(crate) async fn insert_order_for_known_customer(
+/// Inserts a PENDING order and stages its `order.created` in ONE statement (an implicit
+/// transaction: both rows commit or neither does), if its customer is known and its
+/// idempotency key is new. CreateOrder's hot path: one round trip to the database
+/// instead of four (BEGIN, two INSERTs, COMMIT), which at 500 orders/s on a 2-core machine is
+/// CPU the broker and the consumers get back. Returns false when nothing was inserted (unknown
+/// customer, or the key was used); then no event is staged either.
+pub(crate) async fn create_order_staging_event(
     conn: &mut PgConnection,
     order: &OrderRow,
     idempotency_key: Option<&str>,
+    event: &Envelope,
 ) -> Result<bool, sqlx::Error> {
+    let message_id = Uuid::parse_str(&event.message_id)
+        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
     let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO orders (order_id, customer_id, items, total_cents, status, status_reason,
-                              idempotency_key, created_at, updated_at)
-           SELECT $1, $2, $3, $4, $5, '', $6, $7, $7
-           WHERE EXISTS (SELECT 1 FROM customers WHERE customer_id = $2)
-           ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
-           RETURNING order_id"#,
+        r#"WITH inserted AS (
+               INSERT INTO orders (order_id, customer_id, items, total_cents, status,
+                                   status_reason, idempotency_key, created_at, updated_at)
+               SELECT $1, $2, $3, $4, $5, '', $6, $7, $7
+               WHERE EXISTS (SELECT 1 FROM customers WHERE customer_id = $2)
+               ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
+               RETURNING order_id
+           ), staged AS (
+               INSERT INTO outbox (message_id, routing_key, message_type, payload,
+                                   correlation_id, causation_id, traceparent, tracestate)
+               SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM inserted
+           )
+           SELECT order_id AS "order_id!" FROM inserted"#,
         order.order_id,
         order.customer_id,
         order.items as _,
@@ -48,6 +63,14 @@ pub(crate) async fn insert_order_for_known_customer(
         order.status,
         idempotency_key,
         order.created_at,
+        message_id,
+        event.routing_key,
+        event.message_type,
+        event.payload,
+        event.correlation_id,
+        event.causation_id,
+        event.traceparent,
+        event.tracestate,
     )
     .fetch_optional(conn)
     .await?;
@@ -147,26 +170,47 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
-/// Sets a PENDING order's status and reason; returns its customer and total, or `None` when
-/// the order is not PENDING (or does not exist).
+/// An order a batch of inventory answers settled.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub(crate) order_id: Uuid,
+    pub(crate) status: String,
+    pub(crate) customer_id: Uuid,
+    pub(crate) total_cents: i64,
+}
+
+/// Moves every order of `answers` (order id, new status, reason; one answer per order) that
+/// is still PENDING to its new status, in one statement; returns the orders it moved. The
+/// rows are locked first in `order_id` order, so two batches never deadlock, and a row a
+/// concurrent CancelOrder holds is waited for and then re-checked: a cancellation always wins.
 pub(crate) async fn settle_pending(
     conn: &mut PgConnection,
-    order_id: Uuid,
-    status: OrderStatus,
-    reason: &str,
+    answers: &[(Uuid, OrderStatus, String)],
     now: DateTime<Utc>,
-) -> Result<Option<(Uuid, i64)>, sqlx::Error> {
-    let row = sqlx::query!(
-        "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4 \
-         WHERE order_id = $1 AND status = 'PENDING' RETURNING customer_id, total_cents",
-        order_id,
-        status.as_str(),
-        reason,
+) -> Result<Vec<Settled>, sqlx::Error> {
+    let ids: Vec<Uuid> = answers.iter().map(|a| a.0).collect();
+    let statuses: Vec<String> = answers.iter().map(|a| a.1.as_str().to_owned()).collect();
+    let reasons: Vec<String> = answers.iter().map(|a| a.2.clone()).collect();
+    sqlx::query_as!(
+        Settled,
+        r#"WITH locked AS MATERIALIZED (
+               SELECT order_id FROM orders
+               WHERE order_id = ANY($1) AND status = 'PENDING'
+               ORDER BY order_id FOR UPDATE
+           )
+           UPDATE orders AS o
+           SET status = a.status, status_reason = a.reason, updated_at = $4
+           FROM locked, unnest($1::uuid[], $2::text[], $3::text[]) AS a(order_id, status, reason)
+           WHERE o.order_id = locked.order_id AND a.order_id = o.order_id
+             AND o.status = 'PENDING'
+           RETURNING o.order_id, o.status, o.customer_id, o.total_cents"#,
+        &ids,
+        &statuses,
+        &reasons,
         now
     )
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.customer_id, r.total_cents)))
+    .fetch_all(conn)
+    .await
 }
 
 /// A customer profile from `user.created`; fields already set by a `user.updated` that

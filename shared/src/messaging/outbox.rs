@@ -364,8 +364,13 @@ impl Relay {
         }
 
         if !published.is_empty() {
+            // Not a persistent prepared statement: a cached generic plan for `id = ANY($1)`
+            // is made while the outbox is young and unanalyzed, and it seq-scans the table
+            // (every published row) on every round until autovacuum's first ANALYZE, a minute
+            // or more later. Planned with the real ids, it is an index scan on the primary key.
             sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
                 .bind(&published)
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
