@@ -88,13 +88,18 @@ pub fn correlation_id_from_headers(headers: &http::HeaderMap) -> Option<String> 
 }
 
 /// The context for events a request causes: the call's correlation id (the server layer
-/// mints one when the caller sent none) and the trace context of the current span (the
-/// call's server span), so the outbox relay continues this trace.
+/// mints one when the caller sent none), its authenticated caller (the flow's actor, sent as
+/// `x-actor-id`), and the trace context of the current span (the call's server span), so the
+/// outbox relay continues this trace.
 pub fn event_context<T>(request: &Request<T>) -> EventContext {
     let mut context = match correlation_id(request.metadata()) {
         Some(id) => EventContext::with_correlation_id(id),
         None => EventContext::new_flow(),
     };
+    context.actor_id = request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|caller| caller.user_id.to_string());
     let trace = TraceFields::current();
     context.traceparent = trace.traceparent;
     context.tracestate = trace.tracestate;
@@ -127,15 +132,22 @@ impl tonic::service::Interceptor for TraceInterceptor {
     }
 }
 
-/// The server builder every service uses, so limits and layers are the same everywhere.
-pub fn server() -> tonic::transport::Server<
+/// The server builder every service uses, so limits and layers are the same everywhere: the
+/// trace layer outermost (so a refused call still has its server span), then `auth`.
+pub fn server(
+    auth: crate::auth::AuthLayer,
+) -> tonic::transport::Server<
     tower::layer::util::Stack<
-        crate::telemetry::grpc_layer::GrpcTraceLayer,
-        tower::layer::util::Identity,
+        crate::auth::AuthLayer,
+        tower::layer::util::Stack<
+            crate::telemetry::grpc_layer::GrpcTraceLayer,
+            tower::layer::util::Identity,
+        >,
     >,
 > {
     tonic::transport::Server::builder()
         .layer(crate::telemetry::grpc_layer::GrpcTraceLayer)
+        .layer(auth)
         // Bounds how long a client may keep a connection idle-open without pings.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .tcp_nodelay(true)

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`messaging`] — RabbitMQ topology, envelopes, outbox relay, consumers, recovery.
+//! - [`auth`] — ES256 access tokens, the JWK Set, the verifier and the server layer.
+//! - [`http`] — the HTTP port beside gRPC (JWKS, metrics).
 //! - [`db`] — creating a service database, its pool and its migrations.
 //! - [`config`] — typed settings from the environment.
 //! - [`grpc`] — health, reflection, the server builder, correlation ids.
@@ -13,9 +15,11 @@
 //! - [`time`] — the clock at database precision, protobuf timestamps.
 //! - `testing` (feature `test-util`): fresh databases, broker prefixes, `eventually`.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod http;
 pub mod messaging;
 pub mod service;
 pub mod shutdown;

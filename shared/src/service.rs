@@ -1,6 +1,7 @@
 //! The life of a service process, the same for all four: open the database (creating and
-//! migrating it), check the broker, then serve gRPC while the outbox relay and the consumer
-//! run, and stop in order on shutdown.
+//! migrating it), check the broker, then serve gRPC (every call authenticated by the shared
+//! [`AuthLayer`]) and the HTTP port while the outbox relay and the consumer run, and stop in
+//! order on shutdown.
 //!
 //! Shutdown order: health NOT_SERVING; stop accepting RPCs and let in-flight ones finish;
 //! the consumer stops taking deliveries and finishes (commits and acks) its batch; the relay
@@ -19,7 +20,8 @@ use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
-use crate::config::{AmqpConfig, MessagingConfig, env_parse, env_var};
+use crate::auth::AuthLayer;
+use crate::config::{AmqpConfig, AuthConfig, MessagingConfig, env_addr, env_parse, env_var};
 use crate::messaging::{
     Consumer, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
@@ -35,6 +37,8 @@ pub struct ServiceConfig {
     pub name: &'static str,
     /// `<SERVICE>_GRPC_ADDR`, default `0.0.0.0:<port>` (50051–50054).
     pub grpc_addr: SocketAddr,
+    /// `<SERVICE>_HTTP_ADDR`, default `0.0.0.0:<port>` (9091–9094): JWKS and metrics.
+    pub http_addr: SocketAddr,
     /// `<SERVICE>_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/shop_<service>`.
     pub database_url: String,
     /// `DATABASE_POOL_SIZE` (default 16): connections per service.
@@ -43,27 +47,36 @@ pub struct ServiceConfig {
     pub amqp: AmqpConfig,
     /// Consumer and relay tuning.
     pub messaging: MessagingConfig,
+    /// How access tokens are verified.
+    pub auth: AuthConfig,
 }
 
 impl ServiceConfig {
     /// Reads the environment, with the defaults above.
-    pub fn from_env(name: &'static str, default_port: u16) -> anyhow::Result<Self> {
+    pub fn from_env(
+        name: &'static str,
+        default_port: u16,
+        default_http_port: u16,
+    ) -> anyhow::Result<Self> {
         let upper = name.to_uppercase();
-        let addr_key = format!("{upper}_GRPC_ADDR");
-        let grpc_addr = match env_var(&addr_key) {
-            Some(raw) => raw
-                .parse()
-                .with_context(|| format!("{addr_key}={raw:?} is not a socket address"))?,
-            None => SocketAddr::from(([0, 0, 0, 0], default_port)),
-        };
+        let grpc_addr = env_addr(
+            &format!("{upper}_GRPC_ADDR"),
+            SocketAddr::from(([0, 0, 0, 0], default_port)),
+        )?;
+        let http_addr = env_addr(
+            &format!("{upper}_HTTP_ADDR"),
+            SocketAddr::from(([0, 0, 0, 0], default_http_port)),
+        )?;
         Ok(Self {
             name,
             grpc_addr,
+            http_addr,
             database_url: env_var(&format!("{upper}_DATABASE_URL"))
                 .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/shop_{name}")),
             pool_size: env_parse("DATABASE_POOL_SIZE", 16)?,
             amqp: AmqpConfig::from_env(),
             messaging: MessagingConfig::from_env()?,
+            auth: AuthConfig::from_env()?,
         })
     }
 
@@ -175,10 +188,18 @@ pub async fn prepare(
     let listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("failed to bind the gRPC address {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "failed to bind the HTTP address {} (set {}_HTTP_ADDR)",
+            config.http_addr,
+            config.name.to_uppercase()
+        )
+    })?;
     Ok(ServiceParts {
         config,
         pool,
         listener,
+        http_listener,
         subscriptions,
         waker: OutboxWaker::new(),
     })
@@ -193,15 +214,50 @@ pub struct ServiceParts {
     pub pool: PgPool,
     /// The bound gRPC listener.
     pub listener: TcpListener,
+    /// The bound HTTP listener (JWKS, metrics).
+    pub http_listener: TcpListener,
     /// The events the service consumes (`None` for a service that consumes nothing).
     pub subscriptions: Option<Subscriptions>,
     /// Wakes the service's relay: call [`OutboxWaker::wake`] after committing staged events.
     pub waker: OutboxWaker,
 }
 
-/// Runs a service until `shutdown`: relay and consumer in the background, `grpc` with health
-/// and reflection in the foreground. See the module docs for the shutdown order.
-pub async fn run<S>(parts: ServiceParts, grpc: S, shutdown: CancellationToken) -> anyhow::Result<()>
+impl ServiceParts {
+    /// The address the gRPC server listens on (the real port when configured with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.grpc_addr)
+    }
+
+    /// The address the HTTP port listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .unwrap_or(self.config.http_addr)
+    }
+
+    /// The verifier of the order, inventory and notification services: the JWK Set at
+    /// `AUTH_JWKS_URL`, public keys only.
+    pub fn jwks_verifier(&self) -> anyhow::Result<std::sync::Arc<crate::auth::Verifier>> {
+        let source = crate::auth::jwks_client::HttpJwks::new(&self.config.auth.jwks_url)?;
+        Ok(std::sync::Arc::new(crate::auth::Verifier::new(
+            std::sync::Arc::new(source),
+            self.config.auth.jwks_refetch,
+        )))
+    }
+}
+
+/// Runs a service until `shutdown`: relay and consumer in the background, the HTTP port
+/// (`http`), and `grpc` with health and reflection behind `auth` in the foreground. See the
+/// module docs for the shutdown order.
+pub async fn run<S>(
+    parts: ServiceParts,
+    grpc: S,
+    http: axum::Router,
+    auth: AuthLayer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
 where
     S: tower::Service<
             http::Request<tonic::body::Body>,
@@ -218,11 +274,25 @@ where
         config,
         pool,
         listener,
+        http_listener,
         subscriptions,
         waker,
     } = parts;
     let tracker = TaskTracker::new();
     let names = config.names();
+
+    tracing::info!(service = config.name, addr = %http_listener.local_addr()?, "serving HTTP");
+    tracker.spawn(crate::http::serve(
+        config.name,
+        http_listener,
+        http,
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::http::refresh_keys(
+        auth.verifier(),
+        config.auth.jwks_refresh,
+        shutdown.clone(),
+    ));
 
     if let Some(subscriptions) = subscriptions {
         let consumer = Consumer::new(
@@ -260,7 +330,7 @@ where
     tracing::info!(service = config.name, addr = %listener.local_addr()?, "serving gRPC");
 
     let stop = shutdown.clone();
-    let result = crate::grpc::server()
+    let result = crate::grpc::server(auth)
         .add_service(standard.health)
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)

@@ -460,6 +460,7 @@ pub fn service_config(
     crate::service::ServiceConfig {
         name,
         grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         database_url: database.url.clone(),
         pool_size: 8,
         amqp: crate::config::AmqpConfig {
@@ -467,7 +468,81 @@ pub fn service_config(
             prefix: broker.names.prefix.clone(),
         },
         messaging,
+        auth: crate::config::AuthConfig::default(),
     }
+}
+
+/// A stand-in for the user service's token issuer, for testing one service alone: a signing
+/// key whose JWK Set is served over real HTTP on a port of its own (the path every verifying
+/// service takes in production), and tokens for any caller.
+#[derive(Debug)]
+pub struct TestIssuer {
+    key: crate::auth::SigningKey,
+    url: String,
+    _server: RunningUntilDropped,
+}
+
+impl TestIssuer {
+    /// A fresh key, published at [`TestIssuer::jwks_url`].
+    pub async fn start() -> Self {
+        let key = crate::auth::SigningKey::generate().expect("generate a signing key");
+        let set = crate::auth::JwkSet {
+            keys: vec![key.public_jwk().clone()],
+        };
+        let router = axum::Router::new().route(
+            crate::http::JWKS_PATH,
+            axum::routing::get(move || {
+                let set = set.clone();
+                async move { axum::Json(set) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind the test JWKS port");
+        let url = format!(
+            "http://{}{}",
+            listener.local_addr().expect("an address"),
+            crate::http::JWKS_PATH
+        );
+        let server = run_until_dropped(|s| crate::http::serve("test-issuer", listener, router, s));
+        Self {
+            key,
+            url,
+            _server: server,
+        }
+    }
+
+    /// Where the JWK Set is served.
+    pub fn jwks_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The signing key (for forging variants of a token in tests).
+    pub fn key(&self) -> &crate::auth::SigningKey {
+        &self.key
+    }
+
+    /// A valid token for `user_id` with `role`.
+    pub fn token(&self, user_id: uuid::Uuid, role: crate::auth::Role) -> String {
+        let claims = crate::auth::Claims::new(user_id, role, chrono::Utc::now().timestamp(), 900);
+        self.key.sign(&claims).expect("sign a test token")
+    }
+
+    /// A staff token for a random staff member.
+    pub fn staff(&self) -> String {
+        self.token(uuid::Uuid::now_v7(), crate::auth::Role::Staff)
+    }
+
+    /// A customer token for `user_id`.
+    pub fn customer(&self, user_id: uuid::Uuid) -> String {
+        self.token(user_id, crate::auth::Role::Customer)
+    }
+}
+
+/// `request` with `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    crate::auth::client::with_bearer(tonic::Request::new(message), token)
+        .expect("a token is ASCII")
 }
 
 /// Connects a tonic channel to a service under test.

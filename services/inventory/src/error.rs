@@ -11,6 +11,9 @@ pub enum InventoryError {
     /// No stock is recorded for that product.
     #[error("no stock is recorded for this product")]
     NotFound,
+    /// Only staff may set stock levels.
+    #[error("only staff may adjust stock")]
+    PermissionDenied,
     /// The change would take the available stock below zero.
     #[error("the adjustment would take available stock below zero")]
     WouldGoNegative,
@@ -31,6 +34,7 @@ impl From<InventoryError> for Status {
             InventoryError::InvalidArgument(m) => Status::invalid_argument(m),
             InventoryError::NotFound => Status::not_found(e.to_string()),
             InventoryError::WouldGoNegative => Status::failed_precondition(e.to_string()),
+            InventoryError::PermissionDenied => Status::permission_denied(e.to_string()),
             InventoryError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "inventory rpc failed");
                 Status::internal("internal error")

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`config`] — settings.
 //! - [`startup`] — [`Application`]: build and run.
-//! - `grpc` — the tonic `InventoryService` (AdjustStock, GetStock).
+//! - `grpc` — the tonic `InventoryService` (AdjustStock, GetStock): proto ⇄ domain only.
+//! - `stock` — one use-case function per RPC (staff-only AdjustStock, GetStock).
 //! - [`domain`] — validated product ids and stock changes.
 //! - `repository` — the SQL.
 //! - `events` — the reservation and release handlers.
@@ -19,6 +20,7 @@ pub mod error;
 mod events;
 mod grpc;
 mod repository;
+mod stock;
 pub mod startup;
 
 pub use config::Config;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use shop_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use shop_shared::auth::{AuthLayer, PublicMethods};
 use shop_shared::grpc::MAX_REQUEST_BYTES;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
@@ -20,6 +21,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 pub struct Application {
     parts: ServiceParts,
     grpc: InventoryGrpc,
+    auth: AuthLayer,
 }
 
 impl Application {
@@ -32,26 +34,33 @@ impl Application {
             Some(crate::events::subscriptions()),
         )
         .await?;
+        // Every call needs a token, checked with the user service's public keys.
+        let auth = AuthLayer::new(parts.jwks_verifier()?, PublicMethods::none());
         Ok(Self {
             grpc: InventoryGrpc {
-                pool: parts.pool.clone(),
+                stock: crate::stock::Stock {
+                    pool: parts.pool.clone(),
+                },
             },
+            auth,
             parts,
         })
     }
 
     /// The address the gRPC server listens on (the real port when configured with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.parts
-            .listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.parts.grpc_addr()
+    }
+
+    /// The address of the HTTP port.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.parts.http_addr()
     }
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grpc =
             InventoryServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
-        service::run(self.parts, grpc, shutdown).await
+        service::run(self.parts, grpc, axum::Router::new(), self.auth, shutdown).await
     }
 }

@@ -8,6 +8,9 @@ pub enum NotificationError {
     /// The request is malformed; the message says which field and why.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The caller may not read this user's notifications.
+    #[error("you may only list your own notifications")]
+    PermissionDenied,
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -23,6 +26,7 @@ impl From<NotificationError> for Status {
     fn from(e: NotificationError) -> Self {
         match e {
             NotificationError::InvalidArgument(m) => Status::invalid_argument(m),
+            NotificationError::PermissionDenied => Status::permission_denied(e.to_string()),
             NotificationError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "notification rpc failed");
                 Status::internal("internal error")

@@ -1,39 +1,38 @@
-//! The tonic `NotificationService`.
+//! The tonic `NotificationService`: proto → domain, the use case in
+//! [`crate::notifications`], domain → proto.
 
 use shop_proto::notification::v1::notification_service_server::NotificationService;
 use shop_proto::notification::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification,
 };
+use shop_shared::auth::caller;
 use shop_shared::time::timestamp;
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::NotificationError;
-use crate::repository::{self, NotificationRow};
+use crate::notifications::{ListQuery, Notifications};
+use crate::repository::NotificationRow;
 
 const TOKEN_PREFIX: &str = "n1_";
 
 /// The gRPC face of the notification service.
 #[derive(Debug, Clone)]
 pub(crate) struct NotificationGrpc {
-    pub(crate) pool: PgPool,
+    pub(crate) notifications: Notifications,
 }
 
-#[tonic::async_trait]
-impl NotificationService for NotificationGrpc {
-    async fn list_notifications(
-        &self,
-        request: Request<ListNotificationsRequest>,
-    ) -> Result<Response<ListNotificationsResponse>, Status> {
-        let r = request.into_inner();
+impl TryFrom<ListNotificationsRequest> for ListQuery {
+    type Error = NotificationError;
+
+    fn try_from(r: ListNotificationsRequest) -> Result<Self, Self::Error> {
         let invalid = NotificationError::InvalidArgument;
         let user_id = Uuid::parse_str(r.user_id.trim())
             .map_err(|_| invalid(format!("user_id {:?} is not a UUID", r.user_id)))?;
         let limit: i64 = match r.page_size {
             0 => 50,
             n if n < 0 => {
-                return Err(invalid(format!("page_size must not be negative, got {n}")).into());
+                return Err(invalid(format!("page_size must not be negative, got {n}")));
             }
             n => i64::from(n.min(500)),
         };
@@ -47,20 +46,29 @@ impl NotificationService for NotificationGrpc {
                 .ok_or_else(|| invalid("page_token is not valid".into()))?;
             Some(id)
         };
-        let mut conn = self.pool.acquire().await.map_err(NotificationError::from)?;
-        // One more than asked tells whether another page follows.
-        let mut rows = repository::list_notifications(&mut conn, user_id, before, limit + 1)
-            .await
-            .map_err(NotificationError::from)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_page_token = match rows.last() {
-            Some(last) if more => format!("{TOKEN_PREFIX}{}", last.notification_id.simple()),
-            _ => String::new(),
-        };
+        Ok(Self {
+            user_id,
+            limit,
+            before,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl NotificationService for NotificationGrpc {
+    async fn list_notifications(
+        &self,
+        request: Request<ListNotificationsRequest>,
+    ) -> Result<Response<ListNotificationsResponse>, Status> {
+        let caller = caller(&request)?;
+        let query = ListQuery::try_from(request.into_inner())?;
+        let page = self.notifications.list(&caller, query).await?;
         Ok(Response::new(ListNotificationsResponse {
-            notifications: rows.into_iter().map(to_proto).collect(),
-            next_page_token,
+            notifications: page.notifications.into_iter().map(to_proto).collect(),
+            next_page_token: page
+                .next_after
+                .map(|id| format!("{TOKEN_PREFIX}{}", id.simple()))
+                .unwrap_or_default(),
         }))
     }
 }

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`] — settings.
 //! - [`startup`] — [`Application`]: build and run.
-//! - `grpc` — the tonic `NotificationService`.
+//! - `grpc` — the tonic `NotificationService`: proto → domain → proto, nothing else.
+//! - `notifications` — the ListNotifications use case (authorize, then read).
 //! - [`sender`] — the [`Sender`] abstraction and its default, [`DatabaseSender`].
 //! - `repository` — the SQL.
 //! - `events` — the handlers that compose the notifications.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 mod events;
 mod grpc;
+mod notifications;
 mod repository;
 pub mod sender;
 pub mod startup;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shop_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use shop_shared::auth::{AuthLayer, PublicMethods};
 use shop_shared::grpc::MAX_REQUEST_BYTES;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
@@ -22,6 +23,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/notification");
 pub struct Application {
     parts: ServiceParts,
     grpc: NotificationGrpc,
+    auth: AuthLayer,
 }
 
 impl Application {
@@ -37,26 +39,33 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let subscriptions = crate::events::subscriptions(sender);
         let parts = service::prepare(config.service, &MIGRATOR, Some(subscriptions)).await?;
+        // Every call needs a token, checked with the user service's public keys.
+        let auth = AuthLayer::new(parts.jwks_verifier()?, PublicMethods::none());
         Ok(Self {
             grpc: NotificationGrpc {
-                pool: parts.pool.clone(),
+                notifications: crate::notifications::Notifications {
+                    pool: parts.pool.clone(),
+                },
             },
+            auth,
             parts,
         })
     }
 
     /// The address the gRPC server listens on (the real port when configured with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.parts
-            .listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.parts.grpc_addr()
+    }
+
+    /// The address of the HTTP port.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.parts.http_addr()
     }
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grpc =
             NotificationServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
-        service::run(self.parts, grpc, shutdown).await
+        service::run(self.parts, grpc, axum::Router::new(), self.auth, shutdown).await
     }
 }

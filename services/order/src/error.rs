@@ -15,6 +15,12 @@ pub enum OrderError {
     /// applied); retrying later can succeed.
     #[error("customer {0} is not known to the order service yet; retry shortly")]
     UnknownCustomer(String),
+    /// The caller may not do this (CONTRACT.md's table); the message says what they may do.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// The idempotency key was used by this customer for an order with other items.
+    #[error("idempotency key {0:?} was used for a different order")]
+    IdempotencyKeyReused(String),
     /// The order cannot be cancelled in its current status.
     #[error("order is already {0} and cannot be cancelled")]
     NotCancellable(&'static str),
@@ -36,6 +42,8 @@ impl From<OrderError> for Status {
             OrderError::NotFound => Status::not_found("order not found"),
             OrderError::UnknownCustomer(_) => Status::failed_precondition(e.to_string()),
             OrderError::NotCancellable(_) => Status::failed_precondition(e.to_string()),
+            OrderError::PermissionDenied(m) => Status::permission_denied(m),
+            OrderError::IdempotencyKeyReused(_) => Status::already_exists(e.to_string()),
             OrderError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "order rpc failed");
                 Status::internal("internal error")
@@ -64,6 +72,14 @@ mod tests {
         assert_eq!(
             code(OrderError::NotCancellable("REJECTED")),
             Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(OrderError::PermissionDenied("no")),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(OrderError::IdempotencyKeyReused("k".into())),
+            Code::AlreadyExists
         );
         let internal = Status::from(OrderError::Unexpected(anyhow::anyhow!("db text")));
         assert_eq!(internal.code(), Code::Internal);

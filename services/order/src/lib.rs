@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`config`] — settings.
 //! - [`startup`] — [`Application`]: build and run.
-//! - `grpc`: the tonic `OrderService`.
+//! - `grpc`: the tonic `OrderService`: proto → domain → proto, nothing else.
+//! - `orders`: one use-case function per RPC (authorize, validate, write, stage).
 //! - [`domain`] — validated orders, statuses, page tokens.
 //! - `repository`: the SQL.
 //! - `events`: the consumed events' handlers and the published events.
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod error;
 mod events;
 mod grpc;
+mod orders;
 mod repository;
 pub mod startup;
 

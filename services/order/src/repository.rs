@@ -52,8 +52,9 @@ pub(crate) async fn create_order_staging_event(
                RETURNING order_id
            ), staged AS (
                INSERT INTO outbox (message_id, routing_key, message_type, payload,
-                                   correlation_id, causation_id, traceparent, tracestate)
-               SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM inserted
+                                   correlation_id, causation_id, traceparent, tracestate,
+                                   actor_id)
+               SELECT $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM inserted
            )
            SELECT order_id AS "order_id!" FROM inserted"#,
         order.order_id,
@@ -71,6 +72,7 @@ pub(crate) async fn create_order_staging_event(
         event.causation_id,
         event.traceparent,
         event.tracestate,
+        event.actor_id,
     )
     .fetch_optional(conn)
     .await?;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use shop_proto::order::v1::order_service_server::OrderServiceServer;
+use shop_shared::auth::{AuthLayer, PublicMethods};
 use shop_shared::grpc::MAX_REQUEST_BYTES;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::grpc::OrderGrpc;
+use crate::orders::Orders;
 
 /// The order service's migrations (`migrations/order`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
@@ -20,6 +22,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 pub struct Application {
     parts: ServiceParts,
     grpc: OrderGrpc,
+    auth: AuthLayer,
 }
 
 impl Application {
@@ -32,26 +35,33 @@ impl Application {
             Some(crate::events::subscriptions()),
         )
         .await?;
+        // Every call needs a token, checked with the user service's public keys.
+        let auth = AuthLayer::new(parts.jwks_verifier()?, PublicMethods::none());
         Ok(Self {
             grpc: OrderGrpc {
-                pool: parts.pool.clone(),
-                waker: parts.waker.clone(),
+                orders: Orders {
+                    pool: parts.pool.clone(),
+                    waker: parts.waker.clone(),
+                },
             },
+            auth,
             parts,
         })
     }
 
     /// The address the gRPC server listens on (the real port when configured with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.parts
-            .listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.parts.grpc_addr()
+    }
+
+    /// The address of the HTTP port.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.parts.http_addr()
     }
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grpc = OrderServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
-        service::run(self.parts, grpc, shutdown).await
+        service::run(self.parts, grpc, axum::Router::new(), self.auth, shutdown).await
     }
 }

@@ -8,4 +8,5 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod keys;
 pub mod system;

@@ -3,6 +3,7 @@
 //! - `shop up` runs the four services in one process with the defaults.
 //! - `shop serve <service>` runs one service (what the containers run).
 //! - `shop bench` measures the system with every safety on.
+//! - `shop keys` lists and rotates the token signing keys.
 
 use clap::{Parser, Subcommand};
 use shop::system;
@@ -29,6 +30,8 @@ enum Command {
     /// Benchmark the whole system with every safety on: baselines, max throughput, fixed
     /// rate, consistency. With no phase flag: all of them (20,000 orders, then 500/s for 30 s).
     Bench(shop::bench::BenchArgs),
+    /// List or rotate the user service's token signing keys (reads USER_DATABASE_URL).
+    Keys(shop::keys::KeysArgs),
     /// Print the event catalog: an AsyncAPI 3.0 document (JSON) generated from the protos.
     Catalog,
 }
@@ -66,6 +69,7 @@ async fn main() -> std::process::ExitCode {
         Command::Up => system::up(shutdown).await,
         Command::Serve { service } => system::serve(service, shutdown).await,
         Command::Catalog => Ok(()),
+        Command::Keys(args) => shop::keys::run(args).await,
         Command::Bench(args) => match shop::bench::run(args).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!(

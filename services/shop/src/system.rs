@@ -74,9 +74,24 @@ pub struct Addresses {
 impl BuiltSystem {
     /// Builds every service: databases created and migrated, the broker checked, every queue
     /// declared, every listener bound.
-    pub async fn build(config: SystemConfig) -> anyhow::Result<Self> {
+    ///
+    /// The order, inventory and notification services verify tokens with the JWK Set of the
+    /// user service, over HTTP as in separate processes; when their `AUTH_JWKS_URL` is the
+    /// default, it is pointed at the user service built here (whose port may be 0 in tests).
+    pub async fn build(mut config: SystemConfig) -> anyhow::Result<Self> {
+        let user = shop_user::Application::build(config.user).await?;
+        let jwks = jwks_url(user.http_addr());
+        for service in [
+            &mut config.order.service,
+            &mut config.inventory.service,
+            &mut config.notification.service,
+        ] {
+            if service.auth.jwks_url == shop_shared::config::DEFAULT_JWKS_URL {
+                service.auth.jwks_url = jwks.clone();
+            }
+        }
         Ok(Self {
-            user: shop_user::Application::build(config.user).await?,
+            user,
             order: shop_order::Application::build(config.order).await?,
             inventory: shop_inventory::Application::build(config.inventory).await?,
             notification: shop_notification::Application::build(config.notification).await?,
@@ -128,6 +143,20 @@ impl BuiltSystem {
             tasks,
         }
     }
+}
+
+/// The JWK Set URL of a user service whose HTTP port is bound at `addr`.
+pub fn jwks_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!(
+        "http://{}{}",
+        SocketAddr::new(host, addr.port()),
+        shop_shared::http::JWKS_PATH
+    )
 }
 
 /// The four services running in this process.

@@ -14,6 +14,18 @@ pub enum UserError {
     /// The email address belongs to another user (compared case-insensitively).
     #[error("the email address is already registered")]
     EmailTaken,
+    /// Login: unknown email or wrong password (one answer for both, CONTRACT.md).
+    #[error("the email or the password is wrong")]
+    WrongCredentials,
+    /// Login: too many failed logins for this email within the window.
+    #[error("too many failed logins for this email: try again in {retry_after_secs} s")]
+    TooManyFailedLogins {
+        /// Seconds until the oldest counted failure leaves the window.
+        retry_after_secs: u64,
+    },
+    /// The caller may not act on this user.
+    #[error("you may only read or change your own user")]
+    PermissionDenied,
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -33,6 +45,9 @@ impl From<UserError> for Status {
             UserError::EmailTaken => {
                 Status::already_exists("the email address is already registered")
             }
+            UserError::WrongCredentials => Status::unauthenticated(e.to_string()),
+            UserError::TooManyFailedLogins { .. } => Status::resource_exhausted(e.to_string()),
+            UserError::PermissionDenied => Status::permission_denied(e.to_string()),
             UserError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "user rpc failed");
                 Status::internal("internal error")
@@ -56,6 +71,21 @@ mod tests {
         assert_eq!(
             Status::from(UserError::EmailTaken).code(),
             Code::AlreadyExists
+        );
+        assert_eq!(
+            Status::from(UserError::WrongCredentials).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            Status::from(UserError::TooManyFailedLogins {
+                retry_after_secs: 3
+            })
+            .code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::from(UserError::PermissionDenied).code(),
+            Code::PermissionDenied
         );
         let internal = Status::from(UserError::Unexpected(anyhow::anyhow!(
             "relation users does not exist"

@@ -1,29 +1,28 @@
-//! The tonic `UserService`: request → domain → repository/outbox → response.
+//! The tonic `UserService`: proto → domain, the use case in [`crate::users`], domain → proto.
 
 use shop_proto::user::v1::user_service_server::UserService;
 use shop_proto::user::v1::{
-    CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, UpdateUserRequest,
-    UpdateUserResponse, User,
+    CreateUserRequest, CreateUserResponse, GetUserRequest, GetUserResponse, LoginRequest,
+    LoginResponse, UpdateUserRequest, UpdateUserResponse, User,
 };
-use shop_shared::messaging::{OutboxWaker, outbox};
-use shop_shared::time::{now, timestamp};
-use sqlx::PgPool;
+use shop_shared::auth::caller;
+use shop_shared::time::timestamp;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
-use crate::UserError;
-use crate::config::PasswordHashing;
-use crate::domain::{NewUser, UserPatch, parse_user_id};
-use crate::events::{user_created, user_updated};
-use crate::repository::{self, UserRow};
+use crate::domain::{Credentials, NewUser, UserPatch, parse_user_id};
+use crate::repository::UserRow;
+use crate::users::Users;
+
+/// The calls that need no token (CONTRACT.md): signing up and logging in.
+pub(crate) const PUBLIC_METHODS: &[&str] = &[
+    "/shop.user.v1.UserService/CreateUser",
+    "/shop.user.v1.UserService/Login",
+];
 
 /// The gRPC face of the user service.
 #[derive(Debug, Clone)]
 pub(crate) struct UserGrpc {
-    pub(crate) pool: PgPool,
-    /// Wakes this process's outbox relay after a commit that staged events.
-    pub(crate) waker: OutboxWaker,
-    pub(crate) hashing: PasswordHashing,
+    pub(crate) users: Users,
 }
 
 #[tonic::async_trait]
@@ -34,34 +33,22 @@ impl UserService for UserGrpc {
     ) -> Result<Response<CreateUserResponse>, Status> {
         let context = shop_shared::grpc::event_context(&request);
         let new = NewUser::try_from(request.into_inner())?;
-        let cost = self.hashing;
-        // argon2id is deliberately slow: keep it off the async workers.
-        let hash = tokio::task::spawn_blocking(move || {
-            let hash = new.password.hash(cost);
-            (new.email, new.name, hash)
-        })
-        .await
-        .map_err(|e| UserError::Unexpected(e.into()))?;
-        let (email, name, hash) = hash;
-        let hash = hash.map_err(UserError::Unexpected)?;
-
-        let user = UserRow {
-            user_id: Uuid::now_v7(),
-            email: email.as_str().to_owned(),
-            name: name.as_str().to_owned(),
-            created_at: now(),
-        };
-        let mut tx = self.pool.begin().await.map_err(UserError::from)?;
-        repository::insert_user(&mut tx, &user, &hash).await?;
-        // Same transaction: the user exists if and only if user.created will be published.
-        outbox::stage(&mut tx, &user_created(&user), &context)
-            .await
-            .map_err(UserError::from)?;
-        tx.commit().await.map_err(UserError::from)?;
-        self.waker.wake();
-        tracing::info!(user_id = %user.user_id, "user created");
+        let user = self.users.register(new, &context).await?;
         Ok(Response::new(CreateUserResponse {
             user: Some(to_proto(&user)),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let credentials = Credentials::try_from(request.into_inner())?;
+        let done = self.users.login(credentials).await?;
+        Ok(Response::new(LoginResponse {
+            access_token: done.access_token,
+            expires_in_seconds: done.expires_in_seconds,
+            user: Some(to_proto(&done.user)),
         }))
     }
 
@@ -69,12 +56,9 @@ impl UserService for UserGrpc {
         &self,
         request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
+        let caller = caller(&request)?;
         let user_id = parse_user_id(&request.get_ref().user_id)?;
-        let mut conn = self.pool.acquire().await.map_err(UserError::from)?;
-        let user = repository::find_user(&mut conn, user_id)
-            .await
-            .map_err(UserError::from)?
-            .ok_or(UserError::NotFound)?;
+        let user = self.users.get(&caller, user_id).await?;
         Ok(Response::new(GetUserResponse {
             user: Some(to_proto(&user)),
         }))
@@ -84,34 +68,10 @@ impl UserService for UserGrpc {
         &self,
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<UpdateUserResponse>, Status> {
+        let caller = caller(&request)?;
         let context = shop_shared::grpc::event_context(&request);
         let patch = UserPatch::try_from(request.into_inner())?;
-        let mut tx = self.pool.begin().await.map_err(UserError::from)?;
-        let mut user = repository::lock_user(&mut tx, patch.user_id)
-            .await
-            .map_err(UserError::from)?
-            .ok_or(UserError::NotFound)?;
-        let email_changed = patch
-            .email
-            .as_ref()
-            .is_some_and(|e| e.as_str() != user.email);
-        let name_changed = patch.name.as_ref().is_some_and(|n| n.as_str() != user.name);
-        if let Some(email) = patch.email.filter(|_| email_changed) {
-            user.email = email.as_str().to_owned();
-        }
-        if let Some(name) = patch.name.filter(|_| name_changed) {
-            user.name = name.as_str().to_owned();
-        }
-        if email_changed || name_changed {
-            let now = now();
-            repository::update_user(&mut tx, &user, now).await?;
-            let event = user_updated(&user, email_changed, name_changed, now);
-            outbox::stage(&mut tx, &event, &context)
-                .await
-                .map_err(UserError::from)?;
-        }
-        tx.commit().await.map_err(UserError::from)?;
-        self.waker.wake();
+        let user = self.users.update(&caller, patch, &context).await?;
         Ok(Response::new(UpdateUserResponse {
             user: Some(to_proto(&user)),
         }))

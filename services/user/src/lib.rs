@@ -1,11 +1,16 @@
-//! The user service: registers users and changes their profile, publishing `user.created`
-//! and `user.updated` through the outbox. Passwords are hashed with argon2id and never leave
-//! the service: not in a response, an event or a log line.
+//! The user service: registers users, logs them in (ES256 access tokens, signing keys in its
+//! database, the JWK Set on its HTTP port) and changes their profile, publishing
+//! `user.created` and `user.updated` through the outbox. Passwords are hashed with argon2id
+//! and never leave the service: not in a response, an event or a log line.
 //!
 //! # Layout
 //! - [`config`] — settings (the shared ones plus the password hashing cost).
 //! - [`startup`] — [`Application`]: build (database, broker, listener) and run.
 //! - `grpc`: the tonic `UserService`: proto → domain → proto, nothing else.
+//! - `users`: one use-case function per RPC (authorize, validate, write, stage), and the
+//!   staff account.
+//! - [`keys`] — the signing keys: creation, rotation, the published JWK Set.
+//! - `http`: the HTTP port (the JWK Set).
 //! - [`domain`] — validated input (`Email`, `UserName`, `Password`).
 //! - `repository`: the SQL.
 //! - `events`: the events the service publishes.
@@ -16,8 +21,11 @@ pub mod domain;
 pub mod error;
 mod events;
 mod grpc;
+mod http;
+pub mod keys;
 mod repository;
 pub mod startup;
+mod users;
 
 pub use config::Config;
 pub use error::UserError;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use shop_shared::auth::Role;
+
 use crate::UserError;
 
 /// A user as stored, without the password hash (which is never read back).
@@ -15,20 +17,23 @@ pub(crate) struct UserRow {
     pub(crate) created_at: DateTime<Utc>,
 }
 
-/// Inserts a user; a taken email (case-insensitively) is [`UserError::EmailTaken`].
+/// Inserts a user with `role`; a taken email (case-insensitively) is
+/// [`UserError::EmailTaken`].
 pub(crate) async fn insert_user(
     conn: &mut PgConnection,
     user: &UserRow,
     password_hash: &str,
+    role: Role,
 ) -> Result<(), UserError> {
     sqlx::query!(
-        "INSERT INTO users (user_id, email, name, password_hash, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $5)",
+        "INSERT INTO users (user_id, email, name, password_hash, created_at, updated_at, role) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6)",
         user.user_id,
         user.email,
         user.name,
         password_hash,
         user.created_at,
+        role.as_str(),
     )
     .execute(conn)
     .await
@@ -93,4 +98,144 @@ fn email_taken_or_unexpected(e: sqlx::Error) -> UserError {
     } else {
         e.into()
     }
+}
+
+/// What Login checks a password against.
+#[derive(Debug)]
+pub(crate) struct StoredCredentials {
+    pub(crate) user: UserRow,
+    pub(crate) password_hash: String,
+    pub(crate) role: Role,
+}
+
+/// The account with `email` (case-insensitively), with its hash and role.
+pub(crate) async fn find_credentials(
+    conn: &mut PgConnection,
+    email: &str,
+    lock: bool,
+) -> Result<Option<StoredCredentials>, sqlx::Error> {
+    let row = if lock {
+        sqlx::query!(
+            "SELECT user_id, email, name, created_at, password_hash, role FROM users \
+             WHERE lower(email) = lower($1) FOR UPDATE",
+            email
+        )
+        .fetch_optional(conn)
+        .await?
+        .map(|r| (r.user_id, r.email, r.name, r.created_at, r.password_hash, r.role))
+    } else {
+        sqlx::query!(
+            "SELECT user_id, email, name, created_at, password_hash, role FROM users \
+             WHERE lower(email) = lower($1)",
+            email
+        )
+        .fetch_optional(conn)
+        .await?
+        .map(|r| (r.user_id, r.email, r.name, r.created_at, r.password_hash, r.role))
+    };
+    Ok(
+        row.map(|(user_id, email, name, created_at, password_hash, role)| StoredCredentials {
+            user: UserRow {
+                user_id,
+                email,
+                name,
+                created_at,
+            },
+            password_hash,
+            // The CHECK constraint allows only the two roles.
+            role: Role::parse(&role).unwrap_or(Role::Customer),
+        }),
+    )
+}
+
+/// Makes an existing account staff with a new password hash.
+pub(crate) async fn make_staff(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    password_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE users SET role = 'staff', password_hash = $2, updated_at = $3 WHERE user_id = $1",
+        user_id,
+        password_hash,
+        now,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The outcome of asking to try a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// Go ahead: the attempt is recorded as a failure until a success clears it.
+    Allowed,
+    /// Too many failures within the window; the oldest counted one leaves it in this many
+    /// seconds.
+    Throttled { retry_after_secs: u64 },
+}
+
+/// Counts `email_key`'s failures within `window` and, if fewer than `max`, records this
+/// attempt as one (before the password is checked, so that parallel guesses count too).
+/// The advisory lock per email makes the count and the insert one step.
+pub(crate) async fn reserve_login_attempt(
+    pool: &sqlx::PgPool,
+    email_key: &str,
+    window: std::time::Duration,
+    max: u32,
+) -> Result<Attempt, sqlx::Error> {
+    let window_secs = window.as_secs_f64();
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        email_key
+    )
+    .execute(&mut *tx)
+    .await?;
+    let recent = sqlx::query!(
+        r#"SELECT count(*) AS "count!",
+                  extract(epoch FROM min(failed_at) + make_interval(secs => $2) - now())::float8
+                      AS retry_after
+           FROM login_failures
+           WHERE email_key = $1 AND failed_at > now() - make_interval(secs => $2)"#,
+        email_key,
+        window_secs,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let attempt = if recent.count >= i64::from(max) {
+        let retry_after_secs = recent.retry_after.unwrap_or(0.0).ceil().max(1.0) as u64;
+        Attempt::Throttled { retry_after_secs }
+    } else {
+        // Failures that left the window are of no use any more.
+        sqlx::query!(
+            "DELETE FROM login_failures \
+             WHERE email_key = $1 AND failed_at <= now() - make_interval(secs => $2)",
+            email_key,
+            window_secs,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO login_failures (email_key) VALUES ($1)",
+            email_key
+        )
+        .execute(&mut *tx)
+        .await?;
+        Attempt::Allowed
+    };
+    tx.commit().await?;
+    Ok(attempt)
+}
+
+/// A successful login forgets the email's failures (and the attempt just recorded).
+pub(crate) async fn clear_login_failures(
+    pool: &sqlx::PgPool,
+    email_key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM login_failures WHERE email_key = $1", email_key)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

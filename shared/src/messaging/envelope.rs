@@ -13,6 +13,8 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// Header: the `message_id` of the message that caused this one.
 pub const CAUSATION_ID: &str = "x-causation-id";
+/// Header: the `user_id` of the authenticated caller whose command started the flow.
+pub const ACTOR_ID: &str = "x-actor-id";
 /// Header on retried and dead-lettered copies: attempts that failed so far.
 pub const RETRY_COUNT: &str = "x-retry-count";
 /// Header on dead-lettered copies: why the message was dead-lettered.
@@ -37,6 +39,8 @@ pub struct Envelope {
     pub correlation_id: String,
     /// The message that caused this one, if a message did.
     pub causation_id: Option<String>,
+    /// The caller whose command started the flow (`x-actor-id`), if it had one.
+    pub actor_id: Option<String>,
     /// W3C trace context of the producing span.
     pub traceparent: Option<String>,
     /// W3C trace state of the producing span.
@@ -54,6 +58,7 @@ impl Envelope {
             app_id: app_id.to_owned(),
             correlation_id: context.correlation_id.clone(),
             causation_id: context.causation_id.clone(),
+            actor_id: context.actor_id.clone(),
             traceparent: context.traceparent.clone(),
             tracestate: context.tracestate.clone(),
         }
@@ -66,6 +71,7 @@ impl Envelope {
             (TRACEPARENT, &self.traceparent),
             (TRACESTATE, &self.tracestate),
             (CAUSATION_ID, &self.causation_id),
+            (ACTOR_ID, &self.actor_id),
         ] {
             if let Some(value) = value {
                 headers.insert(key.into(), long_string(value));
@@ -91,6 +97,9 @@ pub struct EventContext {
     pub correlation_id: String,
     /// The `message_id` of the message being handled, when a message caused this event.
     pub causation_id: Option<String>,
+    /// The authenticated caller whose command started the flow (`x-actor-id`); `None` when
+    /// the command had no caller (CreateUser).
+    pub actor_id: Option<String>,
     /// W3C `traceparent` to continue.
     pub traceparent: Option<String>,
     /// W3C `tracestate` to continue.
@@ -167,6 +176,8 @@ pub struct IncomingMeta {
     pub routing_key: String,
     /// Failed attempts so far (header `x-retry-count`, 0 when absent).
     pub retry_count: u32,
+    /// The flow's actor (header `x-actor-id`), passed on to the events this message causes.
+    pub actor_id: Option<String>,
     /// W3C `traceparent` header.
     pub traceparent: Option<String>,
     /// W3C `tracestate` header.
@@ -208,13 +219,16 @@ impl IncomingMeta {
             retry_count: headers
                 .and_then(|h| header_u32(h, RETRY_COUNT))
                 .unwrap_or(0),
+            actor_id: headers
+                .and_then(|h| header_str(h, ACTOR_ID))
+                .filter(|a| !a.is_empty()),
             traceparent: headers.and_then(|h| header_str(h, TRACEPARENT)),
             tracestate: headers.and_then(|h| header_str(h, TRACESTATE)),
         })
     }
 
-    /// The context for events staged while handling this message: same flow, caused by it,
-    /// continuing its trace unless the handler's span replaces it.
+    /// The context for events staged while handling this message: same flow and actor,
+    /// caused by it, continuing its trace unless the handler's span replaces it.
     pub fn child_context(&self) -> EventContext {
         EventContext {
             correlation_id: if self.correlation_id.is_empty() {
@@ -223,6 +237,7 @@ impl IncomingMeta {
                 self.correlation_id.clone()
             },
             causation_id: Some(self.message_id.clone()),
+            actor_id: self.actor_id.clone(),
             traceparent: self.traceparent.clone(),
             tracestate: self.tracestate.clone(),
         }
@@ -303,6 +318,7 @@ mod tests {
         EventContext {
             correlation_id: "corr-1".into(),
             causation_id: Some("cause-1".into()),
+            actor_id: Some("01900000-0000-7000-8000-00000000000a".into()),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: None,
         }
@@ -337,7 +353,14 @@ mod tests {
                 .unwrap()
                 .starts_with("00-0af7")
         );
+        assert_eq!(
+            header_str(headers, ACTOR_ID).as_deref(),
+            Some("01900000-0000-7000-8000-00000000000a")
+        );
         assert_eq!(envelope.routing_key, "order.created");
+        let anonymous = Envelope::new(&event, "user", &EventContext::new_flow()).properties(1);
+        let headers = anonymous.headers().as_ref().unwrap();
+        assert_eq!(header_str(headers, ACTOR_ID), None);
     }
 
     #[test]
@@ -396,5 +419,6 @@ mod tests {
             Some(meta.message_id.as_str())
         );
         assert_eq!(child.correlation_id, "corr-1");
+        assert_eq!(child.actor_id, context().actor_id, "the actor rides with the flow");
     }
 }

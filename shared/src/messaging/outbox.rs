@@ -87,7 +87,8 @@ pub async fn stage_envelope(
         .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
     sqlx::query(
         "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         causation_id, traceparent, tracestate, actor_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(message_id)
     .bind(&envelope.routing_key)
@@ -97,6 +98,7 @@ pub async fn stage_envelope(
     .bind(&envelope.causation_id)
     .bind(&envelope.traceparent)
     .bind(&envelope.tracestate)
+    .bind(&envelope.actor_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -129,9 +131,9 @@ pub async fn stage_envelopes(
     let payloads: Vec<Vec<u8>> = envelopes.iter().map(|e| e.payload.clone()).collect();
     sqlx::query(
         "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate) \
+         causation_id, traceparent, tracestate, actor_id) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[])",
+                              $6::text[], $7::text[], $8::text[], $9::text[])",
     )
     .bind(&ids)
     .bind(column(|e| &e.routing_key))
@@ -141,6 +143,7 @@ pub async fn stage_envelopes(
     .bind(optional(|e| &e.causation_id))
     .bind(optional(|e| &e.traceparent))
     .bind(optional(|e| &e.tracestate))
+    .bind(optional(|e| &e.actor_id))
     .execute(conn)
     .await?;
     Ok(())
@@ -196,6 +199,7 @@ struct ClaimedRow {
     causation_id: Option<String>,
     traceparent: Option<String>,
     tracestate: Option<String>,
+    actor_id: Option<String>,
     attempts: i32,
 }
 
@@ -314,7 +318,7 @@ impl Relay {
         // UPDATE keeps them ours until this transaction ends.
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
-                    causation_id, traceparent, tracestate, attempts \
+                    causation_id, traceparent, tracestate, actor_id, attempts \
              FROM outbox \
              WHERE published_at IS NULL AND NOT dead \
                AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
@@ -493,6 +497,7 @@ impl Relay {
             app_id: self.app_id.clone(),
             correlation_id: row.correlation_id.clone(),
             causation_id: row.causation_id.clone(),
+            actor_id: row.actor_id.clone(),
             traceparent: row.traceparent.clone(),
             tracestate: row.tracestate.clone(),
         }

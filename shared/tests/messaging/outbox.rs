@@ -18,6 +18,7 @@ async fn staged_event_is_published_once_with_every_header() {
     let context = EventContext {
         correlation_id: "corr-42".into(),
         causation_id: Some("cause-42".into()),
+        actor_id: Some("0190f5a0-0000-7000-8000-0000000000ac".into()),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         tracestate: Some("vendor=1".into()),
     };
@@ -47,6 +48,11 @@ async fn staged_event_is_published_once_with_every_header() {
     assert_eq!(p.app_id().as_ref().unwrap().as_str(), "test");
     assert_eq!(p.correlation_id().as_ref().unwrap().as_str(), "corr-42");
     assert_eq!(received.header(CAUSATION_ID).as_deref(), Some("cause-42"));
+    assert_eq!(
+        received.header("x-actor-id").as_deref(),
+        Some("0190f5a0-0000-7000-8000-0000000000ac"),
+        "the outbox row's actor goes out as x-actor-id"
+    );
     // The relay publishes in a producer span of the staged trace: same trace id.
     let traceparent = received.header(TRACEPARENT).expect("a traceparent header");
     assert_eq!(

@@ -24,6 +24,7 @@ use shop_proto::order::v1::{CreateOrderRequest, LineItem, OrderConfirmed, OrderR
 use shop_shared::messaging::{Names, connection, envelope};
 use tonic::transport::Channel;
 
+use super::setup::Customer;
 use super::stats::Samples;
 
 /// The `i`-th order of a run: its customer and 1–3 distinct products, quantity 1 or 2.
@@ -39,10 +40,24 @@ pub fn order_lines(i: usize, products: &[String]) -> Vec<(String, i32)> {
     lines
 }
 
-/// The request for the `i`-th order.
-pub fn order_request(i: usize, users: &[String], products: &[String]) -> CreateOrderRequest {
+/// The request for the `i`-th order, placed by its customer with their own token.
+pub fn order_request(
+    i: usize,
+    customers: &[Customer],
+    products: &[String],
+) -> tonic::Request<CreateOrderRequest> {
+    let customer = &customers[i % customers.len()];
+    let mut request = tonic::Request::new(order_body(i, &customer.user_id, products));
+    request
+        .metadata_mut()
+        .insert("authorization", customer.authorization.clone());
+    request
+}
+
+/// The body of the `i`-th order for `customer_id`.
+pub fn order_body(i: usize, customer_id: &str, products: &[String]) -> CreateOrderRequest {
     CreateOrderRequest {
-        customer_id: users[i % users.len()].clone(),
+        customer_id: customer_id.to_owned(),
         items: order_lines(i, products)
             .into_iter()
             .map(|(product_id, quantity)| LineItem {
@@ -201,7 +216,7 @@ pub fn progress(label: &str, total: u64) -> ProgressBar {
 /// Closed loop: `concurrency` callers place `orders` orders (numbered from `first`).
 pub async fn closed_loop(
     channels: Vec<Channel>,
-    users: Arc<Vec<String>>,
+    customers: Arc<Vec<Customer>>,
     products: Arc<Vec<String>>,
     first: usize,
     orders: usize,
@@ -213,8 +228,8 @@ pub async fn closed_loop(
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let mut client = OrderServiceClient::new(channels[w % channels.len()].clone());
-        let (next, users, products, bar) =
-            (next.clone(), users.clone(), products.clone(), bar.clone());
+        let (next, customers, products, bar) =
+            (next.clone(), customers.clone(), products.clone(), bar.clone());
         workers.push(tokio::spawn(async move {
             let mut placed = Vec::new();
             let mut latency = Samples::default();
@@ -224,7 +239,7 @@ pub async fn closed_loop(
                 if i >= orders {
                     break;
                 }
-                let request = order_request(first + i, &users, &products);
+                let request = order_request(first + i, &customers, &products);
                 let start = Instant::now();
                 match client.create_order(request).await {
                     Ok(response) => {
@@ -264,7 +279,7 @@ pub async fn closed_loop(
 /// Open loop: one order every `1/rate` seconds for `duration`, numbered from `first`.
 pub async fn open_loop(
     channels: Vec<Channel>,
-    users: Arc<Vec<String>>,
+    customers: Arc<Vec<Customer>>,
     products: Arc<Vec<String>>,
     first: usize,
     rate: f64,
@@ -279,7 +294,7 @@ pub async fn open_loop(
         let scheduled = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
         let mut client = OrderServiceClient::new(channels[i % channels.len()].clone());
-        let request = order_request(first + i, &users, &products);
+        let request = order_request(first + i, &customers, &products);
         let bar = bar.clone();
         calls.push(tokio::spawn(async move {
             let result = client.create_order(request).await;

@@ -113,7 +113,7 @@ impl Report {
             .enable_all()
             .build()
             .context("failed to start the load generator's runtime")?;
-        let users = Arc::new(seed.users.clone());
+        let users = Arc::new(seed.customers.clone());
         let products = Arc::new(seed.products.clone());
         let mut all_orders = Vec::new();
 
@@ -334,7 +334,7 @@ async fn measure_baselines(target: &Target, seconds: f64) -> anyhow::Result<Base
     )
     .await
     .context("broker baseline")?;
-    let pool_size = shop_shared::service::ServiceConfig::from_env("order", 0)?.pool_size;
+    let pool_size = shop_shared::service::ServiceConfig::from_env("order", 0, 0)?.pool_size;
     let pool = shop_shared::db::connect(&pool_url(&target.pools.order), pool_size).await?;
     let commits = baselines::postgres(&pool, pool_size as usize, seconds, 160)
         .await

@@ -32,7 +32,19 @@ pub struct Target {
     pub pools: Pools,
     /// A marker unique to this run, in every product id it creates.
     pub run_id: String,
+    /// The staff account that stocks the products (AdjustStock is staff-only).
+    pub staff: shop_user::config::AdminAccount,
     running: Option<RunningSystem>,
+}
+
+/// A seeded customer and the `authorization` metadata of their own token (each order is
+/// placed by its customer, as in production).
+#[derive(Debug, Clone)]
+pub struct Customer {
+    /// The user id.
+    pub user_id: String,
+    /// `Bearer <access token>`.
+    pub authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 /// Pools on the four service databases.
@@ -59,6 +71,21 @@ impl Pools {
 pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut config = SystemConfig::from_env()?;
+    let staff = match (&config.user.auth.admin, target) {
+        (Some(admin), _) => admin.clone(),
+        // In process, the run makes its own staff account in its fresh user database.
+        (None, None) => {
+            let admin = shop_user::config::AdminAccount {
+                email: format!("bench-staff-{run_id}@example.com"),
+                password: uuid::Uuid::new_v4().to_string().into(),
+            };
+            config.user.auth.admin = Some(admin.clone());
+            admin
+        }
+        (None, Some(_)) => anyhow::bail!(
+            "--target needs the target's staff account to stock products: set SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD"
+        ),
+    };
     let (addresses, running) = match target {
         Some(host) => {
             let addr = |port: u16| -> anyhow::Result<std::net::SocketAddr> {
@@ -87,6 +114,7 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
             ] {
                 service.database_url = fresh_database(&service.database_url, service.name).await?;
                 service.grpc_addr = local;
+                service.http_addr = local;
                 service.amqp.prefix = prefix.clone();
             }
             let built = BuiltSystem::build(config.clone()).await?;
@@ -111,6 +139,7 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
         names: config.order.service.names(),
         pools,
         run_id,
+        staff,
         running,
     })
 }
@@ -187,16 +216,16 @@ impl Target {
 /// Users and products placed before the load.
 #[derive(Debug, Clone)]
 pub struct Seed {
-    /// User ids (customers).
-    pub users: Vec<String>,
+    /// The customers, logged in.
+    pub customers: Vec<Customer>,
     /// Product ids.
     pub products: Vec<String>,
     /// Units put in per product.
     pub stock: BTreeMap<String, i64>,
 }
 
-/// Creates `users` users and stocks each product with what the planned orders need, then
-/// waits until the order service knows every user.
+/// Creates `users` users and logs each in, stocks each product with what the planned orders
+/// need (as staff), then waits until the order service knows every user.
 pub async fn seed(
     target: &Target,
     users: usize,
@@ -225,7 +254,36 @@ pub async fn seed(
             ids.push(result.context("CreateUser failed while seeding")?);
         }
     }
-    let mut inventory = InventoryServiceClient::new(inventory_channel);
+    let mut customers = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(8).enumerate() {
+        let (c, chunk) = chunk;
+        let logins = chunk.iter().enumerate().map(|(j, user_id)| {
+            let client = UserServiceClient::new(user_channel.clone());
+            let email = format!("bench-{}-{}@example.com", target.run_id, c * 8 + j);
+            async move {
+                let token = login(client, &email, "benchmark password").await?;
+                anyhow::Ok(Customer {
+                    user_id: user_id.clone(),
+                    authorization: shop_shared::auth::client::bearer_value(&token)?,
+                })
+            }
+        });
+        for customer in futures::future::join_all(logins).await {
+            customers.push(customer.context("Login failed while seeding")?);
+        }
+    }
+    let staff_token = login(
+        UserServiceClient::new(user_channel.clone()),
+        &target.staff.email,
+        secrecy::ExposeSecret::expose_secret(&target.staff.password),
+    )
+    .await
+    .context("the staff account cannot log in (check SHOP_ADMIN_EMAIL / SHOP_ADMIN_PASSWORD)")?;
+    let mut inventory = InventoryServiceClient::with_interceptor(inventory_channel, {
+        let bearer = shop_shared::auth::BearerToken::new();
+        bearer.set(&staff_token)?;
+        bearer
+    });
     for product in products {
         let units = stock.get(product).copied().unwrap_or(0);
         if units > 0 {
@@ -258,10 +316,26 @@ pub async fn seed(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(Seed {
-        users: ids,
+        customers,
         products: products.to_vec(),
         stock: stock.clone(),
     })
+}
+
+/// Logs in and returns the access token.
+pub async fn login(
+    mut client: UserServiceClient<tonic::transport::Channel>,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let response = client
+        .login(shop_proto::user::v1::LoginRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        })
+        .await
+        .with_context(|| format!("Login as {email} failed"))?;
+    Ok(response.into_inner().access_token)
 }
 
 /// A gRPC channel to `addr`.

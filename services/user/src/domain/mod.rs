@@ -6,7 +6,7 @@ pub mod password;
 pub use email::Email;
 pub use password::Password;
 
-use shop_proto::user::v1::{CreateUserRequest, UpdateUserRequest};
+use shop_proto::user::v1::{CreateUserRequest, LoginRequest, UpdateUserRequest};
 use uuid::Uuid;
 
 use crate::UserError;
@@ -73,6 +73,51 @@ impl TryFrom<CreateUserRequest> for NewUser {
     }
 }
 
+/// A Login request with both fields present. The email is only trimmed: an address that
+/// could never have been registered is simply unknown (UNAUTHENTICATED, like any other).
+pub struct Credentials {
+    /// The email as given, trimmed.
+    pub email: String,
+    /// The password as given. Never printed.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The throttling key: the email lower-cased (emails are unique case-insensitively).
+    pub fn email_key(&self) -> String {
+        self.email.to_lowercase()
+    }
+}
+
+impl TryFrom<LoginRequest> for Credentials {
+    type Error = UserError;
+
+    fn try_from(r: LoginRequest) -> Result<Self, Self::Error> {
+        let email = r.email.trim();
+        if email.is_empty() {
+            return Err(UserError::InvalidArgument("email must not be empty".into()));
+        }
+        if r.password.is_empty() {
+            return Err(UserError::InvalidArgument(
+                "password must not be empty".into(),
+            ));
+        }
+        Ok(Self {
+            email: email.to_owned(),
+            password: r.password,
+        })
+    }
+}
+
 /// A valid UpdateUser request: the fields to change.
 #[derive(Debug)]
 pub struct UserPatch {
@@ -106,6 +151,21 @@ mod tests {
         assert!(UserName::parse("   ").is_err());
         assert!(UserName::parse(&"x".repeat(201)).is_err());
         assert!(UserName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn login_needs_both_fields_and_never_shows_the_password() {
+        let login = |email: &str, password: &str| {
+            Credentials::try_from(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+        };
+        assert!(login(" ", "secret-pw").is_err());
+        assert!(login("a@b.com", "").is_err());
+        let ok = login(" Ada@Example.com ", "secret-pw").unwrap();
+        assert_eq!(ok.email_key(), "ada@example.com");
+        assert!(!format!("{ok:?}").contains("secret-pw"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Passwords: at least 8 characters, hashed with argon2id. The type has no `Display` and a
 //! redacting `Debug`, so a password cannot end up in a log line by accident.
 
-use argon2::password_hash::{PasswordHasher as _, SaltString, rand_core::OsRng};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::UserError;
@@ -38,6 +40,11 @@ impl Password {
         Ok(Self(raw))
     }
 
+    /// The password's text, for checking it against a stored hash.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// The argon2id PHC string (`$argon2id$v=19$m=…`), with a fresh random salt. CPU-bound:
     /// call it from a blocking task.
     pub fn hash(&self, cost: PasswordHashing) -> anyhow::Result<String> {
@@ -50,6 +57,23 @@ impl Password {
             .map_err(|e| anyhow::anyhow!("failed to hash the password: {e}"))?;
         Ok(hash.to_string())
     }
+}
+
+/// Whether `candidate` is the password of the argon2id PHC string `phc` (its cost is read
+/// from the string). CPU-bound like [`Password::hash`]: call it from a blocking task.
+pub fn verify(candidate: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(candidate.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
+/// The hash of a random password at `cost`: Login verifies against it when the email is
+/// unknown, so that an unknown email costs the same time as a wrong password.
+pub fn dummy_hash(cost: PasswordHashing) -> anyhow::Result<String> {
+    let random = uuid::Uuid::new_v4().to_string();
+    Password(random).hash(cost)
 }
 
 #[cfg(test)]
@@ -81,6 +105,22 @@ mod tests {
                 .verify_password(b"correct horse", &parsed)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn verify_accepts_the_password_only() {
+        let cost = PasswordHashing {
+            memory_kib: 64,
+            iterations: 1,
+        };
+        let hash = Password::parse("correct horse".into())
+            .unwrap()
+            .hash(cost)
+            .unwrap();
+        assert!(verify("correct horse", &hash));
+        assert!(!verify("correct horsf", &hash));
+        assert!(!verify("correct horse", "not a hash"));
+        assert!(!verify("anything", &dummy_hash(cost).unwrap()));
     }
 
     #[test]

@@ -1,0 +1,157 @@
+//! The order service's use cases, one function per RPC: authorize, validate, write, stage —
+//! in that order, with no gRPC in sight (`grpc.rs` only converts).
+//!
+//! Authorization (CONTRACT.md): a customer places and lists orders for themself only
+//! (PERMISSION_DENIED otherwise) and reads or cancels only their own orders; someone else's
+//! order answers NOT_FOUND, exactly like a missing one, so order ids cannot be probed. Staff
+//! may do everything.
+
+use shop_shared::auth::Caller;
+use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, outbox};
+use shop_shared::time::now;
+use sqlx::PgPool;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::OrderError;
+use crate::domain::{NewOrder, OrderStatus, PageToken};
+use crate::events::{order_cancelled, order_created};
+use crate::repository::{self, OrderRow};
+
+/// What the use cases work with.
+#[derive(Debug, Clone)]
+pub(crate) struct Orders {
+    pub(crate) pool: PgPool,
+    /// Wakes this process's outbox relay after a commit that staged events.
+    pub(crate) waker: OutboxWaker,
+}
+
+/// One page of a customer's orders.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub(crate) orders: Vec<OrderRow>,
+    /// The token of the next page, when there is one.
+    pub(crate) next: Option<PageToken>,
+}
+
+impl Orders {
+    /// CreateOrder: the customer themself (or staff) places an order for a known customer;
+    /// the order and its `order.created` are written in one statement.
+    pub(crate) async fn place(
+        &self,
+        caller: &Caller,
+        new: NewOrder,
+        context: &EventContext,
+    ) -> Result<OrderRow, OrderError> {
+        if !caller.may_act_for(new.customer_id) {
+            return Err(OrderError::PermissionDenied(
+                "you may only place orders for yourself",
+            ));
+        }
+        let at = now();
+        let order = OrderRow {
+            order_id: Uuid::now_v7(),
+            customer_id: new.customer_id,
+            items: Json(new.items.clone()),
+            total_cents: new.total_cents,
+            status: OrderStatus::Pending.as_str().to_owned(),
+            status_reason: String::new(),
+            created_at: at,
+            updated_at: at,
+        };
+        let key = new.idempotency_key.as_deref();
+        // The order exists if and only if order.created will be published: one statement
+        // writes both.
+        let created = Envelope::new(&order_created(&order), "", context);
+        let mut conn = self.pool.acquire().await?;
+        let inserted =
+            repository::create_order_staging_event(&mut conn, &order, key, &created).await?;
+        if inserted {
+            drop(conn);
+            self.waker.wake();
+            return Ok(order);
+        }
+        // Either the key was used before (a retried call: the conflicting insert has
+        // committed, or this one would have succeeded) or the customer is unknown here yet.
+        let first = match key {
+            Some(key) => {
+                repository::find_by_idempotency_key(&mut conn, new.customer_id, key).await?
+            }
+            None => None,
+        };
+        match first {
+            // The same order again: answer with the first one, create nothing.
+            Some(first) if first.items.0 == new.items => Ok(first),
+            Some(_) => Err(OrderError::IdempotencyKeyReused(
+                key.unwrap_or_default().to_owned(),
+            )),
+            None => Err(OrderError::UnknownCustomer(new.customer_id.to_string())),
+        }
+    }
+
+    /// GetOrder: the order's customer, or staff.
+    pub(crate) async fn get(&self, caller: &Caller, order_id: Uuid) -> Result<OrderRow, OrderError> {
+        let mut conn = self.pool.acquire().await?;
+        repository::find_order(&mut conn, order_id)
+            .await?
+            .filter(|order| caller.may_act_for(order.customer_id))
+            .ok_or(OrderError::NotFound)
+    }
+
+    /// ListOrders: the customer themself, or staff.
+    pub(crate) async fn list(
+        &self,
+        caller: &Caller,
+        customer_id: Uuid,
+        limit: i64,
+        after: Option<PageToken>,
+    ) -> Result<Page, OrderError> {
+        if !caller.may_act_for(customer_id) {
+            return Err(OrderError::PermissionDenied(
+                "you may only list your own orders",
+            ));
+        }
+        let mut conn = self.pool.acquire().await?;
+        // One more than asked tells whether another page follows.
+        let mut rows =
+            repository::list_orders(&mut conn, customer_id, after.map(|t| t.0), limit + 1)
+                .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next = match rows.last() {
+            Some(last) if more => Some(PageToken(last.order_id)),
+            _ => None,
+        };
+        Ok(Page { orders: rows, next })
+    }
+
+    /// CancelOrder: the order's customer, or staff; publishes `order.cancelled`.
+    pub(crate) async fn cancel(
+        &self,
+        caller: &Caller,
+        order_id: Uuid,
+        reason: String,
+        context: &EventContext,
+    ) -> Result<OrderRow, OrderError> {
+        let mut tx = self.pool.begin().await?;
+        // Locked: a concurrent inventory answer waits, then sees CANCELLED and is ignored.
+        let mut order = repository::lock_order(&mut tx, order_id)
+            .await?
+            .filter(|order| caller.may_act_for(order.customer_id))
+            .ok_or(OrderError::NotFound)?;
+        match order.status() {
+            OrderStatus::Rejected => return Err(OrderError::NotCancellable("REJECTED")),
+            OrderStatus::Cancelled => return Err(OrderError::NotCancellable("CANCELLED")),
+            OrderStatus::Pending | OrderStatus::Confirmed => {}
+        }
+        let at = now();
+        repository::set_status(&mut tx, order_id, OrderStatus::Cancelled, &reason, at).await?;
+        outbox::stage(&mut tx, &order_cancelled(&order, &reason), context).await?;
+        tx.commit().await?;
+        self.waker.wake();
+        order.status = OrderStatus::Cancelled.as_str().to_owned();
+        order.status_reason = reason;
+        order.updated_at = at;
+        Ok(order)
+    }
+}

@@ -1,0 +1,75 @@
+//! The JWK Set over HTTP: how the order, inventory and notification services (and any other
+//! verifier) get the user service's public keys (`AUTH_JWKS_URL`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{JwkSet, KeySource};
+
+/// How long one fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest key set accepted.
+const MAX_BYTES: usize = 256 * 1024;
+
+/// A JWK Set at an `http://` URL.
+#[derive(Debug, Clone)]
+pub struct HttpJwks {
+    url: http::Uri,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpJwks {
+    /// A source fetching `url` (plain HTTP: the services' HTTP ports are internal).
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let url: http::Uri = url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("AUTH_JWKS_URL={url:?} is not a URL: {e}"))?;
+        anyhow::ensure!(
+            url.scheme_str() == Some("http"),
+            "AUTH_JWKS_URL={url} must be an http:// URL"
+        );
+        Ok(Self {
+            url,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// The URL fetched.
+    pub fn url(&self) -> &http::Uri {
+        &self.url
+    }
+}
+
+#[async_trait::async_trait]
+impl KeySource for HttpJwks {
+    async fn fetch(&self) -> anyhow::Result<JwkSet> {
+        let fetch = async {
+            let response = self
+                .client
+                .get(self.url.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("GET {}: {e}", self.url))?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET {}: HTTP {}",
+                self.url,
+                response.status()
+            );
+            let body = http_body_util::Limited::new(response.into_body(), MAX_BYTES)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("GET {}: {e}", self.url))?
+                .to_bytes();
+            serde_json::from_slice::<JwkSet>(&body)
+                .map_err(|e| anyhow::anyhow!("GET {}: not a JWK Set: {e}", self.url))
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, fetch)
+            .await
+            .map_err(|_| anyhow::anyhow!("GET {}: timed out after {FETCH_TIMEOUT:?}", self.url))?
+    }
+}
