@@ -16,43 +16,94 @@ use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::order::v1::{CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderStatus};
 use shop_proto::user::v1::CreateUserRequest;
 use shop_proto::user::v1::user_service_client::UserServiceClient;
+use shop_shared::auth::BearerToken;
 use shop_shared::testing::{TestBroker, TestDatabase, eventually, service_config};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A channel that sends the bearer token of its [`Clients`].
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// The password of every account the tests create.
+pub const PASSWORD: &str = "correct horse battery";
 
 /// How long an asynchronous outcome may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// gRPC clients of the four services.
+/// gRPC clients of the four services, all sending one caller's token.
 #[derive(Debug, Clone)]
 pub struct Clients {
     /// UserService.
-    pub user: UserServiceClient<Channel>,
+    pub user: UserServiceClient<AuthChannel>,
     /// OrderService.
-    pub order: OrderServiceClient<Channel>,
+    pub order: OrderServiceClient<AuthChannel>,
     /// InventoryService.
-    pub inventory: InventoryServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<AuthChannel>,
     /// NotificationService.
-    pub notification: NotificationServiceClient<Channel>,
+    pub notification: NotificationServiceClient<AuthChannel>,
+    /// The token they send (none until set).
+    pub token: BearerToken,
 }
 
 impl Clients {
-    /// Clients of every service; each connects on its first call (a service that is built
-    /// but not running yet is not dialled before it is used).
+    /// Clients of every service, sending no token yet; each connects on its first call (a
+    /// service that is built but not running yet is not dialled before it is used).
     pub fn connect_lazy(a: Addresses) -> Self {
+        let token = BearerToken::new();
         let channel = |addr: std::net::SocketAddr| {
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("a valid endpoint")
                 .connect_lazy()
         };
         Self {
-            user: UserServiceClient::new(channel(a.user)),
-            order: OrderServiceClient::new(channel(a.order)),
-            inventory: InventoryServiceClient::new(channel(a.inventory)),
-            notification: NotificationServiceClient::new(channel(a.notification)),
+            user: UserServiceClient::with_interceptor(channel(a.user), token.clone()),
+            order: OrderServiceClient::with_interceptor(channel(a.order), token.clone()),
+            inventory: InventoryServiceClient::with_interceptor(
+                channel(a.inventory),
+                token.clone(),
+            ),
+            notification: NotificationServiceClient::with_interceptor(
+                channel(a.notification),
+                token.clone(),
+            ),
+            token,
         }
     }
+
+    /// Clients of every service sending `token`.
+    pub fn with_token(a: Addresses, token: &str) -> Self {
+        let clients = Self::connect_lazy(a);
+        clients.token.set(token).expect("an ASCII token");
+        clients
+    }
+}
+
+/// Logs in through `users` and returns the access token.
+pub async fn login(
+    users: &mut UserServiceClient<AuthChannel>,
+    email: &str,
+    password: &str,
+) -> Result<shop_proto::user::v1::LoginResponse, tonic::Status> {
+    users
+        .login(shop_proto::user::v1::LoginRequest {
+            email: email.into(),
+            password: password.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A customer of a running system: their id, email and token.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    /// The user id.
+    pub user_id: String,
+    /// The email they log in with.
+    pub email: String,
+    /// Their access token.
+    pub token: String,
 }
 
 /// The whole system under test.
@@ -68,6 +119,8 @@ pub struct TestSystem {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
     held_back: Option<shop_inventory::Application>,
+    /// The staff account's email (its password is [`PASSWORD`]).
+    pub staff_email: String,
 }
 
 /// Fresh databases and a fresh prefix for the four services.
@@ -87,6 +140,13 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
                 memory_kib: 64,
                 iterations: 1,
             },
+            auth: shop_user::config::UserAuthConfig {
+                admin: Some(shop_user::config::AdminAccount {
+                    email: format!("staff-{}@example.com", broker.names.prefix.trim_end_matches('_')),
+                    password: PASSWORD.to_owned().into(),
+                }),
+                ..shop_user::config::UserAuthConfig::default()
+            },
         },
         order: shop_order::Config {
             service: service_config("order", &dbs[1], &broker),
@@ -103,10 +163,20 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
 
 impl TestSystem {
     /// Starts the four services.
+    /// Its clients act as staff.
     pub async fn start() -> Self {
         let mut system = Self::start_holding_back_inventory().await;
         system.release_inventory();
         system
+    }
+
+    /// A staff token.
+    pub async fn staff_token(&self) -> String {
+        let mut users = self.clients.user.clone();
+        login(&mut users, &self.staff_email, PASSWORD)
+            .await
+            .expect("the staff account logs in")
+            .access_token
     }
 
     /// Builds all four services (every queue declared) but runs only user, order and
@@ -114,6 +184,13 @@ impl TestSystem {
     /// [`TestSystem::release_inventory`].
     pub async fn start_holding_back_inventory() -> Self {
         let (config, broker, databases) = test_config().await;
+        let staff_email = config
+            .user
+            .auth
+            .admin
+            .as_ref()
+            .map(|a| a.email.clone())
+            .unwrap_or_default();
         let built = BuiltSystem::build(config).await.expect("build the system");
         let addresses = built.addresses();
         let clients = Clients::connect_lazy(addresses);
@@ -123,7 +200,7 @@ impl TestSystem {
             tokio::spawn(built.order.run_until_stopped(shutdown.clone())),
             tokio::spawn(built.notification.run_until_stopped(shutdown.clone())),
         ];
-        Self {
+        let system = Self {
             clients,
             broker,
             databases,
@@ -131,7 +208,12 @@ impl TestSystem {
             shutdown,
             tasks,
             held_back: Some(built.inventory),
-        }
+            staff_email,
+        };
+        // The test's own calls are made as staff, who may do everything.
+        let staff = system.staff_token().await;
+        system.clients.token.set(&staff).expect("an ASCII token");
+        system
     }
 
     /// Starts the inventory if it was held back.
@@ -160,21 +242,39 @@ impl TestSystem {
 
     /// Registers a user and waits until the order service knows them as a customer.
     pub async fn customer(&self) -> String {
+        self.logged_in_customer().await.user_id
+    }
+
+    /// Registers a user, logs them in, and waits until the order service knows them.
+    pub async fn logged_in_customer(&self) -> Customer {
         let mut users = self.clients.user.clone();
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         let user = users
             .create_user(CreateUserRequest {
-                email,
+                email: email.clone(),
                 name: "Test Customer".into(),
-                password: "correct horse battery".into(),
+                password: PASSWORD.into(),
             })
             .await
             .expect("CreateUser succeeds")
             .into_inner()
             .user
             .expect("a user");
+        let token = login(&mut users, &email, PASSWORD)
+            .await
+            .expect("the new customer logs in")
+            .access_token;
         self.wait_until_customer_known(&user.user_id).await;
-        user.user_id
+        Customer {
+            user_id: user.user_id,
+            email,
+            token,
+        }
+    }
+
+    /// Clients acting as `customer`.
+    pub fn clients_as(&self, customer: &Customer) -> Clients {
+        Clients::with_token(self.addresses, &customer.token)
     }
 
     /// Waits until the order service applied `user.created` for `user_id`: CreateOrder

@@ -628,6 +628,7 @@ async fn duplicates_and_reorder(cluster: &Cluster) {
             app_id: "order".into(),
             correlation_id: meta.correlation_id,
             causation_id: None,
+            actor_id: None,
             traceparent: meta.traceparent,
             tracestate: meta.tracestate,
         };

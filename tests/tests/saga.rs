@@ -194,6 +194,7 @@ async fn a_redelivered_order_created_reserves_once() {
         app_id: "order".into(),
         correlation_id: meta.correlation_id,
         causation_id: None,
+        actor_id: None,
         traceparent: meta.traceparent,
         tracestate: meta.tracestate,
     };

@@ -6,30 +6,48 @@ use shop_proto::order::v1::{LineItem, OrderCreated};
 use shop_shared::testing::{
     EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
 };
+use shop_shared::auth::BearerToken;
+use shop_shared::testing::TestIssuer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A client sending a bearer token.
+pub(crate) type Client = InventoryServiceClient<InterceptedService<Channel, BearerToken>>;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) struct TestApp {
     // First, so the service stops before its database and prefix are removed.
     _running: RunningUntilDropped,
-    pub(crate) client: InventoryServiceClient<Channel>,
+    /// Sends a staff token: the tests' own calls may do everything.
+    pub(crate) client: Client,
+    /// Signs the tokens the service verifies (its JWK Set served over HTTP).
+    pub(crate) issuer: TestIssuer,
+    pub(crate) grpc_addr: std::net::SocketAddr,
     pub(crate) events: EventProbe,
     pub(crate) env: TestEnv,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
     let env = TestEnv::new().await;
+    let issuer = TestIssuer::start().await;
+    let mut config = env.config("inventory");
+    config.auth.jwks_url = issuer.jwks_url().to_owned();
     let events = EventProbe::bind(&env.broker, &["inventory.*"]).await;
     let app = shop_inventory::Application::build(shop_inventory::Config {
-        service: env.config("inventory"),
+        service: config,
     })
     .await
     .expect("build the inventory service");
-    let client = InventoryServiceClient::new(grpc_channel(app.grpc_addr()).await);
+    let grpc_addr = app.grpc_addr();
+    let staff = BearerToken::new();
+    staff.set(&issuer.staff()).unwrap();
+    let client = InventoryServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
     TestApp {
         _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
         client,
+        issuer,
+        grpc_addr,
         events,
         env,
     }
@@ -53,6 +71,14 @@ pub(crate) fn order_created(items: &[(&str, i32)]) -> OrderCreated {
 }
 
 impl TestApp {
+    /// A client sending `token`.
+    #[allow(dead_code)]
+    pub(crate) async fn client_with(&self, token: &str) -> Client {
+        let bearer = BearerToken::new();
+        bearer.set(token).unwrap();
+        InventoryServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+    }
+
     pub(crate) async fn stock_up(&mut self, product: &str, units: i64) -> StockLevel {
         self.client
             .adjust_stock(AdjustStockRequest {

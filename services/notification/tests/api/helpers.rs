@@ -5,33 +5,59 @@ use shop_proto::notification::v1::{ListNotificationsRequest, Notification};
 use shop_shared::testing::{
     RunningUntilDropped, TestEnv, eventually, grpc_channel, run_until_dropped,
 };
+use shop_shared::auth::BearerToken;
+use shop_shared::testing::TestIssuer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A client sending a bearer token.
+pub(crate) type Client = NotificationServiceClient<InterceptedService<Channel, BearerToken>>;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
 pub(crate) struct TestApp {
     // First, so the service stops before its database and prefix are removed.
     _running: RunningUntilDropped,
-    pub(crate) client: NotificationServiceClient<Channel>,
+    /// Sends a staff token: the tests' own calls may do everything.
+    pub(crate) client: Client,
+    /// Signs the tokens the service verifies (its JWK Set served over HTTP).
+    pub(crate) issuer: TestIssuer,
+    pub(crate) grpc_addr: std::net::SocketAddr,
     pub(crate) env: TestEnv,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
     let env = TestEnv::new().await;
+    let issuer = TestIssuer::start().await;
+    let mut config = env.config("notification");
+    config.auth.jwks_url = issuer.jwks_url().to_owned();
     let app = shop_notification::Application::build(shop_notification::Config {
-        service: env.config("notification"),
+        service: config,
     })
     .await
     .expect("build the notification service");
-    let client = NotificationServiceClient::new(grpc_channel(app.grpc_addr()).await);
+    let grpc_addr = app.grpc_addr();
+    let staff = BearerToken::new();
+    staff.set(&issuer.staff()).unwrap();
+    let client = NotificationServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
     TestApp {
         _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
         client,
+        issuer,
+        grpc_addr,
         env,
     }
 }
 
 impl TestApp {
+    /// A client sending `token`.
+    #[allow(dead_code)]
+    pub(crate) async fn client_with(&self, token: &str) -> Client {
+        let bearer = BearerToken::new();
+        bearer.set(token).unwrap();
+        NotificationServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+    }
+
     pub(crate) async fn list(&mut self, user_id: &str) -> Vec<Notification> {
         self.client
             .list_notifications(ListNotificationsRequest {

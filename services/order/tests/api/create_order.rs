@@ -132,6 +132,31 @@ async fn a_retried_create_order_with_the_same_idempotency_key_returns_the_first_
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_other_items_is_already_exists_and_creates_nothing() {
+    let mut app = spawn_app().await;
+    let customer = app.known_customer().await;
+    app.events.expect_event::<OrderCreated>(WAIT).await; // the probe order
+    let mut first = order_request(&customer, vec![item("a", 1, 10)]);
+    first.idempotency_key = "checkout-78".into();
+    app.client.create_order(first.clone()).await.unwrap();
+    app.events.expect_event::<OrderCreated>(WAIT).await;
+
+    let mut other = first.clone();
+    other.items = vec![item("a", 2, 10)];
+    let status = app.client.create_order(other).await.unwrap_err();
+
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(status.message().contains("was used for a different order"), "{status:?}");
+    assert!(
+        app.events
+            .next(std::time::Duration::from_millis(700))
+            .await
+            .is_none(),
+        "nothing created"
+    );
+}
+
+#[tokio::test]
 async fn get_order_returns_invalid_argument_or_not_found() {
     let mut app = spawn_app().await;
     let bad = app

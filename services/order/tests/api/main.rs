@@ -7,3 +7,5 @@ mod cancel_order;
 mod create_order;
 mod list_orders;
 mod saga;
+
+mod authorization;

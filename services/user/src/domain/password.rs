@@ -79,7 +79,6 @@ pub fn dummy_hash(cost: PasswordHashing) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::{PasswordHash, PasswordVerifier as _};
 
     #[test]
     fn short_and_huge_passwords_are_rejected() {

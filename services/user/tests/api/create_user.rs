@@ -8,8 +8,15 @@ async fn create_user_returns_the_user_and_publishes_user_created_without_the_pas
     // Arrange
     let mut app = spawn_app().await;
 
-    // Act
-    let user = app.create_user("ada@example.com").await;
+    // Act: an anonymous sign-up (no token).
+    let user = app
+        .anonymous
+        .create_user(create_request("ada@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
 
     // Assert
     let id = uuid::Uuid::parse_str(&user.user_id).unwrap();
@@ -17,8 +24,19 @@ async fn create_user_returns_the_user_and_publishes_user_created_without_the_pas
     assert_eq!(user.email, "ada@example.com");
     assert_eq!(user.name, "Ada Lovelace");
     assert!(user.create_time.is_some());
-    let (event, received) = app.events.expect_event::<UserCreated>(WAIT).await;
+    // The staff account's own user.created may come first.
+    let (event, received) = loop {
+        let (event, received) = app.events.expect_event::<UserCreated>(WAIT).await;
+        if event.user_id == user.user_id {
+            break (event, received);
+        }
+    };
     assert_eq!(event.user_id, user.user_id);
+    assert_eq!(
+        received.header("x-actor-id"),
+        None,
+        "a sign-up has no caller, so no actor"
+    );
     assert_eq!(event.email, "ada@example.com");
     assert_eq!(received.routing_key, "user.created");
     assert_eq!(

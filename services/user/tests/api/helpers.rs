@@ -1,56 +1,98 @@
 use std::time::Duration;
 
 use shop_proto::user::v1::user_service_client::UserServiceClient;
-use shop_proto::user::v1::{CreateUserRequest, User};
+use shop_proto::user::v1::{CreateUserRequest, LoginRequest, LoginResponse, User};
+use shop_shared::auth::BearerToken;
 use shop_shared::testing::{
     EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
 };
-use shop_user::config::PasswordHashing;
+use shop_user::config::{AdminAccount, PasswordHashing, UserAuthConfig};
 use sqlx::PgPool;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const PASSWORD: &str = "correct horse battery";
+pub(crate) const STAFF_EMAIL: &str = "staff@example.com";
+
+pub(crate) type Client = UserServiceClient<InterceptedService<Channel, BearerToken>>;
 
 pub(crate) struct TestApp {
     // First, so the service stops before its database and prefix are removed.
     _running: RunningUntilDropped,
-    pub(crate) client: UserServiceClient<Channel>,
+    /// Sends the staff token: the tests' own calls may do everything.
+    pub(crate) client: Client,
+    /// Sends no token.
+    pub(crate) anonymous: Client,
     pub(crate) events: EventProbe,
     pub(crate) db: PgPool,
+    pub(crate) grpc_addr: std::net::SocketAddr,
+    pub(crate) http_addr: std::net::SocketAddr,
+    pub(crate) config: shop_user::Config,
     _env: TestEnv,
 }
 
-pub(crate) async fn spawn_app() -> TestApp {
-    let env = TestEnv::new().await;
-    let events = EventProbe::bind(&env.broker, &["user.*"]).await;
-    let app = shop_user::Application::build(shop_user::Config {
+pub(crate) fn test_config(env: &TestEnv) -> shop_user::Config {
+    shop_user::Config {
         service: env.config("user"),
         // Cheap hashing: the tests are about behaviour, not the cost.
         password: PasswordHashing {
             memory_kib: 64,
             iterations: 1,
         },
-    })
-    .await
-    .expect("build the user service");
-    let client = UserServiceClient::new(grpc_channel(app.grpc_addr()).await);
+        auth: UserAuthConfig {
+            admin: Some(AdminAccount {
+                email: STAFF_EMAIL.into(),
+                password: PASSWORD.to_owned().into(),
+            }),
+            ..UserAuthConfig::default()
+        },
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut shop_user::Config)) -> TestApp {
+    let env = TestEnv::new().await;
+    let events = EventProbe::bind(&env.broker, &["user.*"]).await;
+    let mut config = test_config(&env);
+    adjust(&mut config);
+    let app = shop_user::Application::build(config.clone())
+        .await
+        .expect("build the user service");
+    let (grpc_addr, http_addr) = (app.grpc_addr(), app.http_addr());
+    let channel = grpc_channel(grpc_addr).await;
+    let staff_token = BearerToken::new();
+    let client = UserServiceClient::with_interceptor(channel.clone(), staff_token.clone());
+    let anonymous = UserServiceClient::with_interceptor(channel, BearerToken::new());
     let db = shop_shared::db::connect(&env.database.url, 2)
         .await
         .unwrap();
-    TestApp {
+    let mut app = TestApp {
         _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
         client,
+        anonymous,
         events,
         db,
+        grpc_addr,
+        http_addr,
+        config,
         _env: env,
+    };
+    if app.config.auth.admin.is_some() {
+        let staff = app.login(STAFF_EMAIL, PASSWORD).await.expect("staff logs in");
+        staff_token.set(&staff.access_token).unwrap();
     }
+    app
 }
 
 pub(crate) fn create_request(email: &str) -> CreateUserRequest {
     CreateUserRequest {
         email: email.to_owned(),
         name: "Ada Lovelace".to_owned(),
-        password: "correct horse battery".to_owned(),
+        password: PASSWORD.to_owned(),
     }
 }
 
@@ -63,5 +105,39 @@ impl TestApp {
             .into_inner()
             .user
             .expect("a user")
+    }
+
+    pub(crate) async fn login(
+        &mut self,
+        email: &str,
+        password: &str,
+    ) -> Result<LoginResponse, tonic::Status> {
+        self.anonymous
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// A client sending `token`.
+    pub(crate) async fn client_with(&self, token: &str) -> Client {
+        let bearer = BearerToken::new();
+        bearer.set(token).unwrap();
+        UserServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+    }
+
+    /// The JWK Set served on the HTTP port.
+    pub(crate) async fn jwks(&self) -> shop_shared::auth::JwkSet {
+        use shop_shared::auth::KeySource as _;
+        shop_shared::auth::jwks_client::HttpJwks::new(&format!(
+            "http://{}/.well-known/jwks.json",
+            self.http_addr
+        ))
+        .unwrap()
+        .fetch()
+        .await
+        .expect("the JWK Set is served")
     }
 }

@@ -5,3 +5,7 @@ mod helpers;
 mod create_user;
 mod get_user;
 mod update_user;
+
+mod authorization;
+mod keys;
+mod login;
