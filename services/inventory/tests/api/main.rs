@@ -5,3 +5,5 @@ mod helpers;
 
 mod adjust_stock;
 mod reservations;
+
+mod authorization;

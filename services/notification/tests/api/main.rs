@@ -3,3 +3,5 @@
 mod helpers;
 
 mod notifications;
+
+mod authorization;
