@@ -395,12 +395,13 @@ async fn raw_call(
     addr: std::net::SocketAddr,
     path: &'static str,
     body: Vec<u8>,
+    token: &str,
 ) -> Result<Vec<u8>, tonic::Status> {
     let channel = shop_shared::testing::grpc_channel(addr).await;
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
     grpc.ready().await.expect("the service is ready");
     grpc.unary(
-        tonic::Request::new(body),
+        shop_shared::testing::authorized(body, token),
         http::uri::PathAndQuery::from_static(path),
         RawCodec,
     )
@@ -413,8 +414,11 @@ async fn random_bytes_oversized_bodies_and_bad_metadata_are_refused_and_the_serv
 {
     let system = TestSystem::start().await;
     let a = system.addresses();
-    let rpcs: [(std::net::SocketAddr, &'static str); 10] = [
+    // With a valid (staff) token, so that the body is what is refused.
+    let token = system.staff_token().await;
+    let rpcs: [(std::net::SocketAddr, &'static str); 11] = [
         (a.user, "/shop.user.v1.UserService/CreateUser"),
+        (a.user, "/shop.user.v1.UserService/Login"),
         (a.user, "/shop.user.v1.UserService/GetUser"),
         (a.user, "/shop.user.v1.UserService/UpdateUser"),
         (a.order, "/shop.order.v1.OrderService/CreateOrder"),
@@ -440,17 +444,17 @@ async fn random_bytes_oversized_bodies_and_bad_metadata_are_refused_and_the_serv
     for (addr, path) in rpcs {
         check(
             path,
-            raw_call(addr, path, garbage.clone()).await,
+            raw_call(addr, path, garbage.clone(), &token).await,
             Code::InvalidArgument,
         );
         check(
             path,
-            raw_call(addr, path, bad_utf8.clone()).await,
+            raw_call(addr, path, bad_utf8.clone(), &token).await,
             Code::InvalidArgument,
         );
         check(
             path,
-            raw_call(addr, path, vec![0x0a; 2 * 1024 * 1024]).await,
+            raw_call(addr, path, vec![0x0a; 2 * 1024 * 1024], &token).await,
             Code::ResourceExhausted,
         );
     }
