@@ -71,7 +71,7 @@ mod tests {
     use super::*;
     use prost_reflect::DescriptorPool;
 
-    /// The events table of CONTRACT.md, as `(type, routing key)`.
+    /// The events table of docs/contract.md, as `(type, routing key)`.
     const CONTRACT_EVENTS: &[(&str, &str)] = &[
         ("shop.inventory.v1.StockReleased", "inventory.released"),
         (

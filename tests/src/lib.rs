@@ -121,6 +121,8 @@ pub struct TestSystem {
     held_back: Option<shop_inventory::Application>,
     /// The staff account's email (its password is [`PASSWORD`]).
     pub staff_email: String,
+    /// The user service's JWK Set.
+    pub jwks_url: String,
 }
 
 /// Fresh databases and a fresh prefix for the four services.
@@ -193,6 +195,7 @@ impl TestSystem {
             .unwrap_or_default();
         let built = BuiltSystem::build(config).await.expect("build the system");
         let addresses = built.addresses();
+        let jwks_url = shop::system::jwks_url(built.user.http_addr());
         let clients = Clients::connect_lazy(addresses);
         let shutdown = CancellationToken::new();
         let tasks = vec![
@@ -209,6 +212,7 @@ impl TestSystem {
             tasks,
             held_back: Some(built.inventory),
             staff_email,
+            jwks_url,
         };
         // The test's own calls are made as staff, who may do everything.
         let staff = system.staff_token().await;

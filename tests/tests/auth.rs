@@ -1,4 +1,4 @@
-//! Authentication and authorization across the whole system (CONTRACT.md, "Authentication
+//! Authentication and authorization across the whole system (docs/contract.md, "Authentication
 //! and authorization"): every protected RPC refuses every kind of bad token before it does
 //! anything, customers reach only what is theirs, staff reach everything, the actor rides on
 //! every event of a flow, keys rotate without a flag day, and the verifying services keep

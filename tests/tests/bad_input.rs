@@ -1,4 +1,4 @@
-//! Bad input over gRPC, for every RPC: each gets the status code CONTRACT.md gives it, with a
+//! Bad input over gRPC, for every RPC: each gets the status code docs/contract.md gives it, with a
 //! message a caller can act on, never a panic or database text, and the services keep
 //! serving. Includes what no generated client would send: random bytes as the body, bodies
 //! over the size limit, invalid UTF-8 in metadata.

@@ -28,6 +28,9 @@ const SERVICES: [&str; 4] = ["user", "order", "inventory", "notification"];
 const PRODUCTS: usize = 5;
 const STOCK_PER_PRODUCT: i64 = 150;
 const DEADLINE: Duration = Duration::from_secs(90);
+/// The staff account the user service makes at start; the harness logs in with it.
+const STAFF_EMAIL: &str = "fault-staff@example.com";
+const STAFF_PASSWORD: &str = "fault harness staff";
 
 /// The `shop` binary next to this test binary's directory (target/<profile>/shop).
 fn shop_binary() -> std::path::PathBuf {
@@ -57,6 +60,10 @@ struct Cluster {
     broker: TestBroker,
     databases: HashMap<&'static str, TestDatabase>,
     ports: HashMap<&'static str, u16>,
+    /// HTTP ports (the user service's serves the JWK Set the others verify with).
+    http_ports: HashMap<&'static str, u16>,
+    /// A staff token: the harness's calls are authenticated like everyone's.
+    token: String,
     processes: HashMap<&'static str, Child>,
     /// Second replicas (scale-out): same databases and queues, their own gRPC ports.
     replicas: HashMap<&'static str, (u16, Child)>,
@@ -70,9 +77,11 @@ impl Cluster {
         let broker = TestBroker::new();
         let mut databases = HashMap::new();
         let mut ports = HashMap::new();
+        let mut http_ports = HashMap::new();
         for service in SERVICES {
             databases.insert(service, TestDatabase::create().await);
             ports.insert(service, free_port());
+            http_ports.insert(service, free_port());
             broker.track_service(
                 service,
                 &shop_shared::config::MessagingConfig::default().retry,
@@ -83,6 +92,8 @@ impl Cluster {
             broker,
             databases,
             ports,
+            http_ports,
+            token: String::new(),
             processes: HashMap::new(),
             replicas: HashMap::new(),
             pools: HashMap::new(),
@@ -98,18 +109,33 @@ impl Cluster {
                 .unwrap();
             cluster.pools.insert(service, pool);
         }
+        let mut users = UserServiceClient::new(cluster.channel("user").await);
+        cluster.token = users
+            .login(shop_proto::user::v1::LoginRequest {
+                email: STAFF_EMAIL.into(),
+                password: STAFF_PASSWORD.into(),
+            })
+            .await
+            .expect("the staff account logs in")
+            .into_inner()
+            .access_token;
         cluster
     }
 
+    /// `message` with the harness's staff token.
+    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
+        shop_shared::testing::authorized(message, &self.token)
+    }
+
     fn spawn(&mut self, service: &'static str) {
-        let child = self.start_process(service, self.ports[service], "");
+        let child = self.start_process(service, self.ports[service], self.http_ports[service], "");
         self.processes.insert(service, child);
     }
 
     /// Starts a second replica of `service` on a port of its own.
     fn spawn_replica(&mut self, service: &'static str) -> u16 {
         let port = free_port();
-        let child = self.start_process(service, port, "-replica");
+        let child = self.start_process(service, port, free_port(), "-replica");
         self.replicas.insert(service, (port, child));
         port
     }
@@ -121,7 +147,7 @@ impl Cluster {
         }
     }
 
-    fn start_process(&self, service: &'static str, port: u16, suffix: &str) -> Child {
+    fn start_process(&self, service: &'static str, port: u16, http_port: u16, suffix: &str) -> Child {
         let upper = service.to_uppercase();
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("{}{service}{suffix}.log", self.broker.names.prefix)),
@@ -134,6 +160,16 @@ impl Cluster {
                 &self.databases[service].url,
             )
             .env(format!("{upper}_GRPC_ADDR"), format!("127.0.0.1:{port}"))
+            .env(format!("{upper}_HTTP_ADDR"), format!("127.0.0.1:{http_port}"))
+            .env(
+                "AUTH_JWKS_URL",
+                format!(
+                    "http://127.0.0.1:{}/.well-known/jwks.json",
+                    self.http_ports["user"]
+                ),
+            )
+            .env("SHOP_ADMIN_EMAIL", STAFF_EMAIL)
+            .env("SHOP_ADMIN_PASSWORD", STAFF_PASSWORD)
             .env("AMQP_URL", &self.broker.url)
             .env("AMQP_PREFIX", &self.broker.names.prefix)
             .env("RETRY_BASE_MS", "200")
@@ -265,10 +301,10 @@ async fn seed(cluster: &Cluster) -> (Vec<String>, Vec<String>) {
     let products: Vec<String> = (0..PRODUCTS).map(|p| format!("fault-p{p}")).collect();
     for product in &products {
         inventory
-            .adjust_stock(AdjustStockRequest {
+            .adjust_stock(cluster.authorized(AdjustStockRequest {
                 product_id: product.clone(),
                 delta: STOCK_PER_PRODUCT,
-            })
+            }))
             .await
             .unwrap();
     }
@@ -301,6 +337,7 @@ impl Load {
         channel: tonic::transport::Channel,
         customers: Vec<String>,
         products: Vec<String>,
+        token: String,
     ) -> Self {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -332,7 +369,10 @@ impl Load {
                     };
                     sent.fetch_add(1, Ordering::Relaxed);
                     let call =
-                        tokio::time::timeout(Duration::from_secs(2), client.create_order(request));
+                        tokio::time::timeout(
+                            Duration::from_secs(2),
+                            client.create_order(shop_shared::testing::authorized(request, &token)),
+                        );
                     if let Ok(Ok(response)) = call.await
                         && let Some(order) = response.into_inner().order
                     {
@@ -504,7 +544,11 @@ async fn recovery_seconds(
     };
     let order_id = loop {
         if let Ok(Ok(response)) =
-            tokio::time::timeout(Duration::from_secs(2), client.create_order(request.clone())).await
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                client.create_order(cluster.authorized(request.clone())),
+            )
+            .await
             && let Some(order) = response.into_inner().order
         {
             break order.order_id;
@@ -701,7 +745,7 @@ async fn scale_out(cluster: &mut Cluster) {
         .unwrap()
         .connect_lazy();
     let (customers, products) = cluster_seed_ids(cluster).await;
-    let extra = Load::start(channel, customers, products);
+    let extra = Load::start(channel, customers, products, cluster.token.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     // One replica of every service dies mid-run; what it held is redelivered to the other.
     for service in SERVICES {
@@ -804,6 +848,7 @@ async fn run_fault(fault: Fault) {
         cluster.channel("order").await,
         customers.clone(),
         products.clone(),
+        cluster.token.clone(),
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // load before the fault
     fault.inject(&mut cluster).await;

@@ -189,6 +189,9 @@ async fn run_client_tour(system: &TestSystem, otlp: &str) -> Flow {
         .args(["--stock", "5", "--quantity", "2", "--tour"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_SERVICE_NAME", "python-client")
+        // AdjustStock is staff-only: the client logs in as the system's staff account.
+        .env("SHOP_ADMIN_EMAIL", &system.staff_email)
+        .env("SHOP_ADMIN_PASSWORD", shop_tests::PASSWORD)
         .output()
         .await
         .expect("run place_order.py");
@@ -377,6 +380,47 @@ fn assert_spans_continue_the_trace(
         assert_eq!(span.trace_id, trace_id_of(&traceparent), "{span:?}");
         assert_eq!(span.parent_span_id, span_id_of(&traceparent), "{span:?}");
     }
+}
+
+/// Runs `verify_token.py` against the system's JWK Set; its exit status and JSON line.
+async fn verify_with_pyjwt(system: &TestSystem, token: &str) -> (bool, Value) {
+    let output = Command::new(python())
+        .current_dir(examples_dir().join("python"))
+        .arg("verify_token.py")
+        .args(["--jwks-url", &system.jwks_url])
+        .arg(token)
+        .output()
+        .await
+        .expect("run verify_token.py");
+    let line: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify_token.py prints JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), line)
+}
+
+#[tokio::test]
+#[ignore = "needs examples/setup.sh; CI runs it with --ignored"]
+async fn a_python_service_verifies_shop_tokens_from_the_jwks_with_pyjwt() {
+    // Arrange
+    let system = TestSystem::start().await;
+    let customer = system.logged_in_customer().await;
+
+    // Act
+    let (valid, claims) = verify_with_pyjwt(&system, &customer.token).await;
+    let mut tampered: Vec<String> = customer.token.split('.').map(str::to_owned).collect();
+    tampered[1] = tampered[1].chars().rev().collect();
+    let (forged_ok, forged) = verify_with_pyjwt(&system, &tampered.join(".")).await;
+
+    // Assert
+    assert!(valid, "{claims}");
+    assert_eq!(claims["sub"], customer.user_id.as_str(), "{claims}");
+    assert_eq!(claims["roles"], serde_json::json!(["customer"]), "{claims}");
+    assert!(!forged_ok, "a tampered token is refused: {forged}");
+    assert_eq!(forged["valid"], false);
+    system.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

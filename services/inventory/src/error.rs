@@ -1,4 +1,4 @@
-//! The inventory service's errors and their one mapping to gRPC status codes (CONTRACT.md).
+//! The inventory service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
 use tonic::Status;
 

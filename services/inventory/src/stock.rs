@@ -1,6 +1,6 @@
 //! The inventory service's use cases, one function per RPC: authorize, validate, write —
 //! with no gRPC in sight (`grpc.rs` only converts). Only staff set stock levels; anyone with
-//! a valid token may read one (CONTRACT.md).
+//! a valid token may read one (docs/contract.md).
 
 use shop_shared::auth::Caller;
 use sqlx::PgPool;
@@ -46,7 +46,7 @@ impl Stock {
         _caller: &Caller,
         product_id: &str,
     ) -> Result<StockRow, InventoryError> {
-        // CONTRACT.md gives GetStock one error, NOT_FOUND: an empty or unknown id has no stock.
+        // docs/contract.md gives GetStock one error, NOT_FOUND: an empty or unknown id has no stock.
         let mut conn = self.pool.acquire().await?;
         repository::find_stock(&mut conn, product_id.trim())
             .await?

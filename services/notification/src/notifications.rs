@@ -1,5 +1,5 @@
 //! The notification service's use case: a user's notifications, newest first, for the user
-//! themself or staff (CONTRACT.md), with no gRPC in sight (`grpc.rs` only converts).
+//! themself or staff (docs/contract.md), with no gRPC in sight (`grpc.rs` only converts).
 
 use shop_shared::auth::Caller;
 use sqlx::PgPool;

@@ -1,4 +1,4 @@
-//! The order service's errors and their one mapping to gRPC status codes (CONTRACT.md).
+//! The order service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
 use tonic::Status;
 
@@ -15,7 +15,7 @@ pub enum OrderError {
     /// applied); retrying later can succeed.
     #[error("customer {0} is not known to the order service yet; retry shortly")]
     UnknownCustomer(String),
-    /// The caller may not do this (CONTRACT.md's table); the message says what they may do.
+    /// The caller may not do this (docs/contract.md's table); the message says what they may do.
     #[error("{0}")]
     PermissionDenied(&'static str),
     /// The idempotency key was used by this customer for an order with other items.

@@ -5,7 +5,7 @@
 //! - `inventory.reservation_failed` → PENDING becomes REJECTED, `order.rejected`.
 //!
 //! An inventory answer for an order that is no longer PENDING (it was cancelled meanwhile, or
-//! the answer is a duplicate) changes nothing (CONTRACT.md, Order saga).
+//! the answer is a duplicate) changes nothing (docs/contract.md, Order saga).
 //!
 //! The answers are applied a batch at a time (see [`BatchPrelude`]): the batch's prelude
 //! settles every answered order that is still PENDING in one UPDATE, and each answer's handler

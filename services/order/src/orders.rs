@@ -1,7 +1,7 @@
 //! The order service's use cases, one function per RPC: authorize, validate, write, stage —
 //! in that order, with no gRPC in sight (`grpc.rs` only converts).
 //!
-//! Authorization (CONTRACT.md): a customer places and lists orders for themself only
+//! Authorization (docs/contract.md): a customer places and lists orders for themself only
 //! (PERMISSION_DENIED otherwise) and reads or cancels only their own orders; someone else's
 //! order answers NOT_FOUND, exactly like a missing one, so order ids cannot be probed. Staff
 //! may do everything.

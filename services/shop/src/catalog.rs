@@ -2,7 +2,7 @@
 //! contracts' descriptor set (never written by hand): the `shop.events` exchange, one channel
 //! and one send operation per routing key, each message's payload schema derived from its
 //! proto fields with the proto comments as descriptions, the AMQP bindings, and the headers
-//! of CONTRACT.md. `docs/asyncapi.json` is its committed output; a test fails when it is stale.
+//! of docs/contract.md. `docs/asyncapi.json` is its committed output; a test fails when it is stale.
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
@@ -94,6 +94,7 @@ fn headers_schema() -> Value {
             "traceparent": { "type": "string", "description": "W3C trace context of the span that produced the event." },
             "tracestate": { "type": "string", "description": "W3C trace state." },
             "x-causation-id": { "type": "string", "description": "message_id of the message that caused this one (absent for flows started by a gRPC call)." },
+            "x-actor-id": { "type": "string", "description": "user_id of the authenticated caller whose command started the flow; every event the flow causes keeps it (absent when the command had no caller, e.g. CreateUser)." },
             "x-retry-count": { "type": "integer", "description": "On retried and dead-lettered copies: failed attempts so far." },
             "x-death-reason": { "type": "string", "description": "On dead-lettered copies: why." },
             "x-original-routing-key": { "type": "string", "description": "On retried and dead-lettered copies: the routing key it was published with." }

@@ -40,7 +40,7 @@ impl Default for PasswordHashing {
     }
 }
 
-/// How the user service issues tokens (CONTRACT.md, "Authentication and authorization").
+/// How the user service issues tokens (docs/contract.md, "Authentication and authorization").
 #[derive(Debug, Clone)]
 pub struct UserAuthConfig {
     /// `AUTH_TOKEN_TTL_S` (default 900): how long an access token is valid.

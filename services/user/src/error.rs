@@ -1,4 +1,4 @@
-//! The user service's errors and their one mapping to gRPC status codes (CONTRACT.md).
+//! The user service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
 use tonic::Status;
 
@@ -14,7 +14,7 @@ pub enum UserError {
     /// The email address belongs to another user (compared case-insensitively).
     #[error("the email address is already registered")]
     EmailTaken,
-    /// Login: unknown email or wrong password (one answer for both, CONTRACT.md).
+    /// Login: unknown email or wrong password (one answer for both, docs/contract.md).
     #[error("the email or the password is wrong")]
     WrongCredentials,
     /// Login: too many failed logins for this email within the window.

@@ -13,7 +13,7 @@ use crate::domain::{Credentials, NewUser, UserPatch, parse_user_id};
 use crate::repository::UserRow;
 use crate::users::Users;
 
-/// The calls that need no token (CONTRACT.md): signing up and logging in.
+/// The calls that need no token (docs/contract.md): signing up and logging in.
 pub(crate) const PUBLIC_METHODS: &[&str] = &[
     "/shop.user.v1.UserService/CreateUser",
     "/shop.user.v1.UserService/Login",

@@ -1,4 +1,4 @@
-//! The claims of a shop access token (CONTRACT.md): `iss` and `aud` are `shop`, `sub` is the
+//! The claims of a shop access token (docs/contract.md): `iss` and `aud` are `shop`, `sub` is the
 //! user's id, `iat`/`exp` in seconds since the epoch, `roles` is `["customer"]` or `["staff"]`.
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,7 @@
 //! Authentication, written once for every service: ES256 access tokens (what Login issues and
 //! every protected RPC needs), the JWK Set that publishes their public keys, the verifier
 //! that checks them with public keys only, and the tower layer that rejects a call without a
-//! valid token before its handler runs (CONTRACT.md, "Authentication and authorization").
+//! valid token before its handler runs (docs/contract.md, "Authentication and authorization").
 //!
 //! Who may do what is not decided here: the layer hands each handler a typed [`Caller`] and
 //! each service's use-case functions authorize it.
@@ -36,7 +36,7 @@ use uuid::Uuid;
 pub enum Role {
     /// A customer: acts on their own user, orders and notifications.
     Customer,
-    /// Staff: may do everything (CONTRACT.md's table).
+    /// Staff: may do everything (docs/contract.md's table).
     Staff,
 }
 

@@ -1,4 +1,4 @@
-//! The wire format of an event: the AMQP properties and headers of CONTRACT.md around a
+//! The wire format of an event: the AMQP properties and headers of docs/contract.md around a
 //! binary protobuf body, and the way back from a delivery to a typed event.
 
 use lapin::BasicProperties;
@@ -64,7 +64,7 @@ impl Envelope {
         }
     }
 
-    /// The AMQP properties of CONTRACT.md: persistent, every id, type and header.
+    /// The AMQP properties of docs/contract.md: persistent, every id, type and header.
     pub fn properties(&self, timestamp_secs: u64) -> BasicProperties {
         let mut headers = FieldTable::default();
         for (key, value) in [
@@ -84,7 +84,7 @@ impl Envelope {
             .with_timestamp(timestamp_secs)
             .with_app_id(self.app_id.as_str().into())
             .with_correlation_id(self.correlation_id.as_str().into())
-            // 2 = persistent: written to disk by the broker (CONTRACT.md, Events).
+            // 2 = persistent: written to disk by the broker (docs/contract.md, Events).
             .with_delivery_mode(2)
             .with_headers(headers)
     }

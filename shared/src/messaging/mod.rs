@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`names`] — every exchange and queue name, from one prefix.
 //! - [`topology`] — the declarations (exchange, quorum queue, retry queues, DLQ).
-//! - [`envelope`] — the AMQP properties and headers of CONTRACT.md, decoding deliveries.
+//! - [`envelope`] — the AMQP properties and headers of docs/contract.md, decoding deliveries.
 //! - [`outbox`] — staging events in a transaction, and the relay that publishes them.
 //! - [`consumer`] — subscriptions, the inbox, batching, retries and dead-lettering.
 //! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.

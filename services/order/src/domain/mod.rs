@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::OrderError;
 
-/// The most line items an order may have (CONTRACT.md).
+/// The most line items an order may have (docs/contract.md).
 pub const MAX_ITEMS: usize = 100;
 /// The longest product id accepted.
 pub const MAX_PRODUCT_ID_CHARS: usize = 128;

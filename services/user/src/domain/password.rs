@@ -9,7 +9,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::UserError;
 use crate::config::PasswordHashing;
 
-/// The fewest characters a password may have (CONTRACT.md).
+/// The fewest characters a password may have (docs/contract.md).
 pub const MIN_CHARS: usize = 8;
 /// The most bytes a password may have: hashing is costly, unbounded input is a denial of
 /// service.
