@@ -225,9 +225,7 @@ pub struct ServiceParts {
 impl ServiceParts {
     /// The address the gRPC server listens on (the real port when configured with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.grpc_addr)
+        self.listener.local_addr().unwrap_or(self.config.grpc_addr)
     }
 
     /// The address the HTTP port listens on.

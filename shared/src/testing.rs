@@ -541,8 +541,7 @@ impl TestIssuer {
 
 /// `request` with `authorization: Bearer <token>`.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    crate::auth::client::with_bearer(tonic::Request::new(message), token)
-        .expect("a token is ASCII")
+    crate::auth::client::with_bearer(tonic::Request::new(message), token).expect("a token is ASCII")
 }
 
 /// Connects a tonic channel to a service under test.
@@ -633,7 +632,10 @@ pub fn refused_authorizations(
     let json = |v: &dyn erased_json::Json| B64.encode(v.to_vec());
     let none = format!(
         "{}.{}.",
-        B64.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, key.kid())),
+        B64.encode(format!(
+            r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#,
+            key.kid()
+        )),
         json(&staff)
     );
     let public = serde_json::to_vec(key.public_jwk()).expect("jwk");

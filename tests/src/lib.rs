@@ -144,7 +144,10 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
             },
             auth: shop_user::config::UserAuthConfig {
                 admin: Some(shop_user::config::AdminAccount {
-                    email: format!("staff-{}@example.com", broker.names.prefix.trim_end_matches('_')),
+                    email: format!(
+                        "staff-{}@example.com",
+                        broker.names.prefix.trim_end_matches('_')
+                    ),
                     password: PASSWORD.to_owned().into(),
                 }),
                 ..shop_user::config::UserAuthConfig::default()

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use shop_proto::inventory::v1::{AdjustStockRequest, GetStockRequest};
 use shop_proto::notification::v1::ListNotificationsRequest;
-use shop_proto::order::v1::{
-    CancelOrderRequest, GetOrderRequest, ListOrdersRequest, OrderStatus,
-};
+use shop_proto::order::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest, OrderStatus};
 use shop_proto::user::v1::{CreateUserRequest, GetUserRequest, UpdateUserRequest};
 use shop_shared::auth::SigningKey;
 use shop_shared::testing::{EventProbe, refused_authorizations, with_authorization};
@@ -65,7 +63,12 @@ async fn every_protected_rpc_refuses_every_bad_token_with_unauthenticated_and_ch
             (
                 "GetUser",
                 c.user
-                    .get_user(with_authorization(GetUserRequest { user_id: id.clone() }, auth))
+                    .get_user(with_authorization(
+                        GetUserRequest {
+                            user_id: id.clone(),
+                        },
+                        auth,
+                    ))
                     .await
                     .map(drop),
             ),
@@ -171,7 +174,11 @@ async fn every_protected_rpc_refuses_every_bad_token_with_unauthenticated_and_ch
         ];
         for (rpc, result) in calls {
             let status = result.expect_err(&format!("{rpc} with {label} must be refused"));
-            assert_eq!(status.code(), Code::Unauthenticated, "{rpc} with {label}: {status:?}");
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{rpc} with {label}: {status:?}"
+            );
         }
     }
 
@@ -180,7 +187,9 @@ async fn every_protected_rpc_refuses_every_bad_token_with_unauthenticated_and_ch
     let mut staff = system.clients.clone();
     let user = staff
         .user
-        .get_user(GetUserRequest { user_id: id.clone() })
+        .get_user(GetUserRequest {
+            user_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -200,7 +209,11 @@ async fn every_protected_rpc_refuses_every_bad_token_with_unauthenticated_and_ch
         .orders;
     // The customer-known probe order and the one order: no forged one.
     assert_eq!(orders.len(), 2);
-    assert!(orders.iter().all(|o| o.status != OrderStatus::Cancelled as i32));
+    assert!(
+        orders
+            .iter()
+            .all(|o| o.status != OrderStatus::Cancelled as i32)
+    );
     system.stop().await;
 }
 
@@ -218,7 +231,14 @@ async fn a_customer_reaches_only_their_own_user_orders_and_notifications_and_sta
     // Act + Assert: Bob's things.
     let bob_id = bob.user_id.clone();
     assert_eq!(
-        code(as_ada.user.get_user(GetUserRequest { user_id: bob_id.clone() }).await),
+        code(
+            as_ada
+                .user
+                .get_user(GetUserRequest {
+                    user_id: bob_id.clone()
+                })
+                .await
+        ),
         Code::PermissionDenied
     );
     assert_eq!(
@@ -235,7 +255,12 @@ async fn a_customer_reaches_only_their_own_user_orders_and_notifications_and_sta
         Code::PermissionDenied
     );
     assert_eq!(
-        code(as_ada.order.create_order(order_request(&bob_id, &[("bobs-thing", 1)])).await),
+        code(
+            as_ada
+                .order
+                .create_order(order_request(&bob_id, &[("bobs-thing", 1)]))
+                .await
+        ),
         Code::PermissionDenied
     );
     assert_eq!(
@@ -319,7 +344,9 @@ async fn a_customer_reaches_only_their_own_user_orders_and_notifications_and_sta
     let mut staff = system.clients.clone();
     let bob_now = staff
         .user
-        .get_user(GetUserRequest { user_id: bob_id.clone() })
+        .get_user(GetUserRequest {
+            user_id: bob_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -377,16 +404,26 @@ async fn every_event_of_a_customers_flow_carries_their_id_as_x_actor_id_and_a_si
     let deadline = std::time::Instant::now() + WAIT;
     while !wanted.iter().all(|k| seen.contains_key(*k)) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let received = probe.expect(left, "the events of the customer's flow").await;
+        let received = probe
+            .expect(left, "the events of the customer's flow")
+            .await;
         let order_id = match received.routing_key.as_str() {
             "user.created" => {
                 let created: shop_proto::user::v1::UserCreated = received.decode();
                 if created.user_id == customer.user_id {
-                    assert_eq!(received.header("x-actor-id"), None, "a sign-up has no actor");
+                    assert_eq!(
+                        received.header("x-actor-id"),
+                        None,
+                        "a sign-up has no actor"
+                    );
                 }
                 continue;
             }
-            "order.created" => received.decode::<shop_proto::order::v1::OrderCreated>().order_id,
+            "order.created" => {
+                received
+                    .decode::<shop_proto::order::v1::OrderCreated>()
+                    .order_id
+            }
             "order.confirmed" => {
                 received
                     .decode::<shop_proto::order::v1::OrderConfirmed>()
@@ -566,7 +603,15 @@ async fn the_verifying_services_keep_accepting_tokens_while_the_user_service_is_
 
     // Assert: a token none of them has seen yet is verified with the cached keys.
     let mut customer = Clients::with_token(addresses, &customer_token);
-    assert!(customer.user.get_user(GetUserRequest { user_id: user.user_id.clone() }).await.is_err());
+    assert!(
+        customer
+            .user
+            .get_user(GetUserRequest {
+                user_id: user.user_id.clone()
+            })
+            .await
+            .is_err()
+    );
     customer
         .inventory
         .get_stock(GetStockRequest {

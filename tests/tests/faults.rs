@@ -147,7 +147,13 @@ impl Cluster {
         }
     }
 
-    fn start_process(&self, service: &'static str, port: u16, http_port: u16, suffix: &str) -> Child {
+    fn start_process(
+        &self,
+        service: &'static str,
+        port: u16,
+        http_port: u16,
+        suffix: &str,
+    ) -> Child {
         let upper = service.to_uppercase();
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("{}{service}{suffix}.log", self.broker.names.prefix)),
@@ -160,7 +166,10 @@ impl Cluster {
                 &self.databases[service].url,
             )
             .env(format!("{upper}_GRPC_ADDR"), format!("127.0.0.1:{port}"))
-            .env(format!("{upper}_HTTP_ADDR"), format!("127.0.0.1:{http_port}"))
+            .env(
+                format!("{upper}_HTTP_ADDR"),
+                format!("127.0.0.1:{http_port}"),
+            )
             .env(
                 "AUTH_JWKS_URL",
                 format!(
@@ -368,11 +377,10 @@ impl Load {
                         idempotency_key: format!("load-{run}-{i}"),
                     };
                     sent.fetch_add(1, Ordering::Relaxed);
-                    let call =
-                        tokio::time::timeout(
-                            Duration::from_secs(2),
-                            client.create_order(shop_shared::testing::authorized(request, &token)),
-                        );
+                    let call = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.create_order(shop_shared::testing::authorized(request, &token)),
+                    );
                     if let Ok(Ok(response)) = call.await
                         && let Some(order) = response.into_inner().order
                     {
@@ -543,12 +551,11 @@ async fn recovery_seconds(
         idempotency_key: format!("recovery-probe-{}", uuid::Uuid::new_v4().simple()),
     };
     let order_id = loop {
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                client.create_order(cluster.authorized(request.clone())),
-            )
-            .await
+        if let Ok(Ok(response)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.create_order(cluster.authorized(request.clone())),
+        )
+        .await
             && let Some(order) = response.into_inner().order
         {
             break order.order_id;

@@ -119,7 +119,11 @@ async fn no_token_or_password_reaches_a_log_line_a_message_or_an_outbox_row() {
     while let Some(received) = probe.next(std::time::Duration::from_millis(1500)).await {
         messages.push(received);
     }
-    assert!(messages.len() >= 6, "the flow's events were captured: {}", messages.len());
+    assert!(
+        messages.len() >= 6,
+        "the flow's events were captured: {}",
+        messages.len()
+    );
     let mut outbox_rows = String::new();
     for db in &system.databases {
         let pool = shop_shared::db::connect(&db.url, 1).await.unwrap();
@@ -134,7 +138,10 @@ async fn no_token_or_password_reaches_a_log_line_a_message_or_an_outbox_row() {
 
     // Assert
     let logged = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    assert!(logged.contains("logged in"), "the capture saw the services' logs");
+    assert!(
+        logged.contains("logged in"),
+        "the capture saw the services' logs"
+    );
     let secrets = [
         ("the customer's token", customer.token.as_str()),
         ("the second token", second_token.as_str()),

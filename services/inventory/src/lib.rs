@@ -20,8 +20,8 @@ pub mod error;
 mod events;
 mod grpc;
 mod repository;
-mod stock;
 pub mod startup;
+mod stock;
 
 pub use config::Config;
 pub use error::InventoryError;

@@ -33,9 +33,11 @@ impl Stock {
             .map_err(adjust_error)?;
         match existing {
             Some(row) => Ok(row),
-            None if change.delta > 0 => repository::insert_product(&mut conn, product, change.delta)
-                .await
-                .map_err(adjust_error),
+            None if change.delta > 0 => {
+                repository::insert_product(&mut conn, product, change.delta)
+                    .await
+                    .map_err(adjust_error)
+            }
             None => Err(InventoryError::WouldGoNegative),
         }
     }

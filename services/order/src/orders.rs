@@ -90,7 +90,11 @@ impl Orders {
     }
 
     /// GetOrder: the order's customer, or staff.
-    pub(crate) async fn get(&self, caller: &Caller, order_id: Uuid) -> Result<OrderRow, OrderError> {
+    pub(crate) async fn get(
+        &self,
+        caller: &Caller,
+        order_id: Uuid,
+    ) -> Result<OrderRow, OrderError> {
         let mut conn = self.pool.acquire().await?;
         repository::find_order(&mut conn, order_id)
             .await?
@@ -114,8 +118,7 @@ impl Orders {
         let mut conn = self.pool.acquire().await?;
         // One more than asked tells whether another page follows.
         let mut rows =
-            repository::list_orders(&mut conn, customer_id, after.map(|t| t.0), limit + 1)
-                .await?;
+            repository::list_orders(&mut conn, customer_id, after.map(|t| t.0), limit + 1).await?;
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next = match rows.last() {

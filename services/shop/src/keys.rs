@@ -59,13 +59,24 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                             + chrono::Duration::from_std(ttl + keys::CLOCK_SKEW)
                                 .unwrap_or_default();
                         if until > chrono::Utc::now() {
-                            format!("retired {}, published until {}", at.to_rfc3339(), until.to_rfc3339())
+                            format!(
+                                "retired {}, published until {}",
+                                at.to_rfc3339(),
+                                until.to_rfc3339()
+                            )
                         } else {
-                            format!("retired {}, expired (dropped at the next rotation)", at.to_rfc3339())
+                            format!(
+                                "retired {}, expired (dropped at the next rotation)",
+                                at.to_rfc3339()
+                            )
                         }
                     }
                 };
-                println!("{}  created {}  {state}", key.kid, key.created_at.to_rfc3339());
+                println!(
+                    "{}  created {}  {state}",
+                    key.kid,
+                    key.created_at.to_rfc3339()
+                );
             }
         }
         KeysCommand::Rotate => {

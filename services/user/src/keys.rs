@@ -152,7 +152,10 @@ pub async fn published(pool: &PgPool, token_ttl: Duration) -> anyhow::Result<Jwk
     let keys = rows
         .into_iter()
         .filter_map(|row| {
-            let jwk = Jwk::p256(&B64.decode(&row.public_x).ok()?, &B64.decode(&row.public_y).ok()?);
+            let jwk = Jwk::p256(
+                &B64.decode(&row.public_x).ok()?,
+                &B64.decode(&row.public_y).ok()?,
+            );
             // The stored kid is the thumbprint of the stored coordinates: anything else is a
             // corrupted row, better left out than published.
             (jwk.kid == row.kid).then_some(jwk)

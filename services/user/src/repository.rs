@@ -122,7 +122,16 @@ pub(crate) async fn find_credentials(
         )
         .fetch_optional(conn)
         .await?
-        .map(|r| (r.user_id, r.email, r.name, r.created_at, r.password_hash, r.role))
+        .map(|r| {
+            (
+                r.user_id,
+                r.email,
+                r.name,
+                r.created_at,
+                r.password_hash,
+                r.role,
+            )
+        })
     } else {
         sqlx::query!(
             "SELECT user_id, email, name, created_at, password_hash, role FROM users \
@@ -131,10 +140,19 @@ pub(crate) async fn find_credentials(
         )
         .fetch_optional(conn)
         .await?
-        .map(|r| (r.user_id, r.email, r.name, r.created_at, r.password_hash, r.role))
+        .map(|r| {
+            (
+                r.user_id,
+                r.email,
+                r.name,
+                r.created_at,
+                r.password_hash,
+                r.role,
+            )
+        })
     };
-    Ok(
-        row.map(|(user_id, email, name, created_at, password_hash, role)| StoredCredentials {
+    Ok(row.map(
+        |(user_id, email, name, created_at, password_hash, role)| StoredCredentials {
             user: UserRow {
                 user_id,
                 email,
@@ -144,8 +162,8 @@ pub(crate) async fn find_credentials(
             password_hash,
             // The CHECK constraint allows only the two roles.
             role: Role::parse(&role).unwrap_or(Role::Customer),
-        }),
-    )
+        },
+    ))
 }
 
 /// Makes an existing account staff with a new password hash.

@@ -41,10 +41,9 @@ impl Application {
             tracing::info!(kids = ?dropped, "dropped retired signing keys whose tokens have expired");
         }
         let hashing = config.password;
-        let dummy_hash = tokio::task::spawn_blocking(move || {
-            crate::domain::password::dummy_hash(hashing)
-        })
-        .await??;
+        let dummy_hash =
+            tokio::task::spawn_blocking(move || crate::domain::password::dummy_hash(hashing))
+                .await??;
         let users = Users {
             pool: parts.pool.clone(),
             waker: parts.waker.clone(),
@@ -90,12 +89,8 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let http = crate::http::router(
-            self.parts.pool.clone(),
-            self.grpc.users.auth.token_ttl,
-        );
-        let grpc =
-            UserServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
+        let http = crate::http::router(self.parts.pool.clone(), self.grpc.users.auth.token_ttl);
+        let grpc = UserServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
         service::run(self.parts, grpc, http, self.auth, shutdown).await
     }
 }

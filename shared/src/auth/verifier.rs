@@ -341,10 +341,7 @@ mod tests {
                 .await,
             Err(AuthError::NotBearer)
         );
-        assert_eq!(
-            verifier.verify("garbage").await,
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(verifier.verify("garbage").await, Err(AuthError::Malformed));
         let none = unsigned(r#"{"alg":"none","typ":"JWT"}"#, &c);
         assert_eq!(verifier.verify(&none).await, Err(AuthError::WrongAlgorithm));
 
@@ -352,10 +349,12 @@ mod tests {
         let mut hs = jsonwebtoken::Header::new(Algorithm::HS256);
         hs.kid = Some(key.kid().to_owned());
         let secret = serde_json::to_vec(key.public_jwk()).unwrap();
-        let hs256 =
-            jsonwebtoken::encode(&hs, &c, &jsonwebtoken::EncodingKey::from_secret(&secret))
-                .unwrap();
-        assert_eq!(verifier.verify(&hs256).await, Err(AuthError::WrongAlgorithm));
+        let hs256 = jsonwebtoken::encode(&hs, &c, &jsonwebtoken::EncodingKey::from_secret(&secret))
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&hs256).await,
+            Err(AuthError::WrongAlgorithm)
+        );
 
         // Another key claiming the published key's kid.
         let impostor = SigningKey::generate().unwrap();

@@ -419,6 +419,10 @@ mod tests {
             Some(meta.message_id.as_str())
         );
         assert_eq!(child.correlation_id, "corr-1");
-        assert_eq!(child.actor_id, context().actor_id, "the actor rides with the flow");
+        assert_eq!(
+            child.actor_id,
+            context().actor_id,
+            "the actor rides with the flow"
+        );
     }
 }

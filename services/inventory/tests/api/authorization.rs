@@ -58,5 +58,8 @@ async fn the_actor_of_order_created_rides_on_to_inventory_reserved() {
     // Assert
     let (reserved, received) = app.events.expect_event::<StockReserved>(WAIT).await;
     assert_eq!(reserved.order_id, created.order_id);
-    assert_eq!(received.header("x-actor-id").as_deref(), Some(actor.as_str()));
+    assert_eq!(
+        received.header("x-actor-id").as_deref(),
+        Some(actor.as_str())
+    );
 }

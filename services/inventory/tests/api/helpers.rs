@@ -3,11 +3,11 @@ use std::time::Duration;
 use shop_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::inventory::v1::{AdjustStockRequest, GetStockRequest, StockLevel};
 use shop_proto::order::v1::{LineItem, OrderCreated};
+use shop_shared::auth::BearerToken;
+use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
     EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
 };
-use shop_shared::auth::BearerToken;
-use shop_shared::testing::TestIssuer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -34,11 +34,9 @@ pub(crate) async fn spawn_app() -> TestApp {
     let mut config = env.config("inventory");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
     let events = EventProbe::bind(&env.broker, &["inventory.*"]).await;
-    let app = shop_inventory::Application::build(shop_inventory::Config {
-        service: config,
-    })
-    .await
-    .expect("build the inventory service");
+    let app = shop_inventory::Application::build(shop_inventory::Config { service: config })
+        .await
+        .expect("build the inventory service");
     let grpc_addr = app.grpc_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();

@@ -2,11 +2,11 @@ use std::time::Duration;
 
 use shop_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use shop_proto::notification::v1::{ListNotificationsRequest, Notification};
+use shop_shared::auth::BearerToken;
+use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
     RunningUntilDropped, TestEnv, eventually, grpc_channel, run_until_dropped,
 };
-use shop_shared::auth::BearerToken;
-use shop_shared::testing::TestIssuer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -31,11 +31,9 @@ pub(crate) async fn spawn_app() -> TestApp {
     let issuer = TestIssuer::start().await;
     let mut config = env.config("notification");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
-    let app = shop_notification::Application::build(shop_notification::Config {
-        service: config,
-    })
-    .await
-    .expect("build the notification service");
+    let app = shop_notification::Application::build(shop_notification::Config { service: config })
+        .await
+        .expect("build the notification service");
     let grpc_addr = app.grpc_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();

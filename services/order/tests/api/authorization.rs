@@ -44,7 +44,11 @@ async fn a_customer_acts_on_their_own_orders_only_and_someone_elses_order_looks_
         })
         .await
         .unwrap_err();
-    assert_eq!(get.message(), missing.message(), "indistinguishable from a missing order");
+    assert_eq!(
+        get.message(),
+        missing.message(),
+        "indistinguishable from a missing order"
+    );
     let cancel = as_ada
         .cancel_order(CancelOrderRequest {
             order_id: bobs.order_id.clone(),
@@ -53,7 +57,10 @@ async fn a_customer_acts_on_their_own_orders_only_and_someone_elses_order_looks_
         .await
         .unwrap_err();
     assert_eq!(cancel.code(), Code::NotFound);
-    assert_eq!(app.get(&bobs.order_id).await.status, OrderStatus::Pending as i32);
+    assert_eq!(
+        app.get(&bobs.order_id).await.status,
+        OrderStatus::Pending as i32
+    );
 
     // Her own: placed, listed, read and cancelled.
     let own = as_ada

@@ -146,7 +146,10 @@ async fn an_idempotency_key_reused_for_other_items_is_already_exists_and_creates
     let status = app.client.create_order(other).await.unwrap_err();
 
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
-    assert!(status.message().contains("was used for a different order"), "{status:?}");
+    assert!(
+        status.message().contains("was used for a different order"),
+        "{status:?}"
+    );
     assert!(
         app.events
             .next(std::time::Duration::from_millis(700))

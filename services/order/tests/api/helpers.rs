@@ -3,11 +3,11 @@ use std::time::Duration;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::order::v1::{CreateOrderRequest, GetOrderRequest, LineItem, Order, OrderStatus};
 use shop_proto::user::v1::UserCreated;
+use shop_shared::auth::BearerToken;
+use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
     EventProbe, RunningUntilDropped, TestEnv, eventually, grpc_channel, publish, run_until_dropped,
 };
-use shop_shared::auth::BearerToken;
-use shop_shared::testing::TestIssuer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -34,11 +34,9 @@ pub(crate) async fn spawn_app() -> TestApp {
     let mut config = env.config("order");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
     let events = EventProbe::bind(&env.broker, &["order.*"]).await;
-    let app = shop_order::Application::build(shop_order::Config {
-        service: config,
-    })
-    .await
-    .expect("build the order service");
+    let app = shop_order::Application::build(shop_order::Config { service: config })
+        .await
+        .expect("build the order service");
     let grpc_addr = app.grpc_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();

@@ -228,8 +228,12 @@ pub async fn closed_loop(
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let mut client = OrderServiceClient::new(channels[w % channels.len()].clone());
-        let (next, customers, products, bar) =
-            (next.clone(), customers.clone(), products.clone(), bar.clone());
+        let (next, customers, products, bar) = (
+            next.clone(),
+            customers.clone(),
+            products.clone(),
+            bar.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut placed = Vec::new();
             let mut latency = Samples::default();

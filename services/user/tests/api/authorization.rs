@@ -9,7 +9,11 @@ async fn a_customer_reads_and_changes_only_their_own_user() {
     let mut app = spawn_app().await;
     let ada = app.create_user("ada@example.com").await;
     let bob = app.create_user("bob@example.com").await;
-    let token = app.login("ada@example.com", PASSWORD).await.unwrap().access_token;
+    let token = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
     let mut as_ada = app.client_with(&token).await;
 
     // Act + Assert: her own user.
@@ -56,12 +60,11 @@ async fn a_customer_reads_and_changes_only_their_own_user() {
         .user
         .unwrap();
     assert_eq!(still.name, "Ada Lovelace");
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM users WHERE user_id = $1::uuid")
-            .bind(&bob.user_id)
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM users WHERE user_id = $1::uuid")
+        .bind(&bob.user_id)
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
     assert_eq!(names, ["Ada Lovelace"]);
 
     // Her own change goes through.

@@ -82,7 +82,10 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut shop_user::Config)) 
         _env: env,
     };
     if app.config.auth.admin.is_some() {
-        let staff = app.login(STAFF_EMAIL, PASSWORD).await.expect("staff logs in");
+        let staff = app
+            .login(STAFF_EMAIL, PASSWORD)
+            .await
+            .expect("staff logs in");
         staff_token.set(&staff.access_token).unwrap();
     }
     app

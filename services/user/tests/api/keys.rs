@@ -19,10 +19,16 @@ async fn the_signing_key_lives_in_the_database_so_tokens_survive_a_restart() {
     // Arrange
     let mut app = spawn_app().await;
     let ada = app.create_user("ada@example.com").await;
-    let token = app.login("ada@example.com", PASSWORD).await.unwrap().access_token;
+    let token = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
 
     // Act: a second start on the same database (a restart, or a replica).
-    let again = shop_user::Application::build(app.config.clone()).await.unwrap();
+    let again = shop_user::Application::build(app.config.clone())
+        .await
+        .unwrap();
     let addr = again.grpc_addr();
     let _running = shop_shared::testing::run_until_dropped(|s| again.run_until_stopped(s));
 
@@ -48,24 +54,35 @@ async fn the_signing_key_lives_in_the_database_so_tokens_survive_a_restart() {
 
 #[tokio::test]
 async fn a_rotation_signs_with_a_new_key_and_keeps_the_old_one_published_until_its_tokens_expired()
- {
+{
     // Arrange
     let mut app = spawn_app().await;
     let ada = app.create_user("ada@example.com").await;
-    let old_token = app.login("ada@example.com", PASSWORD).await.unwrap().access_token;
+    let old_token = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
     let old_kid = kid_of(&old_token);
 
     // Act
     let rotation = shop_user::keys::rotate(&app.db, app.config.auth.token_ttl)
         .await
         .unwrap();
-    let new_token = app.login("ada@example.com", PASSWORD).await.unwrap().access_token;
+    let new_token = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
 
     // Assert: the new key signs, both are published, both tokens are accepted.
     assert_eq!(rotation.retired, vec![old_kid.clone()]);
     assert_eq!(kid_of(&new_token), rotation.new_kid);
     let kids: Vec<String> = app.jwks().await.keys.into_iter().map(|k| k.kid).collect();
-    assert!(kids.contains(&old_kid) && kids.contains(&rotation.new_kid), "{kids:?}");
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&rotation.new_kid),
+        "{kids:?}"
+    );
     for token in [&old_token, &new_token] {
         let mut client = app.client_with(token).await;
         let found = client

@@ -37,12 +37,17 @@ async fn login_returns_an_es256_token_with_the_contract_claims_verifiable_from_t
     assert_eq!(claims["aud"], "shop");
     assert_eq!(claims["sub"], user.user_id.as_str());
     assert_eq!(claims["roles"], serde_json::json!(["customer"]));
-    let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
     assert_eq!(exp - iat, 900);
     assert!((iat - chrono::Utc::now().timestamp()).abs() < 60);
     let jwks = app.jwks().await;
     assert!(
-        jwks.keys.iter().any(|k| Some(k.kid.as_str()) == header["kid"].as_str()),
+        jwks.keys
+            .iter()
+            .any(|k| Some(k.kid.as_str()) == header["kid"].as_str()),
         "the token's kid is in the JWK Set"
     );
     // What another service does: verify with the public keys from the HTTP port only.
@@ -61,7 +66,10 @@ async fn login_returns_an_es256_token_with_the_contract_claims_verifiable_from_t
 async fn login_gives_one_answer_for_a_wrong_password_and_an_unknown_email() {
     let mut app = spawn_app().await;
     app.create_user("grace@example.com").await;
-    let wrong = app.login("grace@example.com", "not the password").await.unwrap_err();
+    let wrong = app
+        .login("grace@example.com", "not the password")
+        .await
+        .unwrap_err();
     let unknown = app.login("nobody@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(unknown.code(), Code::Unauthenticated);
@@ -73,7 +81,11 @@ async fn login_answers_invalid_argument_for_an_empty_email_or_password() {
     let mut app = spawn_app().await;
     for (email, password) in [("", PASSWORD), ("  ", PASSWORD), ("a@example.com", "")] {
         let status = app.login(email, password).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{email:?}/{password:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{email:?}/{password:?}"
+        );
     }
 }
 
@@ -89,7 +101,10 @@ async fn login_is_throttled_after_too_many_failures_even_with_the_right_password
     app.create_user("locked@example.com").await;
     app.create_user("other@example.com").await;
     for _ in 0..3 {
-        let wrong = app.login("locked@example.com", "wrong password").await.unwrap_err();
+        let wrong = app
+            .login("locked@example.com", "wrong password")
+            .await
+            .unwrap_err();
         assert_eq!(wrong.code(), Code::Unauthenticated);
     }
 
@@ -100,7 +115,9 @@ async fn login_is_throttled_after_too_many_failures_even_with_the_right_password
     // replica on the same database sees the same count (it lives in the database).
     assert_eq!(throttled.code(), Code::ResourceExhausted, "{throttled:?}");
     assert!(app.login("other@example.com", PASSWORD).await.is_ok());
-    let replica = shop_user::Application::build(app.config.clone()).await.unwrap();
+    let replica = shop_user::Application::build(app.config.clone())
+        .await
+        .unwrap();
     let replica_addr = replica.grpc_addr();
     let _replica = shop_shared::testing::run_until_dropped(|s| replica.run_until_stopped(s));
     let mut replica_client = shop_proto::user::v1::user_service_client::UserServiceClient::new(
@@ -135,7 +152,10 @@ async fn the_staff_account_is_made_at_start_and_its_password_follows_the_setting
     // Arrange
     let mut app = spawn_app().await;
     let staff = app.login(STAFF_EMAIL, PASSWORD).await.unwrap();
-    assert_eq!(claims_of(&staff.access_token)["roles"], serde_json::json!(["staff"]));
+    assert_eq!(
+        claims_of(&staff.access_token)["roles"],
+        serde_json::json!(["staff"])
+    );
 
     // Act: a restart with another password.
     let mut config = app.config.clone();
@@ -152,10 +172,16 @@ async fn the_staff_account_is_made_at_start_and_its_password_follows_the_setting
         app.login(STAFF_EMAIL, PASSWORD).await.unwrap_err().code(),
         Code::Unauthenticated
     );
-    let again = app.login(STAFF_EMAIL, "a new staff password").await.unwrap();
+    let again = app
+        .login(STAFF_EMAIL, "a new staff password")
+        .await
+        .unwrap();
     assert_eq!(again.user.unwrap().user_id, staff.user.unwrap().user_id);
     // Sign-ups are customers, whatever they ask.
     app.create_user("customer@example.com").await;
     let customer = app.login("customer@example.com", PASSWORD).await.unwrap();
-    assert_eq!(claims_of(&customer.access_token)["roles"], serde_json::json!(["customer"]));
+    assert_eq!(
+        claims_of(&customer.access_token)["roles"],
+        serde_json::json!(["customer"])
+    );
 }
