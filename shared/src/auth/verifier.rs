@@ -232,6 +232,11 @@ impl Verifier {
             }
         })?;
         let claims = data.claims;
+        // jsonwebtoken still accepts a token in the very second of its `exp`; the cache does
+        // not (`now < exp`): one rule for both paths.
+        if claims.exp <= now {
+            return Err(AuthError::Expired);
+        }
         let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadClaim("sub"))?;
         let role = if claims.roles.iter().any(|r| r == Role::Staff.as_str()) {
             Role::Staff
@@ -390,6 +395,11 @@ mod tests {
         let verifier = verifier_for(&[&key]);
         let expired = key.sign(&claims(-1)).unwrap();
         assert_eq!(verifier.verify(&expired).await, Err(AuthError::Expired));
+        let expiring_now = key.sign(&claims(0)).unwrap();
+        assert_eq!(
+            verifier.verify(&expiring_now).await,
+            Err(AuthError::Expired)
+        );
 
         let mut foreign = claims(60);
         foreign.iss = "someone-else".into();
