@@ -42,6 +42,31 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a database error is worth retrying as it is: the connection was lost or killed,
+/// the pool had nothing to give in time, or the server asked to try again (serialization
+/// failure, deadlock, shutting down, too many connections). A command that meets one answers
+/// UNAVAILABLE, not INTERNAL: the caller may safely retry (CreateOrder with the same
+/// idempotency key).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P0x: the server is shutting down or was told
+            // to end this backend; 53300: too many connections; 40001/40P01: try again.
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}
+
 /// Connects a pool of at most `max_connections` to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;

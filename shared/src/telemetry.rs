@@ -131,8 +131,14 @@ fn install(
     // RUST_LOG filters the log lines only. The spans that carry the trace context (RPC,
     // publish, process: all INFO) always reach OpenTelemetry, so `RUST_LOG=warn` or `off`
     // quietens the logs without breaking the trace of a flow.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // PostgreSQL's NOTICEs ("relation _sqlx_migrations already exists, skipping" at every
+    // start) are not news: only warnings and up of them, unless RUST_LOG says otherwise.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_filter},sqlx::postgres::notice=warn"))
+    });
+    // Colour codes only for a terminal, and never with NO_COLOR set (https://no-color.org).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
@@ -151,6 +157,7 @@ fn install(
         LogOutput::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             )

@@ -17,14 +17,24 @@ pub enum InventoryError {
     /// The change would take the available stock below zero.
     #[error("the adjustment would take available stock below zero")]
     WouldGoNegative,
+    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
+    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
+    /// is what CreateOrder's idempotency key is for).
+    #[error("the inventory service's database is briefly unavailable; retry the call")]
+    Unavailable(#[source] sqlx::Error),
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for InventoryError {
+    /// Transient database failures are [`InventoryError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        Self::Unexpected(e.into())
+        if shop_shared::db::is_transient(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Unexpected(e.into())
+        }
     }
 }
 
@@ -35,6 +45,12 @@ impl From<InventoryError> for Status {
             InventoryError::NotFound => Status::not_found(e.to_string()),
             InventoryError::WouldGoNegative => Status::failed_precondition(e.to_string()),
             InventoryError::PermissionDenied => Status::permission_denied(e.to_string()),
+            InventoryError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
+                Status::unavailable(
+                    "the inventory service's database is briefly unavailable; retry the call",
+                )
+            }
             InventoryError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "inventory rpc failed");
                 Status::internal("internal error")

@@ -11,14 +11,24 @@ pub enum NotificationError {
     /// The caller may not read this user's notifications.
     #[error("you may only list your own notifications")]
     PermissionDenied,
+    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
+    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
+    /// is what CreateOrder's idempotency key is for).
+    #[error("the notification service's database is briefly unavailable; retry the call")]
+    Unavailable(#[source] sqlx::Error),
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for NotificationError {
+    /// Transient database failures are [`NotificationError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        Self::Unexpected(e.into())
+        if shop_shared::db::is_transient(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Unexpected(e.into())
+        }
     }
 }
 
@@ -27,6 +37,12 @@ impl From<NotificationError> for Status {
         match e {
             NotificationError::InvalidArgument(m) => Status::invalid_argument(m),
             NotificationError::PermissionDenied => Status::permission_denied(e.to_string()),
+            NotificationError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
+                Status::unavailable(
+                    "the notification service's database is briefly unavailable; retry the call",
+                )
+            }
             NotificationError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "notification rpc failed");
                 Status::internal("internal error")

@@ -24,14 +24,26 @@ pub enum OrderError {
     /// The order cannot be cancelled in its current status.
     #[error("order is already {0} and cannot be cancelled")]
     NotCancellable(&'static str),
+    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
+    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
+    /// is what CreateOrder's idempotency key is for).
+    #[error(
+        "the order service's database is briefly unavailable; retry the call with the same idempotency key"
+    )]
+    Unavailable(#[source] sqlx::Error),
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for OrderError {
+    /// Transient database failures are [`OrderError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        Self::Unexpected(e.into())
+        if shop_shared::db::is_transient(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Unexpected(e.into())
+        }
     }
 }
 
@@ -44,6 +56,12 @@ impl From<OrderError> for Status {
             OrderError::NotCancellable(_) => Status::failed_precondition(e.to_string()),
             OrderError::PermissionDenied(m) => Status::permission_denied(m),
             OrderError::IdempotencyKeyReused(_) => Status::already_exists(e.to_string()),
+            OrderError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
+                Status::unavailable(
+                    "the order service's database is briefly unavailable; retry the call with the same idempotency key",
+                )
+            }
             OrderError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "order rpc failed");
                 Status::internal("internal error")
@@ -80,6 +98,24 @@ mod tests {
         assert_eq!(
             code(OrderError::IdempotencyKeyReused("k".into())),
             Code::AlreadyExists
+        );
+        let lost = OrderError::from(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        let status = Status::from(lost);
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "a lost connection is transient"
+        );
+        assert!(status.message().contains("same idempotency key"));
+        assert_eq!(
+            code(OrderError::from(sqlx::Error::PoolTimedOut)),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code(OrderError::from(sqlx::Error::RowNotFound)),
+            Code::Internal
         );
         let internal = Status::from(OrderError::Unexpected(anyhow::anyhow!("db text")));
         assert_eq!(internal.code(), Code::Internal);

@@ -26,14 +26,24 @@ pub enum UserError {
     /// The caller may not act on this user.
     #[error("you may only read or change your own user")]
     PermissionDenied,
+    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
+    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
+    /// is what CreateOrder's idempotency key is for).
+    #[error("the user service's database is briefly unavailable; retry the call")]
+    Unavailable(#[source] sqlx::Error),
     /// Anything else: logged, never shown to the caller.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for UserError {
+    /// Transient database failures are [`UserError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        Self::Unexpected(e.into())
+        if shop_shared::db::is_transient(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Unexpected(e.into())
+        }
     }
 }
 
@@ -48,6 +58,12 @@ impl From<UserError> for Status {
             UserError::WrongCredentials => Status::unauthenticated(e.to_string()),
             UserError::TooManyFailedLogins { .. } => Status::resource_exhausted(e.to_string()),
             UserError::PermissionDenied => Status::permission_denied(e.to_string()),
+            UserError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
+                Status::unavailable(
+                    "the user service's database is briefly unavailable; retry the call",
+                )
+            }
             UserError::Unexpected(e) => {
                 tracing::error!(error.cause_chain = ?e, "user rpc failed");
                 Status::internal("internal error")

@@ -9,3 +9,4 @@ mod list_orders;
 mod saga;
 
 mod authorization;
+mod transient;

@@ -1,7 +1,7 @@
 //! The system under test and its seed data.
 //!
 //! In-process (the default), the four services start in this process on fresh databases
-//! (`shop_bench_<service>`, recreated each run) under their own broker prefix, with the same
+//! (`shop_bench_<service>`, recreated each run and dropped at its end) under their own broker prefix, with the same
 //! defaults as `shop up`. With `--target`, running services are driven instead and their
 //! databases are read from the usual environment variables.
 
@@ -184,7 +184,7 @@ fn replace_database(url: &str, database: &str) -> String {
 }
 
 impl Target {
-    /// Stops in-process services and removes this run's queues and exchange.
+    /// Stops in-process services and removes this run's queues, exchange and databases.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         if let Some(running) = self.running.take() {
             running.stop().await?;
@@ -208,6 +208,22 @@ impl Target {
                 .exchange_delete(&self.names.exchange(), Default::default())
                 .await;
             let _ = conn.close(200, "bench done").await;
+            // The run's own databases (`shop_bench_*`, made fresh at its start) go too.
+            for pool in self.pools.all() {
+                let options = (*pool.connect_options()).clone();
+                pool.close().await;
+                let Some(name) = options.get_database().map(str::to_owned) else {
+                    continue;
+                };
+                use sqlx::{ConnectOptions as _, Connection as _};
+                if let Ok(mut admin) = options.database("postgres").connect().await {
+                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    if let Err(e) = sqlx::query(&drop).execute(&mut admin).await {
+                        eprintln!("could not drop the benchmark database {name}: {e}");
+                    }
+                    let _ = admin.close().await;
+                }
+            }
         }
         Ok(())
     }
