@@ -112,58 +112,34 @@ pub(crate) struct StoredCredentials {
 pub(crate) async fn find_credentials(
     conn: &mut PgConnection,
     email: &str,
-    lock: bool,
 ) -> Result<Option<StoredCredentials>, sqlx::Error> {
-    let row = if lock {
-        sqlx::query!(
-            "SELECT user_id, email, name, created_at, password_hash, role FROM users \
-             WHERE lower(email) = lower($1) FOR UPDATE",
-            email
-        )
-        .fetch_optional(conn)
-        .await?
-        .map(|r| {
-            (
-                r.user_id,
-                r.email,
-                r.name,
-                r.created_at,
-                r.password_hash,
-                r.role,
-            )
-        })
-    } else {
-        sqlx::query!(
-            "SELECT user_id, email, name, created_at, password_hash, role FROM users \
-             WHERE lower(email) = lower($1)",
-            email
-        )
-        .fetch_optional(conn)
-        .await?
-        .map(|r| {
-            (
-                r.user_id,
-                r.email,
-                r.name,
-                r.created_at,
-                r.password_hash,
-                r.role,
-            )
-        })
-    };
-    Ok(row.map(
-        |(user_id, email, name, created_at, password_hash, role)| StoredCredentials {
-            user: UserRow {
-                user_id,
-                email,
-                name,
-                created_at,
-            },
-            password_hash,
-            // The CHECK constraint allows only the two roles.
-            role: Role::parse(&role).unwrap_or(Role::Customer),
+    let row = sqlx::query!(
+        "SELECT user_id, email, name, created_at, password_hash, role FROM users \
+         WHERE lower(email) = lower($1)",
+        email
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| StoredCredentials {
+        user: UserRow {
+            user_id: r.user_id,
+            email: r.email,
+            name: r.name,
+            created_at: r.created_at,
         },
-    ))
+        password_hash: r.password_hash,
+        // The CHECK constraint allows only the two roles.
+        role: Role::parse(&r.role).unwrap_or(Role::Customer),
+    }))
+}
+
+/// Serialises the staff-account set-up of replicas starting together (until the
+/// transaction ends), so only one of them creates the account.
+pub(crate) async fn lock_staff_setup(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('shop staff account', 0))")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Makes an existing account staff with a new password hash.

@@ -94,7 +94,7 @@ impl Users {
             return Err(UserError::TooManyFailedLogins { retry_after_secs });
         }
         let mut conn = self.pool.acquire().await?;
-        let stored = repository::find_credentials(&mut conn, &credentials.email, false).await?;
+        let stored = repository::find_credentials(&mut conn, &credentials.email).await?;
         drop(conn);
         let (stored, hash) = match stored {
             Some(stored) => {
@@ -182,7 +182,8 @@ impl Users {
         let password = Password::parse(admin.password.expose_secret().to_owned())
             .map_err(|e| anyhow::anyhow!("SHOP_ADMIN_PASSWORD is not usable: {e}"))?;
         let mut tx = self.pool.begin().await?;
-        let existing = repository::find_credentials(&mut tx, email.as_str(), true).await?;
+        repository::lock_staff_setup(&mut tx).await?;
+        let existing = repository::find_credentials(&mut tx, email.as_str()).await?;
         let cost = self.hashing;
         match existing {
             Some(stored) => {
