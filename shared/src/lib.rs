@@ -7,6 +7,7 @@
 //! - [`auth`] — ES256 access tokens, the JWK Set, the verifier and the server layer.
 //! - [`http`] — the HTTP port beside gRPC (JWKS, metrics).
 //! - [`db`] — creating a service database, its pool and its migrations.
+//! - [`diagnose`] — start-up errors that say what is wrong and which setting to change.
 //! - [`config`] — typed settings from the environment.
 //! - [`grpc`] — health, reflection, the server builder, correlation ids.
 //! - [`service`] — a service's life: database, broker check, serve, ordered shutdown.
@@ -18,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod diagnose;
 pub mod grpc;
 pub mod http;
 pub mod messaging;

@@ -3,9 +3,12 @@
 //! [`AuthLayer`]) and the HTTP port while the outbox relay and the consumer run, and stop in
 //! order on shutdown.
 //!
-//! Shutdown order: health NOT_SERVING; stop accepting RPCs and let in-flight ones finish;
-//! the consumer stops taking deliveries and finishes (commits and acks) its batch; the relay
-//! finishes its round; wait for both, with a deadline; close the pool.
+//! Shutdown order: health NOT_SERVING; stop accepting RPCs and let in-flight ones finish,
+//! while the consumer starts no new batch, finishes (commits and acks) the ones in progress,
+//! cancels its consumers and closes its connection; then the relay publishes what those
+//! committed and closes its connection; then the HTTP port; then the pool. Every broker
+//! connection is closed before the runtime goes, and the service returns what it drained
+//! ([`Drained`]) for the final `shop stopped` line.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,12 +25,44 @@ use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
 use crate::config::{AmqpConfig, AuthConfig, MessagingConfig, env_addr, env_parse, env_var};
+use crate::diagnose;
 use crate::messaging::{
     Consumer, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
 
-/// How long shutdown waits for the consumer and relay to finish their batch.
+/// How long shutdown waits for the consumer, the relay and the HTTP port to stop.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What a service finished after the shutdown signal.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Deliveries settled (applied and acked, retried or dead-lettered) by the consumer's
+    /// last batches.
+    pub deliveries: u64,
+    /// Events the relay published in its last rounds.
+    pub events: u64,
+}
+
+impl std::ops::Add for Drained {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            deliveries: self.deliveries + other.deliveries,
+            events: self.events + other.events,
+        }
+    }
+}
+
+impl std::fmt::Display for Drained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} deliveries settled and {} events published after the signal",
+            self.deliveries, self.events
+        )
+    }
+}
 
 /// The settings of one service.
 #[derive(Debug, Clone)]
@@ -86,55 +121,72 @@ impl ServiceConfig {
     }
 }
 
+/// How long start-up waits for PostgreSQL or RabbitMQ to answer.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Creates the service's database if it is missing, connects, and migrates it (the messaging
-/// tables and `migrator`). The error names the URL and how to start PostgreSQL.
+/// tables and `migrator`). A failure is one line saying whether PostgreSQL was unreachable,
+/// refused, or the URL malformed ([`crate::diagnose`]).
 pub async fn open_database(config: &ServiceConfig, migrator: &Migrator) -> anyhow::Result<PgPool> {
     let url = &config.database_url;
-    let hint = || {
-        format!(
-            "cannot reach PostgreSQL at {} for the {} service (start it with `docker compose up -d postgres`, or set {}_DATABASE_URL)",
-            redact(url),
-            config.name,
-            config.name.to_uppercase()
-        )
+    let setting = format!("{}_DATABASE_URL", config.name.to_uppercase());
+    let diagnose = |e: anyhow::Error| match e.downcast_ref::<sqlx::Error>() {
+        Some(sqlx_error) => anyhow::Error::new(diagnose::postgres(url, &setting, sqlx_error)),
+        None => e.context(format!("{setting} ({})", redact(url))),
     };
-    tokio::time::timeout(Duration::from_secs(15), async {
+    let opened = tokio::time::timeout(CONNECT_DEADLINE, async {
         crate::db::create_database_if_missing(url)
             .await
-            .with_context(hint)?;
+            .map_err(diagnose)?;
         let pool = crate::db::connect(url, config.pool_size)
             .await
-            .with_context(hint)?;
+            .map_err(diagnose)?;
         crate::db::migrate(&pool, migrator)
             .await
             .with_context(|| format!("failed to migrate the {} database", config.name))?;
-        Ok(pool)
+        anyhow::Ok(pool)
     })
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out: {}", hint()))?
+    .await;
+    opened.unwrap_or_else(|_| {
+        Err(diagnose::StartupError {
+            dependency: diagnose::Dependency::Postgres,
+            problem: diagnose::Problem::Unreachable,
+            url: redact(url),
+            setting: setting.clone(),
+            detail: format!("no answer within {CONNECT_DEADLINE:?}"),
+            check: "",
+        }
+        .into())
+    })
 }
 
-/// Checks that the broker answers (and declares the exchange), failing fast with the URL and
-/// how to start RabbitMQ.
+/// Checks that the broker answers (and declares the exchange), failing fast with one line
+/// saying whether RabbitMQ was unreachable, refused, or `AMQP_URL` malformed.
 pub async fn check_broker(config: &ServiceConfig) -> anyhow::Result<()> {
-    let hint = || {
-        format!(
-            "cannot reach RabbitMQ at {} (start it with `docker compose up -d rabbitmq`, or set AMQP_URL)",
-            redact(&config.amqp.url)
-        )
-    };
-    tokio::time::timeout(Duration::from_secs(15), async {
+    let url = &config.amqp.url;
+    diagnose::check_amqp_url(url, "AMQP_URL")?;
+    let checked = tokio::time::timeout(CONNECT_DEADLINE, async {
         let name = config.names().connection_name(config.name, "startup");
-        let conn = connection::connect(&config.amqp.url, &name)
+        let conn = connection::connect(url, &name)
             .await
-            .with_context(hint)?;
+            .map_err(|e| diagnose::rabbitmq(url, "AMQP_URL", &e))?;
         let channel = conn.create_channel().await?;
         topology::declare_exchange(&channel, &config.names()).await?;
         conn.close(200, "checked").await?;
         anyhow::Ok(())
     })
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out: {}", hint()))?
+    .await;
+    checked.unwrap_or_else(|_| {
+        Err(diagnose::StartupError {
+            dependency: diagnose::Dependency::RabbitMq,
+            problem: diagnose::Problem::Unreachable,
+            url: redact(url),
+            setting: "AMQP_URL".into(),
+            detail: format!("no answer within {CONNECT_DEADLINE:?}"),
+            check: "",
+        }
+        .into())
+    })
 }
 
 async fn declare_queues(
@@ -156,17 +208,16 @@ async fn declare_queues(
     Ok(())
 }
 
-/// Hides the password of a URL for messages and logs.
+/// Hides the password of a URL for messages and logs, also in a URL too malformed to parse
+/// (the user information is what comes before the last `@`, after any `/`).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = url[..at].rfind('/').map_or(0, |slash| slash + 1);
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -255,7 +306,7 @@ pub async fn run<S>(
     http: axum::Router,
     auth: AuthLayer,
     shutdown: CancellationToken,
-) -> anyhow::Result<()>
+) -> anyhow::Result<Drained>
 where
     S: tower::Service<
             http::Request<tonic::body::Body>,
@@ -292,7 +343,7 @@ where
         shutdown.clone(),
     ));
 
-    if let Some(subscriptions) = subscriptions {
+    let consumer = subscriptions.map(|subscriptions| {
         let consumer = Consumer::new(
             pool.clone(),
             &config.amqp.url,
@@ -302,8 +353,11 @@ where
             config.messaging.clone(),
         )
         .with_waker(waker.clone());
-        tracker.spawn(consumer.run(shutdown.clone()));
-    }
+        tokio::spawn(consumer.run(shutdown.clone()))
+    });
+    // The relay stops last, once nothing can stage events any more: what the last RPCs and
+    // the consumer's last batches committed is published before the service exits.
+    let relay_stop = CancellationToken::new();
     let relay = Relay::new(
         pool.clone(),
         &config.amqp.url,
@@ -312,7 +366,7 @@ where
         RelayConfig::from(&config.messaging),
     )
     .with_waker(waker);
-    tracker.spawn(relay.run(shutdown.clone()));
+    let relay = tokio::spawn(relay.run(relay_stop.clone()));
     tracker.close();
 
     let standard = crate::grpc::standard_services(shop_proto::FILE_DESCRIPTOR_SET, S::NAME)?;
@@ -348,17 +402,51 @@ where
         .await;
     // The server also returns on an error: make sure the background tasks stop with it.
     shutdown.cancel();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let mut drained = Drained::default();
+    if let Some(consumer) = consumer {
+        drained.deliveries = join_by(deadline, consumer, config.name, "consumer").await;
+    }
+    relay_stop.cancel();
+    drained.events = join_by(deadline, relay, config.name, "outbox relay").await;
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(
             service = config.name,
-            "messaging tasks did not stop within the deadline"
+            "the HTTP port did not stop within the deadline"
         );
     }
     pool.close().await;
-    result.context("the gRPC server failed")
+    result.context("the gRPC server failed")?;
+    tracing::info!(
+        service = config.name,
+        deliveries = drained.deliveries,
+        events = drained.events,
+        "service stopped"
+    );
+    Ok(drained)
+}
+
+/// Waits for a messaging task until `deadline`, warning when it is late or panicked.
+async fn join_by(
+    deadline: tokio::time::Instant,
+    task: tokio::task::JoinHandle<u64>,
+    service: &str,
+    what: &str,
+) -> u64 {
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(drained)) => drained,
+        Ok(Err(e)) => {
+            tracing::warn!(service, error = %e, "the {what} task failed");
+            0
+        }
+        Err(_) => {
+            tracing::warn!(service, "the {what} did not stop within the deadline");
+            0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,5 +463,8 @@ mod tests {
             redact("postgres://postgres@h/db"),
             "postgres://postgres@h/db"
         );
+        assert_eq!(redact("amqp//guest:pw@h"), "amqp//guest:***@h");
+        assert_eq!(redact("guest:pw@h:5672"), "guest:***@h:5672");
+        assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
     }
 }

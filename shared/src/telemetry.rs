@@ -133,8 +133,13 @@ fn install(
     // quietens the logs without breaking the trace of a flow.
     // PostgreSQL's NOTICEs ("relation _sqlx_migrations already exists, skipping" at every
     // start) are not news: only warnings and up of them, unless RUST_LOG says otherwise.
+    // lapin logs every broker failure at ERROR from its I/O thread, and shop reports the
+    // same failure once itself (the start-up error, or a session's "reconnecting" warning):
+    // lapin's own lines only when RUST_LOG asks for them.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default_filter},sqlx::postgres::notice=warn"))
+        EnvFilter::new(format!(
+            "{default_filter},sqlx::postgres::notice=warn,lapin=off"
+        ))
     });
     // Colour codes only for a terminal, and never with NO_COLOR set (https://no-color.org).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())

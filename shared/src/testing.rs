@@ -232,6 +232,7 @@ impl Drop for TestBroker {
                     let _ = channel
                         .exchange_delete(&exchange, ExchangeDeleteOptions::default())
                         .await;
+                    let _ = channel.close(200, "cleanup").await;
                 }
                 let _ = conn.close(200, "cleanup").await;
             });

@@ -117,7 +117,7 @@ pub struct TestSystem {
     pub databases: Vec<TestDatabase>,
     addresses: Addresses,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: Vec<JoinHandle<anyhow::Result<shop_shared::service::Drained>>>,
     held_back: Option<shop_inventory::Application>,
     /// The staff account's email (its password is [`PASSWORD`]).
     pub staff_email: String,

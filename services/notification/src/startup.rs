@@ -63,7 +63,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<service::Drained> {
         let grpc =
             NotificationServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
         service::run(self.parts, grpc, axum::Router::new(), self.auth, shutdown).await

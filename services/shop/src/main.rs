@@ -57,6 +57,7 @@ async fn main() -> std::process::ExitCode {
         default_filter: if quiet { "warn" } else { "info" }.into(),
         ..shop_shared::telemetry::TelemetryConfig::from_env()
     };
+    let json_logs = config.json;
     let _telemetry = match shop_shared::telemetry::init_with("shop", &config) {
         Ok(guard) => guard,
         Err(e) => {
@@ -80,8 +81,13 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        // Said once: as a log record where logs are JSON (a log pipeline reads them), as a
+        // plain line for a person otherwise.
+        Err(e) if json_logs => {
             tracing::error!(error = %format!("{e:#}"), "shop stopped with an error");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
+use shop_shared::service::Drained;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +21,18 @@ pub enum ServiceName {
     Inventory,
     /// Notifications to users (50054).
     Notification,
+}
+
+impl ServiceName {
+    /// The service's name as in its settings and queue: `user`, `order`, ….
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Order => "order",
+            Self::Inventory => "inventory",
+            Self::Notification => "notification",
+        }
+    }
 }
 
 /// The configuration of all four services.
@@ -112,7 +127,7 @@ impl BuiltSystem {
     pub fn spawn(self, shutdown: CancellationToken) -> RunningSystem {
         let addresses = self.addresses();
         let stop_all = |shutdown: CancellationToken| {
-            move |result: anyhow::Result<()>| {
+            move |result: anyhow::Result<Drained>| {
                 if result.is_err() {
                     shutdown.cancel();
                 }
@@ -165,60 +180,134 @@ pub struct RunningSystem {
     /// Where each service listens.
     pub addresses: Addresses,
     shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: Vec<JoinHandle<anyhow::Result<Drained>>>,
 }
 
+/// How long `shop up` waits for every service to answer its health check.
+const SERVING_DEADLINE: Duration = Duration::from_secs(30);
+
 impl RunningSystem {
-    /// Waits until every service stopped (after `shutdown`, or after one failed).
-    pub async fn wait(self) -> anyhow::Result<()> {
+    /// Waits until every service answers SERVING on its gRPC port, or one of them stopped
+    /// (`false`), or the deadline passed (an error).
+    pub async fn until_serving(&self) -> anyhow::Result<bool> {
+        let a = self.addresses;
+        let deadline = tokio::time::Instant::now() + SERVING_DEADLINE;
+        for addr in [a.user, a.order, a.inventory, a.notification] {
+            loop {
+                if self.shutdown.is_cancelled() || self.tasks.iter().any(|t| t.is_finished()) {
+                    return Ok(false);
+                }
+                if serving(addr).await {
+                    break;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the service at {addr} did not answer SERVING within {SERVING_DEADLINE:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until every service stopped (after `shutdown`, or after one failed), and adds up
+    /// what they drained.
+    pub async fn wait(self) -> anyhow::Result<Drained> {
         let mut first_error = None;
+        let mut drained = Drained::default();
         for task in self.tasks {
             let result = task
                 .await
                 .map_err(|e| anyhow::anyhow!("a service panicked: {e}"))
                 .and_then(|r| r);
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+            match result {
+                Ok(d) => drained = drained + d,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(drained), Err)
     }
 
     /// Stops every service and waits for them.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<Drained> {
         self.shutdown.cancel();
         self.wait().await
     }
 }
 
-/// `shop up`: all four services from the environment until `shutdown`.
+/// Whether the gRPC server at `addr` answers its health check with SERVING.
+async fn serving(addr: SocketAddr) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let host = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        SocketAddr::new(host, addr.port())
+    )) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok_and(|r| {
+            r.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        })
+}
+
+/// `shop up`: all four services from the environment until `shutdown`. "shop is up" is
+/// logged once every service answers SERVING, "shop stopped" once all four have drained and
+/// closed their connections.
 pub async fn up(shutdown: CancellationToken) -> anyhow::Result<()> {
     let built = BuiltSystem::build(SystemConfig::from_env()?).await?;
     let a = built.addresses();
-    tracing::info!(user = %a.user, order = %a.order, inventory = %a.inventory, notification = %a.notification, "shop is up");
-    built.spawn(shutdown).wait().await
+    let running = built.spawn(shutdown);
+    if running.until_serving().await? {
+        tracing::info!(user = %a.user, order = %a.order, inventory = %a.inventory, notification = %a.notification, "shop is up");
+    }
+    let drained = running.wait().await?;
+    tracing::info!("shop stopped: all four services drained ({drained})");
+    Ok(())
 }
 
 /// `shop serve <service>`: one service from the environment until `shutdown`.
 pub async fn serve(service: ServiceName, shutdown: CancellationToken) -> anyhow::Result<()> {
-    match service {
+    let drained = match service {
         ServiceName::User => {
             let app = shop_user::Application::build(shop_user::Config::from_env()?).await?;
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?
         }
         ServiceName::Order => {
             let app = shop_order::Application::build(shop_order::Config::from_env()?).await?;
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?
         }
         ServiceName::Inventory => {
             let app =
                 shop_inventory::Application::build(shop_inventory::Config::from_env()?).await?;
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?
         }
         ServiceName::Notification => {
             let app = shop_notification::Application::build(shop_notification::Config::from_env()?)
                 .await?;
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?
         }
-    }
+    };
+    tracing::info!(
+        "shop stopped: the {} service drained ({drained})",
+        service.as_str()
+    );
+    Ok(())
 }

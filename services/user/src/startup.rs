@@ -88,7 +88,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<service::Drained> {
         let http = crate::http::router(self.parts.pool.clone(), self.grpc.users.auth.token_ttl);
         let grpc = UserServiceServer::new(self.grpc).max_decoding_message_size(MAX_REQUEST_BYTES);
         service::run(self.parts, grpc, http, self.auth, shutdown).await

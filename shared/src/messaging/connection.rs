@@ -58,8 +58,16 @@ impl Default for Backoff {
     }
 }
 
+/// How long a session may take to wind down after `shutdown` (finish its batch or round,
+/// close its channels and connection) before it is abandoned.
+pub const SESSION_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `session` again and again until `shutdown`: each run gets a fresh attempt and should
-/// return when its connection fails. Returns when `shutdown` is cancelled.
+/// return when its connection fails. Returns when `shutdown` is cancelled and the session in
+/// progress has wound down: a session watches `shutdown` itself, finishes its work and closes
+/// its connection, so it is never dropped half way (a dropped lapin connection is still open
+/// when the runtime goes, and its I/O thread reports errors). Only a session that does not
+/// return within [`SESSION_GRACE`] of the signal is abandoned, with a warning.
 ///
 /// A session returns `Ok(true)` when it did useful work before failing (the backoff resets)
 /// and `Ok(false)` or `Err` when it failed early.
@@ -70,9 +78,22 @@ where
 {
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
+        let run = session();
+        tokio::pin!(run);
         let outcome = tokio::select! {
-            outcome = session() => outcome,
-            () = shutdown.cancelled() => break,
+            outcome = &mut run => outcome,
+            () = shutdown.cancelled() => {
+                match tokio::time::timeout(SESSION_GRACE, run).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(error = %format!("{error:#}"), "{what}: failed while stopping");
+                    }
+                    Err(_) => {
+                        tracing::warn!("{what}: did not stop within {SESSION_GRACE:?} of the signal");
+                    }
+                }
+                break;
+            }
         };
         match outcome {
             Ok(true) => backoff.reset(),

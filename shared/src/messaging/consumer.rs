@@ -24,11 +24,12 @@
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
 use lapin::publisher_confirm::Confirmation;
@@ -228,6 +229,31 @@ impl Subscriptions {
     }
 
     /// Handles events of type `E` with `handler`; the queue is bound to `E::ROUTING_KEY`.
+    ///
+    /// Only an [`Event`] can be subscribed to: a request message has no routing key, so no
+    /// queue could be bound for it, and registering a handler for one does not compile.
+    ///
+    /// ```compile_fail,E0277
+    /// use std::sync::Arc;
+    ///
+    /// use shop_proto::order::v1::CreateOrderRequest;
+    /// use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+    ///
+    /// struct Sneaky;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Handle<CreateOrderRequest> for Sneaky {
+    ///     async fn handle(
+    ///         &self,
+    ///         _event: &CreateOrderRequest,
+    ///         _cx: &mut HandlerContext<'_>,
+    ///     ) -> Result<(), HandlerError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let _ = Subscriptions::new().on::<CreateOrderRequest, _>(Arc::new(Sneaky));
+    /// ```
     pub fn on<E: Event, H: Handle<E>>(mut self, handler: Arc<H>) -> Self {
         let erased: Arc<dyn ErasedHandler> = Arc::new(Typed::<E, H> {
             handler,
@@ -271,6 +297,9 @@ struct Inner {
     subscriptions: Subscriptions,
     config: MessagingConfig,
     waker: OutboxWaker,
+    /// Deliveries settled (applied and acked, retried or dead-lettered) by batches that were
+    /// in progress when the shutdown signal came.
+    drained: AtomicU64,
 }
 
 /// A decoded delivery waiting to be applied.
@@ -307,6 +336,7 @@ impl Consumer {
                 subscriptions,
                 config,
                 waker: OutboxWaker::new(),
+                drained: AtomicU64::new(0),
             }),
         }
     }
@@ -333,16 +363,18 @@ impl Consumer {
         Ok(())
     }
 
-    /// Consumes until `shutdown`. On shutdown the batches in progress are finished and
-    /// acknowledged, then the channels close (unacknowledged prefetched deliveries go back to
-    /// the queue).
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown`. On shutdown no new batch starts, the batches in progress
+    /// are finished and acknowledged, then the consumers are cancelled and the channels and
+    /// the connection close (unacknowledged prefetched deliveries go back to the queue).
+    /// Returns the deliveries those last batches settled.
+    pub async fn run(self, shutdown: CancellationToken) -> u64 {
         let what = format!("{} consumer", self.inner.service);
         let inner = self.inner.clone();
         connection::supervise(&what, shutdown.clone(), || {
             inner.clone().session(shutdown.clone())
         })
         .await;
+        self.inner.drained.load(Ordering::Relaxed)
     }
 }
 
@@ -410,8 +442,17 @@ impl Inner {
         let mut worked = false;
         loop {
             let first = tokio::select! {
+                // Prefetched deliveries are always ready: without the bias a stopping
+                // consumer could go on starting batches.
+                biased;
+                () = shutdown.cancelled() => {
+                    let _ = channel
+                        .basic_cancel(consumer.tag().as_str(), BasicCancelOptions::default())
+                        .await;
+                    let _ = channel.close(200, "consumer stopping").await;
+                    return Ok(worked);
+                }
                 next = consumer.next() => next,
-                () = shutdown.cancelled() => return Ok(worked),
             };
             let first = match first {
                 Some(delivery) => delivery?,
@@ -441,8 +482,12 @@ impl Inner {
                     None => break,
                 }
             }
+            let settled = batch.len() as u64;
             self.process_batch(&channel, batch).await?;
             worked = true;
+            if shutdown.is_cancelled() {
+                self.drained.fetch_add(settled, Ordering::Relaxed);
+            }
             if let Some(e) = failed {
                 return Err(e.into());
             }

@@ -16,6 +16,8 @@
 //!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
 //! - purges published rows after the retention period.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -68,6 +70,18 @@ pub async fn notify_relays(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 
 /// Stages `event` in the caller's transaction: it is published after the transaction commits,
 /// and never if it rolls back. Returns the event's message id.
+///
+/// Only an [`Event`] (a proto message with a routing key) can be staged: a resource such as a
+/// `User` is a compile error, not a runtime surprise.
+///
+/// ```compile_fail,E0277
+/// use shop_proto::user::v1::User;
+/// use shop_shared::messaging::{EventContext, stage};
+///
+/// async fn publish_user(conn: &mut sqlx::PgConnection) {
+///     let _ = stage(conn, &User::default(), &EventContext::new_flow()).await;
+/// }
+/// ```
 pub async fn stage<E: Event>(
     conn: &mut PgConnection,
     event: &E,
@@ -186,6 +200,8 @@ pub struct Relay {
     app_id: String,
     config: RelayConfig,
     waker: OutboxWaker,
+    /// Rows published by rounds that ran after the shutdown signal.
+    drained: Arc<AtomicU64>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -230,6 +246,7 @@ impl Relay {
             app_id: app_id.into(),
             config,
             waker: OutboxWaker::new(),
+            drained: Arc::default(),
         }
     }
 
@@ -240,10 +257,13 @@ impl Relay {
     }
 
     /// Publishes until `shutdown`, reconnecting after any broker or database failure. On
-    /// shutdown the round in progress finishes first.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// shutdown the round in progress finishes, more rounds publish what was committed until
+    /// then (until one finds nothing due), and the connection closes. Returns the rows those
+    /// rounds published.
+    pub async fn run(self, shutdown: CancellationToken) -> u64 {
         let what = format!("{} outbox relay", self.app_id);
         connection::supervise(&what, shutdown.clone(), || self.session(shutdown.clone())).await;
+        self.drained.load(Ordering::Relaxed)
     }
 
     async fn session(&self, shutdown: CancellationToken) -> anyhow::Result<bool> {
@@ -283,6 +303,13 @@ impl Relay {
                 last_purge = Instant::now();
             }
             if shutdown.is_cancelled() {
+                // Stopping: the round that was running when the signal came may have missed
+                // rows committed just before it, so go on until a round finds nothing due.
+                self.drained
+                    .fetch_add(outcome.published as u64, Ordering::Relaxed);
+                if outcome.claimed > 0 {
+                    continue;
+                }
                 let _ = conn.close(200, "shutdown").await;
                 return Ok(worked);
             }

@@ -75,7 +75,7 @@ pub(crate) struct Harness {
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) config: MessagingConfig,
     pub(crate) shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
     _db: TestDatabase,
 }
 
