@@ -153,9 +153,66 @@ pub fn server(
         .tcp_nodelay(true)
 }
 
+/// The services' gRPC packages and their default ports, to tell a caller on the wrong port
+/// where to go.
+const DEFAULT_PORTS: [(&str, &str, u16); 4] = [
+    ("shop.user.", "user", 50051),
+    ("shop.order.", "order", 50052),
+    ("shop.inventory.", "inventory", 50053),
+    ("shop.notification.", "notification", 50054),
+];
+
+/// What a call to a service this server does not serve is told: which service this is, and
+/// which service (and default port) serves the one asked for.
+pub fn wrong_port_message(path: &str, service: &str, served: &str) -> String {
+    let asked = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let here = format!("this is the {service} service, serving {served}");
+    match DEFAULT_PORTS
+        .iter()
+        .find(|(package, ..)| asked.starts_with(package))
+    {
+        Some((_, owner, port)) if *owner != service => format!(
+            "{asked} is not served here ({here}): it is the {owner} service's, on port {port} by default ({}_GRPC_ADDR)",
+            owner.to_uppercase()
+        ),
+        _ => format!("{asked} is not served here ({here})"),
+    }
+}
+
+/// Replaces tonic's empty UNIMPLEMENTED for an unknown service or method with
+/// [`wrong_port_message`].
+pub fn explain_unknown_services(
+    routes: &mut tonic::service::Routes,
+    service: &'static str,
+    served: &'static str,
+) {
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.fallback(move |uri: http::Uri| async move {
+        let status = tonic::Status::unimplemented(wrong_port_message(uri.path(), service, served));
+        let (parts, ()) = status.into_http::<()>().into_parts();
+        http::Response::from_parts(parts, axum::body::Body::empty())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_on_the_wrong_port_is_told_where_to_go() {
+        assert_eq!(
+            wrong_port_message(
+                "/shop.order.v1.OrderService/CreateOrder",
+                "user",
+                "shop.user.v1.UserService"
+            ),
+            "shop.order.v1.OrderService is not served here (this is the user service, serving shop.user.v1.UserService): it is the order service's, on port 50052 by default (ORDER_GRPC_ADDR)"
+        );
+        assert_eq!(
+            wrong_port_message("/no.Such/Method", "user", "shop.user.v1.UserService"),
+            "no.Such is not served here (this is the user service, serving shop.user.v1.UserService)"
+        );
+    }
 
     #[test]
     fn the_descriptor_set_builds_both_reflections() {

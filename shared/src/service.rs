@@ -382,11 +382,16 @@ where
     tracing::info!(service = config.name, addr = %listener.local_addr()?, "serving gRPC");
 
     let stop = shutdown.clone();
-    let result = crate::grpc::server(auth)
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(standard.health)
         .add_service(standard.reflection_v1)
         .add_service(standard.reflection_v1alpha)
-        .add_service(grpc)
+        .add_service(grpc);
+    let mut routes = routes.routes();
+    crate::grpc::explain_unknown_services(&mut routes, config.name, S::NAME);
+    let result = crate::grpc::server(auth.protecting(S::NAME))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async move {

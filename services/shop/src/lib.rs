@@ -5,8 +5,13 @@
 //! - [`system`] — the four services started together, and stopped together.
 //! - [`bench`] — `shop bench`: load, limits, consistency.
 //! - [`catalog`] — `shop catalog`: the AsyncAPI document of the events.
+//! - [`settings`] — the environment variables, for `--help`.
+
+// The benchmark's JSON report is one `json!` object with many keys.
+#![recursion_limit = "256"]
 
 pub mod bench;
 pub mod catalog;
 pub mod keys;
+pub mod settings;
 pub mod system;

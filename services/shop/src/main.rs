@@ -5,7 +5,7 @@
 //! - `shop bench` measures the system with every safety on.
 //! - `shop keys` lists and rotates the token signing keys.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shop::system;
 
 /// shop: type-safe, event-driven microservices over gRPC and RabbitMQ.
@@ -19,9 +19,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run all four services in this process (user 50051, order 50052, inventory 50053,
-    /// notification 50054), configured from the environment.
+    /// notification 50054), configured from the environment. Runs in the foreground until
+    /// Ctrl-C or SIGTERM, then drains and stops.
     Up,
-    /// Run one service.
+    /// Run one service, in the foreground until Ctrl-C or SIGTERM.
     Serve {
         /// Which service.
         #[arg(value_enum)]
@@ -38,7 +39,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `shop up --help` and `shop serve --help` list the environment variables.
+    let matches = Cli::command()
+        .mut_subcommand("up", |c| c.after_help(shop::settings::help()))
+        .mut_subcommand("serve", |c| c.after_help(shop::settings::help()))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if matches!(cli.command, Command::Catalog) {
         return match shop::catalog::render(shop_proto::FILE_DESCRIPTOR_SET) {
             Ok(doc) => {

@@ -40,12 +40,25 @@ impl PublicMethods {
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
     public: PublicMethods,
+    protected: Option<Arc<str>>,
 }
 
 impl AuthLayer {
     /// Authenticates every call but `public` with `verifier`.
     pub fn new(verifier: Arc<Verifier>, public: PublicMethods) -> Self {
-        Self { verifier, public }
+        Self {
+            verifier,
+            public,
+            protected: None,
+        }
+    }
+
+    /// Only the methods of `service` (`shop.order.v1.OrderService`) need a token: a call
+    /// to any other service reaches the server's answer that it is not served here (and
+    /// where it is), instead of a misleading UNAUTHENTICATED.
+    pub fn protecting(mut self, service: &str) -> Self {
+        self.protected = Some(format!("/{service}/").into());
+        self
     }
 
     /// The verifier the layer checks tokens with.
@@ -62,6 +75,7 @@ impl<S> tower::Layer<S> for AuthLayer {
             inner,
             verifier: self.verifier.clone(),
             public: self.public.clone(),
+            protected: self.protected.clone(),
         }
     }
 }
@@ -72,6 +86,7 @@ pub struct Authenticate<S> {
     inner: S,
     verifier: Arc<Verifier>,
     public: PublicMethods,
+    protected: Option<Arc<str>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -94,7 +109,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if self.public.contains(request.uri().path()) {
+        let path = request.uri().path();
+        let unprotected = self
+            .protected
+            .as_deref()
+            .is_some_and(|own| !path.starts_with(own));
+        if unprotected || self.public.contains(path) {
             return Box::pin(self.inner.call(request));
         }
         // The service that was polled ready serves this call; its clone serves the next.

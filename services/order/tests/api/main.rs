@@ -10,3 +10,4 @@ mod saga;
 
 mod authorization;
 mod transient;
+mod wrong_port;

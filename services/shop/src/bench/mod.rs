@@ -25,24 +25,32 @@ use std::time::Duration;
 
 /// `shop bench` options.
 #[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Phases: with no phase flag, all three run (baselines; 20,000 orders from \
+128 callers; 500 orders/s for 30 s). Any phase flag runs only the phases it names, the other \
+flag of that phase taking its default: `--rate 100` alone offers 100 orders/s for 30 s."
+)]
 pub struct BenchArgs {
     /// Drive running services instead of starting them in-process: the host of the four
-    /// gRPC ports (50051–50054); the databases and broker prefix come from the environment.
+    /// gRPC ports (50051–50054); the databases and broker prefix come from the environment
+    /// [default: start the four services in this process, on their own databases]
     #[arg(long)]
     pub target: Option<String>,
-    /// Closed loop: concurrent CreateOrder callers.
+    /// Closed loop: concurrent CreateOrder callers [default: 128, when the phase runs]
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Closed loop: orders to place.
+    /// Closed loop: orders to place [default: 20000, when the phase runs]
     #[arg(long)]
     pub orders: Option<usize>,
-    /// Open loop: orders per second offered, on a fixed schedule.
+    /// Open loop: orders per second offered, on a fixed schedule [default: 500, when the
+    /// phase runs]
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Open loop: seconds to offer load for.
+    /// Open loop: seconds to offer load for [default: 30, when the phase runs]
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Measure the broker, database and gRPC baselines before the load.
+    /// Measure the broker, database and gRPC baselines before the load [default: only when no
+    /// phase flag is given]
     #[arg(long)]
     pub baselines: bool,
     /// Seconds each database and gRPC baseline runs.
@@ -54,7 +62,7 @@ pub struct BenchArgs {
     /// Products to seed (each order has 1 to 3 of them).
     #[arg(long, default_value_t = 200)]
     pub products: usize,
-    /// Print one JSON object (on stdout) instead of the table.
+    /// Print one JSON object (on stdout) instead of the table [default: the table]
     #[arg(long)]
     pub json: bool,
 }
@@ -154,6 +162,20 @@ mod tests {
         assert!(p.baselines);
         assert_eq!(p.closed, Some((20_000, DEFAULT_CONCURRENCY)));
         assert_eq!(p.open, Some((500.0, Duration::from_secs(30))));
+    }
+
+    #[test]
+    fn the_help_shows_the_defaults_the_plan_uses() {
+        use clap::CommandFactory as _;
+        let help = Cli::command().render_long_help().to_string();
+        for default in [
+            format!("[default: {DEFAULT_CONCURRENCY},"),
+            format!("[default: {DEFAULT_ORDERS},"),
+            format!("[default: {DEFAULT_RATE},"),
+            format!("[default: {DEFAULT_DURATION},"),
+        ] {
+            assert!(help.contains(&default), "{default} missing from:\n{help}");
+        }
     }
 
     #[test]

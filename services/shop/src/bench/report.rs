@@ -25,6 +25,9 @@ pub struct PhaseReport {
     pub failures: usize,
     /// Offered rate (open loop) or 0 (closed loop).
     pub offered_per_s: f64,
+    /// Concurrent callers (closed loop) or 0 (open loop: calls start on schedule, however
+    /// many are still in flight).
+    pub concurrency: usize,
     /// Seconds from the first call to the last terminal state.
     pub seconds: f64,
     /// CreateOrder calls completed per second.
@@ -119,16 +122,26 @@ impl Report {
 
         let closed = match plan.closed {
             Some((orders, concurrency)) => {
-                let (report, ids) = phase(target, &observer, &load_runtime, "max", orders, 0.0, {
-                    let (users, products) = (users.clone(), products.clone());
-                    let addr = target.addresses.order;
-                    move |bar| async move {
-                        let channels = channels(addr).await;
-                        load::closed_loop(channels, users, products, 0, orders, concurrency, bar)
+                let (mut report, ids) =
+                    phase(target, &observer, &load_runtime, "max", orders, 0.0, {
+                        let (users, products) = (users.clone(), products.clone());
+                        let addr = target.addresses.order;
+                        move |bar| async move {
+                            let channels = channels(addr).await;
+                            load::closed_loop(
+                                channels,
+                                users,
+                                products,
+                                0,
+                                orders,
+                                concurrency,
+                                bar,
+                            )
                             .await
-                    }
-                })
-                .await?;
+                        }
+                    })
+                    .await?;
+                report.concurrency = concurrency;
                 all_orders.extend(ids);
                 Some(report)
             }
@@ -195,6 +208,7 @@ impl Report {
             "cores": self.cores,
             "orders": closed.orders,
             "orders_per_s": closed.orders_per_s,
+            "concurrency": closed.concurrency,
             "events_per_s": closed.events_per_s,
             "calls_per_s": closed.calls_per_s,
             "create_order_p50_ms": closed.create_order.p50_ms,
@@ -268,8 +282,15 @@ impl Report {
             println!("\n{name}");
             if p.offered_per_s > 0.0 {
                 println!(
-                    "  offered                 {:>10.1} orders/s",
-                    p.offered_per_s
+                    "  offered                 {:>10.1} orders/s for {:.0} s (calls start on schedule, however many are in flight)",
+                    p.offered_per_s,
+                    (p.orders + p.failures) as f64 / p.offered_per_s
+                );
+            }
+            if p.concurrency > 0 {
+                println!(
+                    "  concurrency             {:>10}   callers, each placing its next order when the last one answered",
+                    p.concurrency
                 );
             }
             println!(
@@ -297,7 +318,7 @@ impl Report {
                 p.end_to_end.p50_ms, p.end_to_end.p90_ms, p.end_to_end.p99_ms, p.end_to_end.max_ms
             );
             println!(
-                "  services' CPU           {:>10.2} ms/order",
+                "  services' CPU           {:>10.2} ms/order   (CPU time of the services' threads, not the load generator's, over the phase, per order placed)",
                 p.cpu_s_per_order * 1000.0
             );
             println!(
@@ -463,6 +484,7 @@ where
         orders: placed,
         failures: outcome.failures,
         offered_per_s: offered,
+        concurrency: 0,
         seconds,
         calls_per_s: placed as f64 / call_seconds,
         orders_per_s: (placed - unfinished) as f64 / seconds,
