@@ -8,7 +8,9 @@ cd "$(dirname "$0")"
 
 echo "==> examples/python: virtualenv from requirements.txt"
 python3 -m venv python/.venv
-python/.venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements.txt
+# Exactly the pins, nothing resolved behind them; pip check fails if one is missing.
+python/.venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r python/requirements.txt
+python/.venv/bin/pip check --disable-pip-version-check
 python/.venv/bin/python python/generate.py
 
 echo "==> examples/node: npm ci from package-lock.json"

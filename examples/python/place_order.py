@@ -45,22 +45,38 @@ SETTLE_TIMEOUT_S = 30.0
 def parse_args() -> argparse.Namespace:
     host = os.environ.get("SHOP_HOST", "localhost")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--user-addr", default=f"{host}:50051", help="user service gRPC address (host:port)")
-    p.add_argument("--order-addr", default=f"{host}:50052", help="order service gRPC address (host:port)")
-    p.add_argument("--inventory-addr", default=f"{host}:50053", help="inventory service gRPC address (host:port)")
-    p.add_argument("--product", default=f"widget-{uuid.uuid4().hex[:8]}", help="product id (default: a new one)")
-    p.add_argument("--stock", type=int, default=10, help="units to add to the product's stock")
-    p.add_argument("--quantity", type=int, default=2, help="units to order")
-    p.add_argument("--tour", action="store_true", help="also reject an order, cancel one and rename the user")
+    addr = "gRPC address (default: %(default)s; $SHOP_HOST sets the host)"
+    p.add_argument("--user-addr", metavar="HOST:PORT", default=f"{host}:50051", help=f"the user service's {addr}")
+    p.add_argument("--order-addr", metavar="HOST:PORT", default=f"{host}:50052", help=f"the order service's {addr}")
+    p.add_argument(
+        "--inventory-addr", metavar="HOST:PORT", default=f"{host}:50053", help=f"the inventory service's {addr}"
+    )
+    p.add_argument(
+        "--product",
+        metavar="ID",
+        default=f"widget-{uuid.uuid4().hex[:8]}",
+        help="the product id to stock and order (default: a new one, widget-<8 random hex digits>)",
+    )
+    p.add_argument(
+        "--stock", type=int, metavar="N", default=10, help="units to add to the product's stock (default: %(default)s)"
+    )
+    p.add_argument("--quantity", type=int, metavar="N", default=2, help="units to order (default: %(default)s)")
+    p.add_argument(
+        "--tour",
+        action="store_true",
+        help="also reject an order, cancel one and rename the user: every event type once (default: off)",
+    )
     p.add_argument(
         "--staff-email",
+        metavar="EMAIL",
         default=os.environ.get("SHOP_ADMIN_EMAIL"),
-        help="staff account that stocks the product (AdjustStock is staff only; default: $SHOP_ADMIN_EMAIL)",
+        help="staff account that stocks the product (AdjustStock is staff only) (default: $SHOP_ADMIN_EMAIL)",
     )
     p.add_argument(
         "--staff-password",
+        metavar="PASSWORD",
         default=os.environ.get("SHOP_ADMIN_PASSWORD"),
-        help="its password (default: $SHOP_ADMIN_PASSWORD; prefer the variable, arguments show in `ps`)",
+        help="its password; prefer the variable, arguments show in `ps` (default: $SHOP_ADMIN_PASSWORD)",
     )
     args = p.parse_args()
     if not args.staff_email or not args.staff_password:
@@ -111,16 +127,17 @@ class Shop:
             time.sleep(wait)
             wait = min(wait * 2, 0.5)
 
+    def get(self, order_id: str, token: str) -> "order.Order":
+        """The order as the order service stored it."""
+        return self.call(
+            "shop.order.v1.OrderService/GetOrder", self.orders.GetOrder, order.GetOrderRequest(order_id=order_id), token
+        ).order
+
     def settled(self, order_id: str, token: str) -> "order.Order":
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         wait = 0.05
         while True:
-            current = self.call(
-                "shop.order.v1.OrderService/GetOrder",
-                self.orders.GetOrder,
-                order.GetOrderRequest(order_id=order_id),
-                token,
-            ).order
+            current = self.get(order_id, token)
             if current.status != order.ORDER_STATUS_PENDING:
                 return current
             if time.monotonic() > deadline:
@@ -173,13 +190,18 @@ def main() -> int:
                 step = "place the order to be rejected"
                 orders.append(shop.place(created.user_id, args.product, args.stock + 1, customer))
                 step = "cancel the first order"
-                cancelled = shop.call(
+                first = orders[0]["order_id"]
+                shop.call(
                     "shop.order.v1.OrderService/CancelOrder",
                     shop.orders.CancelOrder,
-                    order.CancelOrderRequest(order_id=orders[0]["order_id"], reason="changed my mind"),
+                    order.CancelOrderRequest(order_id=first, reason="changed my mind"),
                     customer,
-                ).order
-                orders[0] = summary(cancelled)
+                )
+                # Printed as stored: the reason is the order's `status_reason` (the request's
+                # `reason`, trimmed; "cancelled by request" if empty). CancelOrder commits before
+                # it answers and CANCELLED is final, so one read shows it, with no waiting.
+                step = "read the cancelled order"
+                orders[0] = summary(shop.get(first, customer))
                 step = "rename the user"
                 shop.call(
                     "shop.user.v1.UserService/UpdateUser",

@@ -32,8 +32,15 @@ def verify(token: str, jwks_url: str) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jwks-url", required=True, help="the JWK Set: http://USER_HOST:9091/.well-known/jwks.json")
-    p.add_argument("token", nargs="?", help="the access token (default: read from stdin)")
+    p.add_argument(
+        "--jwks-url",
+        required=True,
+        metavar="URL",
+        help="the JWK Set, http://USER_HOST:9091/.well-known/jwks.json (required: no default)",
+    )
+    p.add_argument(
+        "token", nargs="?", help="the access token; prefer stdin, arguments show in `ps` (default: read from stdin)"
+    )
     args = p.parse_args()
     result = verify((args.token or sys.stdin.read()).strip(), args.jwks_url)
     print(json.dumps(result))
