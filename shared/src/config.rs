@@ -143,6 +143,9 @@ pub struct MessagingConfig {
     /// `OUTBOX_LINGER_MS` (default 3): how long a woken relay waits for more rows to gather
     /// before it claims a round.
     pub outbox_linger: Duration,
+    /// `METRICS_SAMPLE_INTERVAL_MS` (default 5000): how often the gauges that need a query
+    /// (outbox depth and age, inbox size, dead letters) are sampled.
+    pub metrics_interval: Duration,
 }
 
 impl Default for MessagingConfig {
@@ -158,6 +161,7 @@ impl Default for MessagingConfig {
             outbox_max_attempts: 10,
             outbox_retention: Duration::from_secs(3600),
             outbox_linger: Duration::from_millis(3),
+            metrics_interval: Duration::from_millis(5000),
         }
     }
 }
@@ -196,6 +200,13 @@ impl MessagingConfig {
                 "OUTBOX_LINGER_MS",
                 d.outbox_linger.as_millis() as u64,
             )?),
+            metrics_interval: Duration::from_millis(
+                env_parse(
+                    "METRICS_SAMPLE_INTERVAL_MS",
+                    d.metrics_interval.as_millis() as u64,
+                )?
+                .max(10),
+            ),
         })
     }
 }

@@ -133,9 +133,11 @@ impl tonic::service::Interceptor for TraceInterceptor {
 }
 
 /// The server builder every service uses, so limits and layers are the same everywhere: the
-/// trace layer outermost (so a refused call still has its server span), then `auth`.
+/// trace layer outermost (so a refused call still has its server span and is counted in
+/// `metrics`), then `auth`.
 pub fn server(
     auth: crate::auth::AuthLayer,
+    metrics: crate::metrics::Metrics,
 ) -> tonic::transport::Server<
     tower::layer::util::Stack<
         crate::auth::AuthLayer,
@@ -146,7 +148,7 @@ pub fn server(
     >,
 > {
     tonic::transport::Server::builder()
-        .layer(crate::telemetry::grpc_layer::GrpcTraceLayer)
+        .layer(crate::telemetry::grpc_layer::GrpcTraceLayer::new(metrics))
         .layer(auth)
         // Bounds how long a client may keep a connection idle-open without pings.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

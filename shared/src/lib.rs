@@ -6,6 +6,7 @@
 //! - [`messaging`] — RabbitMQ topology, envelopes, outbox relay, consumers, recovery.
 //! - [`auth`] — ES256 access tokens, the JWK Set, the verifier and the server layer.
 //! - [`http`] — the HTTP port beside gRPC (JWKS, metrics).
+//! - [`metrics`] — the Prometheus metrics every service serves on its HTTP port.
 //! - [`db`] — creating a service database, its pool and its migrations.
 //! - [`diagnose`] — start-up errors that say what is wrong and which setting to change.
 //! - [`config`] — typed settings from the environment.
@@ -23,6 +24,7 @@ pub mod diagnose;
 pub mod grpc;
 pub mod http;
 pub mod messaging;
+pub mod metrics;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

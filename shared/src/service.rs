@@ -9,6 +9,9 @@
 //! committed and closes its connection; then the HTTP port; then the pool. Every broker
 //! connection is closed before the runtime goes, and the service returns what it drained
 //! ([`Drained`]) for the final `shop stopped` line.
+//!
+//! The HTTP port serves the caller's routes and `GET /metrics` ([`crate::metrics`]); the
+//! gauges that need a query are sampled by a background task beside the HTTP port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +32,7 @@ use crate::diagnose;
 use crate::messaging::{
     Consumer, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
+use crate::metrics::Metrics;
 
 /// How long shutdown waits for the consumer, the relay and the HTTP port to stop.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
@@ -229,6 +233,7 @@ pub async fn prepare(
     migrator: &Migrator,
     subscriptions: Option<Subscriptions>,
 ) -> anyhow::Result<ServiceParts> {
+    let config_name = config.name;
     let pool = open_database(&config, migrator).await?;
     check_broker(&config).await?;
     if let Some(subscriptions) = &subscriptions {
@@ -253,6 +258,7 @@ pub async fn prepare(
         http_listener,
         subscriptions,
         waker: OutboxWaker::new(),
+        metrics: Metrics::new(config_name),
     })
 }
 
@@ -271,6 +277,8 @@ pub struct ServiceParts {
     pub subscriptions: Option<Subscriptions>,
     /// Wakes the service's relay: call [`OutboxWaker::wake`] after committing staged events.
     pub waker: OutboxWaker,
+    /// The service's instruments, served at `GET /metrics` on the HTTP port.
+    pub metrics: Metrics,
 }
 
 impl ServiceParts {
@@ -326,6 +334,7 @@ where
         http_listener,
         subscriptions,
         waker,
+        metrics,
     } = parts;
     let tracker = TaskTracker::new();
     let names = config.names();
@@ -334,7 +343,13 @@ where
     tracker.spawn(crate::http::serve(
         config.name,
         http_listener,
-        http,
+        http.merge(metrics.router()),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::metrics::sampler::run(
+        metrics.clone(),
+        pool.clone(),
+        config.messaging.metrics_interval,
         shutdown.clone(),
     ));
     tracker.spawn(crate::http::refresh_keys(
@@ -352,7 +367,8 @@ where
             subscriptions,
             config.messaging.clone(),
         )
-        .with_waker(waker.clone());
+        .with_waker(waker.clone())
+        .with_metrics(metrics.clone());
         tokio::spawn(consumer.run(shutdown.clone()))
     });
     // The relay stops last, once nothing can stage events any more: what the last RPCs and
@@ -365,7 +381,8 @@ where
         config.name,
         RelayConfig::from(&config.messaging),
     )
-    .with_waker(waker);
+    .with_waker(waker)
+    .with_metrics(metrics.clone());
     let relay = tokio::spawn(relay.run(relay_stop.clone()));
     tracker.close();
 
@@ -390,7 +407,7 @@ where
         .add_service(grpc);
     let mut routes = routes.routes();
     crate::grpc::explain_unknown_services(&mut routes, config.name, S::NAME);
-    let result = crate::grpc::server(auth.protecting(S::NAME))
+    let result = crate::grpc::server(auth.protecting(S::NAME), metrics)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),

@@ -6,13 +6,16 @@
 //! - OpenTelemetry: a tracer provider with the W3C trace-context propagator; `tracing` spans
 //!   become OpenTelemetry spans. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported by
 //!   OTLP/gRPC in batches (Jaeger accepts OTLP on 4317); without it nothing is exported, but
-//!   trace context is still propagated, so a flow keeps one trace id across services.
+//!   trace context is still propagated, so a flow keeps one trace id across services. Each
+//!   span is exported under the resource of the service it belongs to ([`per_service`]), so
+//!   the four services of `shop up` are four services in Jaeger, not one.
 //! - [`TelemetryGuard`] flushes and shuts the provider down when dropped.
 //!
 //! Trace context crosses process boundaries through the two adapters in [`propagation`]:
 //! gRPC metadata (HTTP headers) and AMQP headers.
 
 pub mod grpc_layer;
+pub mod per_service;
 pub mod propagation;
 pub mod w3c;
 
@@ -79,10 +82,12 @@ pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
     if let Some(endpoint) = &config.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig as _;
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()?;
+        let exporter = per_service::PerServiceExporter::new(|| {
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()
+        })?;
         builder = builder.with_batch_exporter(exporter);
     }
     let output = if config.json {
@@ -144,9 +149,15 @@ fn install(
     // Colour codes only for a terminal, and never with NO_COLOR set (https://no-color.org).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
+    // lapin runs each connection's I/O loop in an INFO span of its own: not part of any flow,
+    // and in Jaeger only noise without a service.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(LevelFilter::INFO);
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("lapin", LevelFilter::OFF),
+        );
     let registry = tracing_subscriber::registry().with(otel);
     match output {
         // Logs go to stderr: stdout stays clean for what a command prints (`shop bench --json`).

@@ -116,6 +116,8 @@ pub struct TestSystem {
     /// The four databases: user, order, inventory, notification.
     pub databases: Vec<TestDatabase>,
     addresses: Addresses,
+    /// Each service's HTTP port (JWKS, `/metrics`).
+    pub http: Addresses,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<shop_shared::service::Drained>>>,
     held_back: Option<shop_inventory::Application>,
@@ -198,6 +200,7 @@ impl TestSystem {
             .unwrap_or_default();
         let built = BuiltSystem::build(config).await.expect("build the system");
         let addresses = built.addresses();
+        let http = built.http_addresses();
         let jwks_url = shop::system::jwks_url(built.user.http_addr());
         let clients = Clients::connect_lazy(addresses);
         let shutdown = CancellationToken::new();
@@ -211,6 +214,7 @@ impl TestSystem {
             broker,
             databases,
             addresses,
+            http,
             shutdown,
             tasks,
             held_back: Some(built.inventory),

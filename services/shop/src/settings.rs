@@ -92,6 +92,10 @@ mod tests {
             find("OUTBOX_BATCH").default,
             defaults.outbox_batch.to_string()
         );
+        assert_eq!(
+            find("METRICS_SAMPLE_INTERVAL_MS").default,
+            defaults.metrics_interval.as_millis().to_string()
+        );
         for key in [
             "<SERVICE>_DATABASE_URL",
             "<SERVICE>_GRPC_ADDR",

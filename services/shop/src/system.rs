@@ -73,16 +73,16 @@ pub struct BuiltSystem {
     pub notification: shop_notification::Application,
 }
 
-/// The gRPC addresses of a running system.
+/// The addresses of a running system's services (their gRPC or their HTTP ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Addresses {
-    /// UserService.
+    /// The user service.
     pub user: SocketAddr,
-    /// OrderService.
+    /// The order service.
     pub order: SocketAddr,
-    /// InventoryService.
+    /// The inventory service.
     pub inventory: SocketAddr,
-    /// NotificationService.
+    /// The notification service.
     pub notification: SocketAddr,
 }
 
@@ -120,6 +120,16 @@ impl BuiltSystem {
             order: self.order.grpc_addr(),
             inventory: self.inventory.grpc_addr(),
             notification: self.notification.grpc_addr(),
+        }
+    }
+
+    /// Where each service serves its HTTP port (JWKS, `/metrics`).
+    pub fn http_addresses(&self) -> Addresses {
+        Addresses {
+            user: self.user.http_addr(),
+            order: self.order.http_addr(),
+            inventory: self.inventory.http_addr(),
+            notification: self.notification.http_addr(),
         }
     }
 

@@ -20,11 +20,16 @@
 //!
 //! A failure of the database or the broker itself ends the session without acknowledging:
 //! the broker redelivers, the inbox absorbs what was already applied.
+//!
+//! Every settled delivery is timed into `messaging_process_duration_seconds` with its outcome
+//! (applied, duplicate, retried, dead-lettered), from the start of its batch to the ack; the
+//! session also samples the depth of the service's dead-letter queue.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
@@ -43,6 +48,7 @@ use super::envelope::{self, DecodeError, Envelope, EventContext, IncomingMeta};
 use super::outbox::OutboxWaker;
 use super::{Names, connection, outbox, topology};
 use crate::config::MessagingConfig;
+use crate::metrics::{Metrics, Outcome};
 use crate::telemetry::propagation::{TraceFields, continue_trace};
 use tracing::Instrument as _;
 
@@ -297,6 +303,7 @@ struct Inner {
     subscriptions: Subscriptions,
     config: MessagingConfig,
     waker: OutboxWaker,
+    metrics: Metrics,
     /// Deliveries settled (applied and acked, retried or dead-lettered) by batches that were
     /// in progress when the shutdown signal came.
     drained: AtomicU64,
@@ -313,9 +320,21 @@ struct Prepared {
 
 /// Where a message goes when it is not applied.
 enum Divert {
-    Retry(std::time::Duration),
+    Retry(Duration),
     DeadLetter(String),
 }
+
+/// A message that is not applied: what to send where, and the original routing key.
+struct Diverted {
+    properties: BasicProperties,
+    body: Vec<u8>,
+    routing_key: String,
+    retry_count: u32,
+    divert: Divert,
+}
+
+/// Which of a group's messages a committed transaction applied (the others were duplicates).
+type Applied = HashSet<String>;
 
 impl Consumer {
     /// A consumer of `service`'s queue (`{prefix}<service>`) applying `subscriptions`.
@@ -327,12 +346,14 @@ impl Consumer {
         subscriptions: Subscriptions,
         config: MessagingConfig,
     ) -> Self {
+        let service = service.into();
         Self {
             inner: Arc::new(Inner {
                 pool,
                 amqp_url: amqp_url.into(),
                 names,
-                service: service.into(),
+                metrics: Metrics::new(&service),
+                service,
                 subscriptions,
                 config,
                 waker: OutboxWaker::new(),
@@ -346,6 +367,15 @@ impl Consumer {
     pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.waker = waker;
+        }
+        self
+    }
+
+    /// Records the consumer's deliveries, connections and dead letters in `metrics` (the
+    /// service's). Call before the consumer is cloned or run.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
         }
         self
     }
@@ -393,6 +423,7 @@ impl Inner {
     async fn session(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<bool> {
         let name = self.names.connection_name(&self.service, "consumer");
         let conn = connection::connect(&self.amqp_url, &name).await?;
+        self.metrics.connection_opened();
         let setup = conn.create_channel().await?;
         self.declare(&setup).await?;
         let _ = setup.close(200, "declared").await;
@@ -428,9 +459,57 @@ impl Inner {
             );
         }
         tracing::info!(consumer = %name, channels = loops.len(), "consumer connected");
-        let result = futures::future::try_join_all(loops).await;
+        let consuming = futures::future::try_join_all(loops);
+        tokio::pin!(consuming);
+        let result = tokio::select! {
+            result = &mut consuming => result,
+            // The sampler only ends on shutdown, when the loops are winding down.
+            () = self.sample_dead_letters(&conn, shutdown.clone()) => consuming.await,
+        };
         let _ = conn.close(200, "consumer stopping").await;
         result.map(|worked| worked.into_iter().any(|w| w))
+    }
+
+    /// Samples the depth of the service's dead-letter queue every metrics interval until
+    /// `shutdown`, on a channel of its own (a passive declare). A failed sample is logged at
+    /// DEBUG and retried on a new channel: it never ends the session.
+    async fn sample_dead_letters(&self, conn: &lapin::Connection, shutdown: CancellationToken) {
+        let dlq = self.names.dlq(&self.service);
+        let mut channel: Option<Channel> = None;
+        loop {
+            if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+                channel = conn.create_channel().await.ok();
+            }
+            if let Some(c) = &channel {
+                let declared = c
+                    .queue_declare(
+                        &dlq,
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                match declared {
+                    Ok(queue) => self
+                        .metrics
+                        .dead_letters_sampled(&dlq, queue.message_count()),
+                    Err(e) => {
+                        tracing::debug!(queue = %dlq, error = %e, "dead-letter sample failed")
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.config.metrics_interval) => {}
+                () = shutdown.cancelled() => {
+                    if let Some(c) = channel {
+                        let _ = c.close(200, "consumer stopping").await;
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     async fn consume_loop(
@@ -498,8 +577,12 @@ impl Inner {
         let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
             return Ok(());
         };
+        let started = Instant::now();
+        self.metrics.batch(batch.len());
         let mut ready = Vec::with_capacity(batch.len());
-        let mut diverted: Vec<(BasicProperties, Vec<u8>, String, u32, Divert)> = Vec::new();
+        let mut diverted: Vec<Diverted> = Vec::new();
+        // (routing key, outcome) of every delivery settled without a copy sent anywhere.
+        let mut settled: Vec<(String, Outcome)> = Vec::with_capacity(batch.len());
         let mut seen = HashSet::with_capacity(batch.len());
         for delivery in batch {
             match self.prepare(&delivery) {
@@ -507,6 +590,8 @@ impl Inner {
                     // The same message twice in one batch: the first one counts.
                     if seen.insert(prepared.meta.message_id.clone()) {
                         ready.push(prepared);
+                    } else {
+                        settled.push((prepared.meta.routing_key, Outcome::Duplicate));
                     }
                 }
                 Err(error) => {
@@ -517,26 +602,37 @@ impl Inner {
                         .as_ref()
                         .and_then(|h| envelope::header_u32(h, envelope::RETRY_COUNT))
                         .unwrap_or(0);
-                    diverted.push((
-                        delivery.properties.clone(),
-                        delivery.data.clone(),
-                        delivery.routing_key.to_string(),
+                    diverted.push(Diverted {
+                        properties: delivery.properties.clone(),
+                        body: delivery.data.clone(),
+                        routing_key: delivery.routing_key.to_string(),
                         retry_count,
-                        Divert::DeadLetter(error.to_string()),
-                    ));
+                        divert: Divert::DeadLetter(error.to_string()),
+                    });
                 }
             }
         }
 
+        let mut record_applied = |group: &[Prepared], applied: &Applied| {
+            for prepared in group {
+                let outcome = if applied.contains(&prepared.meta.message_id) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Duplicate
+                };
+                settled.push((prepared.meta.routing_key.clone(), outcome));
+            }
+        };
         if !ready.is_empty() {
             match self.apply(&ready).await? {
-                Ok(()) => {}
+                Ok(applied) => record_applied(&ready, &applied),
                 Err(_) if ready.len() > 1 => {
                     // Something in the batch failed: apply each message on its own so only the
                     // failing ones are diverted.
                     for prepared in &ready {
-                        if let Err(error) = self.apply(std::slice::from_ref(prepared)).await? {
-                            diverted.push(self.divert(prepared, error));
+                        match self.apply(std::slice::from_ref(prepared)).await? {
+                            Ok(applied) => record_applied(std::slice::from_ref(prepared), &applied),
+                            Err(error) => diverted.push(self.divert(prepared, error)),
                         }
                     }
                 }
@@ -544,9 +640,17 @@ impl Inner {
             }
         }
 
-        for (properties, body, routing_key, retry_count, divert) in diverted {
-            self.publish_diverted(channel, properties, body, &routing_key, retry_count, divert)
-                .await?;
+        let mut retries = Vec::new();
+        for diverted in diverted {
+            let routing_key = diverted.routing_key.clone();
+            let retried = matches!(diverted.divert, Divert::Retry(_));
+            let queue = self.publish_diverted(channel, diverted).await?;
+            if retried {
+                settled.push((routing_key.clone(), Outcome::Retried));
+                retries.push((routing_key, queue));
+            } else {
+                settled.push((routing_key, Outcome::DeadLettered));
+            }
         }
 
         // After the commit and after every diverted copy was confirmed: one ack for the batch.
@@ -555,6 +659,15 @@ impl Inner {
         channel
             .basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
+        let elapsed = started.elapsed();
+        let queue = self.names.queue(&self.service);
+        for (routing_key, outcome) in &settled {
+            self.metrics
+                .delivery_settled(&queue, routing_key, *outcome, elapsed);
+        }
+        for (routing_key, retry_queue) in &retries {
+            self.metrics.retry_scheduled(routing_key, retry_queue);
+        }
         Ok(())
     }
 
@@ -575,14 +688,15 @@ impl Inner {
         })
     }
 
-    /// Applies `group` in one transaction. The outer `Result` is an infrastructure failure
-    /// (the session ends, nothing is acknowledged); the inner one is a handler's.
-    async fn apply(&self, group: &[Prepared]) -> anyhow::Result<Result<(), HandlerError>> {
+    /// Applies `group` in one transaction and returns the ids it applied (the others were
+    /// in the inbox already). The outer `Result` is an infrastructure failure (the session
+    /// ends, nothing is acknowledged); the inner one is a handler's.
+    async fn apply(&self, group: &[Prepared]) -> anyhow::Result<Result<Applied, HandlerError>> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();
         // The inbox makes effects exactly-once: a message id already recorded by this consumer
         // was applied by a committed transaction, so it is skipped (and acknowledged).
-        let fresh: HashSet<String> = sqlx::query_scalar(
+        let fresh: Applied = sqlx::query_scalar(
             "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::text[]) \
              ON CONFLICT DO NOTHING RETURNING message_id",
         )
@@ -645,7 +759,7 @@ impl Inner {
         if !staged.is_empty() {
             self.waker.wake();
         }
-        Ok(Ok(()))
+        Ok(Ok(fresh))
     }
 
     /// The consumer span of one message: a child of the producer span whose context the
@@ -677,11 +791,7 @@ impl Inner {
         span
     }
 
-    fn divert(
-        &self,
-        prepared: &Prepared,
-        error: HandlerError,
-    ) -> (BasicProperties, Vec<u8>, String, u32, Divert) {
+    fn divert(&self, prepared: &Prepared, error: HandlerError) -> Diverted {
         let attempt = prepared.meta.retry_count + 1;
         let divert = match &error {
             HandlerError::Permanent(_) => Divert::DeadLetter(error.to_string()),
@@ -691,24 +801,30 @@ impl Inner {
             },
         };
         tracing::warn!(message_id = %prepared.meta.message_id, attempt, error = %error, "handler failed");
-        (
-            prepared.properties.clone(),
-            prepared.body.clone(),
-            prepared.meta.routing_key.clone(),
-            prepared.meta.retry_count,
+        Diverted {
+            properties: prepared.properties.clone(),
+            body: prepared.body.clone(),
+            routing_key: prepared.meta.routing_key.clone(),
+            retry_count: prepared.meta.retry_count,
             divert,
-        )
+        }
     }
 
+    /// Sends a diverted message's copy to its retry queue or the DLQ and waits for the
+    /// broker's confirm; returns the queue.
     async fn publish_diverted(
         &self,
         channel: &Channel,
-        properties: BasicProperties,
-        body: Vec<u8>,
-        routing_key: &str,
-        retry_count: u32,
-        divert: Divert,
-    ) -> anyhow::Result<()> {
+        diverted: Diverted,
+    ) -> anyhow::Result<String> {
+        let Diverted {
+            properties,
+            body,
+            routing_key,
+            retry_count,
+            divert,
+        } = diverted;
+        let routing_key = routing_key.as_str();
         let (queue, properties) = match divert {
             Divert::Retry(delay) => (
                 self.names.retry_queue(&self.service, delay),
@@ -760,7 +876,7 @@ impl Inner {
             .await?
             .await?;
         match confirm {
-            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(queue),
             Confirmation::Nack(_) => anyhow::bail!("the broker nacked the copy for {queue}"),
         }
     }

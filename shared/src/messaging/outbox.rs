@@ -14,7 +14,9 @@
 //!   `20261123000001_outbox_wake_in_process.sql`);
 //! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
 //!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
-//! - purges published rows after the retention period.
+//! - purges published rows after the retention period;
+//! - counts what it published per routing key, its failed publishes and how long its rounds
+//!   take, in the service's [`Metrics`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::envelope::{Envelope, EventContext};
 use super::{Names, connection, topology};
+use crate::metrics::Metrics;
 use crate::telemetry::propagation::{TraceFields, continue_trace};
 
 /// The NOTIFY channel relays LISTEN on.
@@ -200,6 +203,7 @@ pub struct Relay {
     app_id: String,
     config: RelayConfig,
     waker: OutboxWaker,
+    metrics: Metrics,
     /// Rows published by rounds that ran after the shutdown signal.
     drained: Arc<AtomicU64>,
 }
@@ -239,11 +243,13 @@ impl Relay {
         app_id: impl Into<String>,
         config: RelayConfig,
     ) -> Self {
+        let app_id = app_id.into();
         Self {
             pool,
             amqp_url: amqp_url.into(),
             names,
-            app_id: app_id.into(),
+            metrics: Metrics::new(&app_id),
+            app_id,
             config,
             waker: OutboxWaker::new(),
             drained: Arc::default(),
@@ -253,6 +259,13 @@ impl Relay {
     /// The relay wakes when `waker` is woken (give the same waker to the code that commits).
     pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
         self.waker = waker;
+        self
+    }
+
+    /// Records what the relay publishes, its failures and its connections in `metrics` (the
+    /// service's).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -269,6 +282,7 @@ impl Relay {
     async fn session(&self, shutdown: CancellationToken) -> anyhow::Result<bool> {
         let name = self.names.connection_name(&self.app_id, "relay");
         let conn = connection::connect(&self.amqp_url, &name).await?;
+        self.metrics.connection_opened();
         let channel = conn.create_channel().await?;
         // Publisher confirms: the broker acknowledges every message once it is safely queued
         // (for persistent messages on quorum queues: written to a majority).
@@ -340,6 +354,7 @@ impl Relay {
     /// Claims up to `batch_size` due rows, publishes them and records the outcome, in one
     /// transaction. Public so tests and the benchmark can drive the relay step by step.
     pub async fn publish_round(&self, channel: &Channel) -> anyhow::Result<RoundOutcome> {
+        let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
         // UPDATE keeps them ours until this transaction ends.
@@ -364,13 +379,17 @@ impl Relay {
         let (fresh, retried): (Vec<&ClaimedRow>, Vec<&ClaimedRow>) =
             rows.iter().partition(|r| r.attempts == 0);
         let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut published_keys: Vec<&str> = Vec::with_capacity(rows.len());
         let mut failed: Vec<(i64, String)> = Vec::new();
         let mut broken: Option<String> = None;
 
         let results = self.publish_pipelined(channel, &fresh).await;
         for (row, result) in fresh.iter().zip(results) {
             match result {
-                Ok(()) => published.push(row.id),
+                Ok(()) => {
+                    published.push(row.id);
+                    published_keys.push(&row.routing_key);
+                }
                 Err(e) => {
                     if !channel.status().connected() {
                         broken.get_or_insert_with(|| e.clone());
@@ -384,7 +403,10 @@ impl Relay {
                 break; // not attempted: leave it as it is
             }
             match self.publish_pipelined(channel, &[row]).await.remove(0) {
-                Ok(()) => published.push(row.id),
+                Ok(()) => {
+                    published.push(row.id);
+                    published_keys.push(&row.routing_key);
+                }
                 Err(e) => {
                     if !channel.status().connected() {
                         broken = Some(e.clone());
@@ -423,6 +445,7 @@ impl Relay {
             tracing::warn!(outbox_id = id, error = %error, "outbox row failed to publish");
         }
         tx.commit().await?;
+        self.count_round(started, &published_keys, failed.len());
 
         if let Some(e) = broken {
             anyhow::bail!("broker channel failed while publishing: {e}");
@@ -432,6 +455,26 @@ impl Relay {
             published: published.len(),
             failed: failed.len(),
         })
+    }
+
+    /// Counts a committed round: the events confirmed and marked, per routing key, the failed
+    /// publishes, and the round's duration.
+    fn count_round(&self, started: Instant, published_keys: &[&str], failed: usize) {
+        let exchange = self.names.exchange();
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for key in published_keys {
+            match counts.iter_mut().find(|(k, _)| k == key) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((key, 1)),
+            }
+        }
+        for (key, n) in counts {
+            self.metrics.messages_sent(&exchange, key, n);
+        }
+        if failed > 0 {
+            self.metrics.publish_failed(failed as u64);
+        }
+        self.metrics.relay_round(started.elapsed());
     }
 
     /// Sends every row, then awaits every confirm: one round trip for the whole batch.

@@ -2,26 +2,43 @@
 //! (W3C `traceparent`/`tracestate` in the metadata, or starts a new trace when there is
 //! none), runs the call in a server span named and attributed per the OpenTelemetry RPC
 //! conventions, and makes sure the call has a correlation id (`x-correlation-id`, minted
-//! when absent) that the handler and every log line inside it see.
+//! when absent) that the handler and every log line inside it see. Every call it sees, health
+//! and reflection included, is timed into `rpc_server_call_duration_seconds`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use tracing::Instrument as _;
 
 use super::propagation::{HeaderExtractor, continue_trace};
 use crate::grpc::CORRELATION_ID;
+use crate::metrics::Metrics;
 
 /// Wraps a gRPC server's routes in [`GrpcTrace`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcTraceLayer;
+#[derive(Debug, Clone)]
+pub struct GrpcTraceLayer {
+    metrics: Metrics,
+}
+
+impl GrpcTraceLayer {
+    /// Traces every call and times it into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> tower::Layer<S> for GrpcTraceLayer {
     type Service = GrpcTrace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcTrace { inner }
+        GrpcTrace {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -29,6 +46,63 @@ impl<S> tower::Layer<S> for GrpcTraceLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcTrace<S> {
     inner: S,
+    metrics: Metrics,
+}
+
+/// The label of a service or method no server of shop serves (the OpenTelemetry convention),
+/// so a caller probing random paths cannot grow the metrics without bound.
+const OTHER: &str = "_OTHER";
+
+/// Every `service/method` of the contracts, health and reflection.
+fn known_methods() -> &'static HashSet<String> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known: HashSet<String> = [
+            "grpc.health.v1.Health/Check",
+            "grpc.health.v1.Health/Watch",
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(
+            shop_proto::FILE_DESCRIPTOR_SET,
+        ) {
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    })
+}
+
+/// The metric labels of a call's path: itself when shop knows it, `_OTHER` otherwise.
+fn rpc_labels(path: &str) -> (&str, &str) {
+    match path.split_once('/') {
+        Some((service, method)) if known_methods().contains(path) => (service, method),
+        _ => (OTHER, OTHER),
+    }
+}
+
+/// The status of a response: errors travel as trailers-only responses with the status in the
+/// headers; a response without it succeeded (its status 0 follows in the trailers).
+fn status_code<B>(response: &http::Response<B>) -> i64 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0)
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -49,10 +123,20 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
         let path = request.uri().path().trim_start_matches('/').to_owned();
-        // Health probes and reflection are not part of any business flow.
+        let metrics = self.metrics.clone();
+        // Health probes and reflection are not part of any business flow: timed, not traced.
         if path.starts_with("grpc.health.") || path.starts_with("grpc.reflection.") {
-            return Box::pin(self.inner.call(request));
+            let call = self.inner.call(request);
+            return Box::pin(async move {
+                let result = call.await;
+                if let Ok(response) = &result {
+                    let (service, method) = rpc_labels(&path);
+                    metrics.rpc_answered(service, method, status_code(response), started.elapsed());
+                }
+                result
+            });
         }
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
         let correlation_id = crate::grpc::correlation_id_from_headers(request.headers())
@@ -69,7 +153,7 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
-            shop.service = %short_service(service),
+            shop.service = %metrics.service(),
             trace_id = tracing::field::Empty,
             correlation_id = %correlation_id,
         );
@@ -85,14 +169,9 @@ where
                     resource_exhausted_for_oversized(response);
                 }
                 if let Ok(response) = &result {
-                    // Errors travel as trailers-only responses: the status is in the headers.
-                    // A response without it succeeded (its status 0 follows in the trailers).
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or(0);
+                    let code = status_code(response);
+                    let (service, method) = rpc_labels(&path);
+                    metrics.rpc_answered(service, method, code, started.elapsed());
                     let span = tracing::Span::current();
                     span.record("rpc.grpc.status_code", code);
                     if code != 0 {
@@ -121,21 +200,24 @@ fn resource_exhausted_for_oversized<B>(response: &mut http::Response<B>) {
     }
 }
 
-/// `shop.order.v1.OrderService` → `order`.
-fn short_service(service: &str) -> &str {
-    service
-        .strip_prefix("shop.")
-        .and_then(|rest| rest.split('.').next())
-        .unwrap_or(service)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn short_service_names_the_domain() {
-        assert_eq!(short_service("shop.order.v1.OrderService"), "order");
-        assert_eq!(short_service("other.Service"), "other.Service");
+    fn only_known_methods_label_the_metrics() {
+        assert_eq!(
+            rpc_labels("shop.order.v1.OrderService/CreateOrder"),
+            ("shop.order.v1.OrderService", "CreateOrder")
+        );
+        assert_eq!(
+            rpc_labels("grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            rpc_labels("shop.order.v1.OrderService/Nope"),
+            (OTHER, OTHER)
+        );
+        assert_eq!(rpc_labels("random"), (OTHER, OTHER));
     }
 }

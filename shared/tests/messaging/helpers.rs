@@ -11,6 +11,7 @@ use shop_shared::messaging::{
     Consumer, EventContext, Handle, HandlerContext, HandlerError, Relay, RelayConfig, RetryPolicy,
     Subscriptions, outbox,
 };
+use shop_shared::metrics::Metrics;
 use shop_shared::testing::{TestBroker, TestDatabase};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,8 @@ pub(crate) struct Harness {
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) config: MessagingConfig,
     pub(crate) shutdown: CancellationToken,
+    /// What the consumer and the relay count.
+    pub(crate) metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
     _db: TestDatabase,
 }
@@ -87,6 +90,7 @@ pub(crate) fn fast_config() -> MessagingConfig {
             max_attempts: 3,
         },
         outbox_poll: Duration::from_millis(200),
+        metrics_interval: Duration::from_millis(100),
         ..MessagingConfig::default()
     }
 }
@@ -110,6 +114,7 @@ impl Harness {
             recorder: Arc::new(Recorder::default()),
             config,
             shutdown: CancellationToken::new(),
+            metrics: Metrics::new(SERVICE),
             tasks: Vec::new(),
             _db: db,
         }
@@ -134,6 +139,7 @@ impl Harness {
             Subscriptions::new().on::<OrderCreated, _>(self.recorder.clone()),
             self.config.clone(),
         )
+        .with_metrics(self.metrics.clone())
     }
 
     pub(crate) fn relay(&self) -> Relay {
@@ -144,6 +150,7 @@ impl Harness {
             "test",
             RelayConfig::from(&self.config),
         )
+        .with_metrics(self.metrics.clone())
     }
 
     pub(crate) fn spawn_relay(&mut self) {

@@ -4,5 +4,6 @@
 mod helpers;
 
 mod consumer;
+mod metrics;
 mod outbox;
 mod recovery;
