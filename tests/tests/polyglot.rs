@@ -516,7 +516,11 @@ async fn python_and_node_consumers_decode_every_event_of_a_saga_and_continue_its
             .iter()
             .find(|s| s.span_id == consumer.parent_span_id)
             .unwrap_or_else(|| panic!("the parent of {consumer:?} was exported"));
-        assert_eq!(parent.service, "shop-services", "{parent:?}");
+        // Exported under the publishing service's own name, although all four run here.
+        assert!(
+            shop_shared::telemetry::per_service::SERVICES.contains(&parent.service.as_str()),
+            "{parent:?}"
+        );
         assert!(parent.name.ends_with(" publish"), "{parent:?}");
         assert_eq!(parent.trace_id, flow.trace_id, "{parent:?}");
     }
