@@ -6,12 +6,19 @@
 //! - [`bench`] — `shop bench`: load, limits, consistency.
 //! - [`catalog`] — `shop catalog`: the AsyncAPI document of the events.
 //! - [`settings`] — the environment variables, for `--help`.
+//! - [`dlq`] — `shop dlq`: dead letters read, replayed and purged.
+//! - [`events_tail`] — `shop events tail`: the events as they pass.
+//! - [`broker`], [`decoded`] — what those two share: the connection, the decoded view.
 
 // The benchmark's JSON report is one `json!` object with many keys.
 #![recursion_limit = "256"]
 
 pub mod bench;
+pub mod broker;
 pub mod catalog;
+pub mod decoded;
+pub mod dlq;
+pub mod events_tail;
 pub mod keys;
 pub mod settings;
 pub mod system;

@@ -4,6 +4,7 @@
 //! - `shop serve <service>` runs one service (what the containers run).
 //! - `shop bench` measures the system with every safety on.
 //! - `shop keys` lists and rotates the token signing keys.
+//! - `shop dlq` reads, replays and purges dead letters; `shop events tail` shows events.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shop::system;
@@ -33,6 +34,11 @@ enum Command {
     Bench(shop::bench::BenchArgs),
     /// List or rotate the user service's token signing keys (reads USER_DATABASE_URL).
     Keys(shop::keys::KeysArgs),
+    /// Read, replay and purge the dead-letter queues, every body decoded (reads AMQP_URL,
+    /// AMQP_PREFIX).
+    Dlq(shop::dlq::DlqArgs),
+    /// Watch the events on shop.events as they pass, decoded (reads AMQP_URL, AMQP_PREFIX).
+    Events(shop::events_tail::EventsArgs),
     /// Print the event catalog: an AsyncAPI 3.0 document (JSON) generated from the protos.
     Catalog,
 }
@@ -61,7 +67,11 @@ async fn main() -> std::process::ExitCode {
         };
     }
     // The benchmark keeps the services' per-message info logs out of its measurements.
-    let quiet = matches!(cli.command, Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none();
+    // So do the operator tools, whose output is what they print.
+    let quiet = matches!(
+        cli.command,
+        Command::Bench(_) | Command::Dlq(_) | Command::Events(_)
+    ) && std::env::var_os("RUST_LOG").is_none();
     let config = shop_shared::telemetry::TelemetryConfig {
         default_filter: if quiet { "warn" } else { "info" }.into(),
         ..shop_shared::telemetry::TelemetryConfig::from_env()
@@ -80,6 +90,14 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { service } => system::serve(service, shutdown).await,
         Command::Catalog => Ok(()),
         Command::Keys(args) => shop::keys::run(args).await,
+        Command::Dlq(args) => {
+            let config = shop_shared::config::AmqpConfig::from_env();
+            shop::dlq::run(args, &config, &mut std::io::stdout()).await
+        }
+        Command::Events(args) => {
+            let config = shop_shared::config::AmqpConfig::from_env();
+            shop::events_tail::run(args, &config, shutdown, &mut std::io::stdout()).await
+        }
         Command::Bench(args) => match shop::bench::run(args).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!(

@@ -849,6 +849,10 @@ impl Inner {
                     [
                         (envelope::DEATH_REASON, envelope::long_string(&reason)),
                         (
+                            envelope::DEATH_TIME,
+                            envelope::long_string(&envelope::rfc3339_now()),
+                        ),
+                        (
                             envelope::RETRY_COUNT,
                             AMQPValue::LongInt(retry_count as i32),
                         ),

@@ -21,6 +21,13 @@ pub const RETRY_COUNT: &str = "x-retry-count";
 pub const DEATH_REASON: &str = "x-death-reason";
 /// Header on retried and dead-lettered copies: the routing key it was first published with.
 pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+/// Header on dead-lettered copies: when the message was dead-lettered, RFC 3339 UTC with
+/// milliseconds (what `shop dlq` shows as the time it died).
+pub const DEATH_TIME: &str = "x-death-time";
+/// Header on copies `shop dlq replay` sent back: how often the message was replayed.
+pub const REPLAYED_COUNT: &str = "x-replayed-count";
+/// Header on copies `shop dlq replay` sent back: when it was last replayed, RFC 3339 UTC.
+pub const REPLAYED_AT: &str = "x-replayed-at";
 
 /// Everything needed to publish one event: what the outbox row holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +296,11 @@ pub fn header_u32(headers: &FieldTable, key: &str) -> Option<u32> {
         _ => return None,
     };
     u32::try_from(value).ok()
+}
+
+/// Now as the time headers carry it: RFC 3339, UTC, milliseconds.
+pub fn rfc3339_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// An AMQP long string value.

@@ -1,0 +1,581 @@
+//! `shop dlq`: the dead-letter queues read, replayed and purged, with every body decoded.
+//!
+//! QUEUE is a consuming queue (`inventory`, or a polyglot consumer's such as
+//! `python-consumer`); its dead letters are in `QUEUE.dlq`. Every name takes `AMQP_PREFIX`.
+//! Nothing here loses a message: see [`held`] for how messages are taken in hand and
+//! [`replay`] for how copies go back.
+
+pub mod dead_letter;
+pub mod held;
+pub mod replay;
+
+use std::io::{BufRead as _, IsTerminal as _, Write};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shop_shared::config::AmqpConfig;
+
+use crate::broker::Broker;
+use crate::decoded::{self, Decoder};
+use dead_letter::{DeadLetter, groups};
+use held::Held;
+use replay::{Observer, Outcome};
+
+/// The consuming queues `shop dlq list` looks at without being told: shop's own and the
+/// examples' defaults. AMQP 0-9-1 cannot list a broker's queues; name others with `--queue`.
+pub const KNOWN_QUEUES: &[&str] = &[
+    "order",
+    "inventory",
+    "notification",
+    "python-consumer",
+    "node-consumer",
+];
+
+/// `shop dlq …`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "shop dlq")]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DlqCommand {
+    /// Every dead-letter queue with its depth, its messages grouped by type and reason (ids
+    /// and numbers masked), each group with a count and its oldest and newest death.
+    List {
+        /// Also look at these consuming queues' DLQs (shop's queues and the examples'
+        /// default queues are always looked at; AMQP cannot list the others).
+        #[arg(long = "queue", value_name = "QUEUE")]
+        queues: Vec<String>,
+        /// One JSON object per dead-letter queue and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The messages of QUEUE.dlq, oldest first: ids, type, routing key, reason, retries,
+    /// when it died, headers and the body decoded into proto3 JSON.
+    Show {
+        /// The consuming queue, e.g. `inventory`.
+        queue: String,
+        /// Show at most this many (default: all).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// One JSON object per message and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send chosen messages back to QUEUE only, with the same body and message_id (the
+    /// inbox still de-duplicates); each leaves QUEUE.dlq once the broker confirmed its copy.
+    Replay {
+        /// The consuming queue, e.g. `inventory`.
+        queue: String,
+        #[command(flatten)]
+        pick: ReplayPick,
+        /// A message replayed this many times already stays in the DLQ, with a warning.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        max_replays: u32,
+        /// Say what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per chosen message and line, then one with the counts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete chosen messages from QUEUE.dlq for good; asks first unless --yes.
+    Purge {
+        /// The consuming queue, e.g. `inventory`.
+        queue: String,
+        #[command(flatten)]
+        pick: PurgePick,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct ReplayPick {
+    /// These messages (repeat the flag, or separate ids with commas).
+    #[arg(long = "message-id", value_name = "ID", value_delimiter = ',')]
+    message_ids: Vec<String>,
+    /// Every message.
+    #[arg(long)]
+    all: bool,
+    /// The messages of group N of `shop dlq list`.
+    #[arg(long, value_name = "N")]
+    group: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct PurgePick {
+    /// These messages (repeat the flag, or separate ids with commas).
+    #[arg(long = "message-id", value_name = "ID", value_delimiter = ',')]
+    message_ids: Vec<String>,
+    /// Every message.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Which messages a command acts on.
+enum Pick<'a> {
+    Ids(&'a [String]),
+    All,
+    Group(usize),
+}
+
+/// Runs `shop dlq …`, printing to `out`.
+pub async fn run(args: DlqArgs, config: &AmqpConfig, out: &mut dyn Write) -> anyhow::Result<()> {
+    let decoder = Decoder::new()?;
+    let broker = Broker::connect(config, "dlq").await?;
+    let result = match &args.command {
+        DlqCommand::List { queues, json } => list(&broker, &decoder, queues, *json, out).await,
+        DlqCommand::Show { queue, limit, json } => {
+            show(&broker, &decoder, queue, *limit, *json, out).await
+        }
+        DlqCommand::Replay {
+            queue,
+            pick,
+            max_replays,
+            dry_run,
+            json,
+        } => {
+            let pick = match (pick.all, pick.group) {
+                (true, _) => Pick::All,
+                (_, Some(n)) => Pick::Group(n),
+                _ => Pick::Ids(&pick.message_ids),
+            };
+            let options = ReplayOptions {
+                max_replays: *max_replays,
+                dry_run: *dry_run,
+                json: *json,
+            };
+            replay_command(&broker, &decoder, queue, pick, &options, out).await
+        }
+        DlqCommand::Purge { queue, pick, yes } => {
+            let pick = if pick.all {
+                Pick::All
+            } else {
+                Pick::Ids(&pick.message_ids)
+            };
+            purge(&broker, &decoder, queue, pick, *yes, out).await
+        }
+    };
+    broker.close().await;
+    result
+}
+
+/// `inventory` and `inventory.dlq` both name the consuming queue `inventory`.
+fn consuming_queue(queue: &str) -> &str {
+    queue.strip_suffix(".dlq").unwrap_or(queue)
+}
+
+async fn list(
+    broker: &Broker,
+    decoder: &Decoder,
+    extra: &[String],
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut queues: Vec<&str> = KNOWN_QUEUES.to_vec();
+    for queue in extra {
+        let queue = consuming_queue(queue);
+        if broker.depth(&broker.names.dlq(queue)).await?.is_none() {
+            anyhow::bail!(
+                "there is no queue {} on {}",
+                broker.names.dlq(queue),
+                broker.url
+            );
+        }
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    let mut found = 0;
+    for queue in queues {
+        let dlq = broker.names.dlq(queue);
+        if broker.depth(&dlq).await?.is_none() {
+            continue;
+        }
+        found += 1;
+        let held = Held::take(broker, &dlq, None, decoder).await?;
+        let letters: Vec<DeadLetter> = held.letters.iter().map(|h| h.letter.clone()).collect();
+        held.release().await;
+        let groups = groups(&letters);
+        if json {
+            let line = json!({
+                "queue": dlq,
+                "consumer_queue": queue,
+                "depth": letters.len(),
+                "groups": groups.iter().map(dead_letter::Group::json).collect::<Vec<_>>(),
+            });
+            writeln!(out, "{line}")?;
+            continue;
+        }
+        writeln!(out, "{dlq}: {}", count(letters.len(), "message"))?;
+        for group in &groups {
+            writeln!(
+                out,
+                "  group {}: {} × {}\n    reason: {}\n    died: {} … {}",
+                group.number,
+                group.count,
+                group.message_type,
+                group.reason,
+                time_or_unknown(group.oldest),
+                time_or_unknown(group.newest),
+            )?;
+        }
+    }
+    if found == 0 && !json {
+        writeln!(
+            out,
+            "no dead-letter queue on {} among {} (name others with --queue)",
+            broker.url,
+            KNOWN_QUEUES
+                .iter()
+                .map(|q| broker.names.dlq(q))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+async fn show(
+    broker: &Broker,
+    decoder: &Decoder,
+    queue: &str,
+    limit: Option<usize>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let dlq = broker.names.dlq(consuming_queue(queue));
+    let held = Held::take(broker, &dlq, limit, decoder).await?;
+    let letters: Vec<DeadLetter> = held.letters.iter().map(|h| h.letter.clone()).collect();
+    held.release().await;
+    if json {
+        for letter in &letters {
+            writeln!(out, "{}", letter.json())?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "{dlq}: showing {}", count(letters.len(), "message"))?;
+    for letter in &letters {
+        write_letter(out, letter)?;
+    }
+    Ok(())
+}
+
+fn write_letter(out: &mut dyn Write, letter: &DeadLetter) -> std::io::Result<()> {
+    let v = &letter.view;
+    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "\nmessage {}  {}", letter.id(), letter.type_name())?;
+    writeln!(out, "  routing key  {}", v.routing_key)?;
+    writeln!(out, "  reason       {}", letter.reason)?;
+    writeln!(
+        out,
+        "  retries      {}   replayed {}",
+        letter.retry_count, letter.replayed_count
+    )?;
+    writeln!(out, "  died at      {}", time_or_unknown(letter.died_at))?;
+    writeln!(out, "  correlation  {}", or_dash(&v.correlation_id))?;
+    writeln!(out, "  causation    {}", or_dash(&v.causation_id))?;
+    writeln!(out, "  trace        {}", or_dash(&v.trace_id))?;
+    writeln!(out, "  actor        {}", or_dash(&v.actor_id))?;
+    writeln!(
+        out,
+        "  headers      {}",
+        serde_json::Value::Object(v.headers.clone())
+    )?;
+    match &letter.body.error {
+        None => {
+            let body = serde_json::to_string_pretty(&letter.body.json).unwrap_or_default();
+            writeln!(
+                out,
+                "  body         {}",
+                body.replace('\n', "\n               ")
+            )
+        }
+        Some(error) => writeln!(
+            out,
+            "  body         null ({error})\n  body (hex)   {}",
+            letter.body_hex
+        ),
+    }
+}
+
+struct ReplayOptions {
+    max_replays: u32,
+    dry_run: bool,
+    json: bool,
+}
+
+async fn replay_command(
+    broker: &Broker,
+    decoder: &Decoder,
+    queue: &str,
+    pick: Pick<'_>,
+    options: &ReplayOptions,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let queue = consuming_queue(queue);
+    let (dlq, target) = (broker.names.dlq(queue), broker.names.queue(queue));
+    broker
+        .existing_depth(
+            &target,
+            " (replay sends messages back to the queue they died in)",
+        )
+        .await?;
+    let held = Held::take(broker, &dlq, None, decoder).await?;
+    let chosen = match choose(&held, &pick) {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            held.release().await;
+            return Err(e);
+        }
+    };
+    let mut observer = Printer::new(options.json, options.dry_run, options.max_replays, out);
+    let result = replay::replay(
+        &held,
+        &chosen,
+        &target,
+        options.max_replays,
+        options.dry_run,
+        &mut observer,
+    )
+    .await;
+    let depth = held.letters.len();
+    held.release().await;
+    let summary = result?;
+    observer.bar.finish_and_clear();
+    let left = depth - if options.dry_run { 0 } else { summary.replayed };
+    let verb = if options.dry_run {
+        "would replay"
+    } else {
+        "replayed"
+    };
+    if options.json {
+        let key = if options.dry_run {
+            "would_replay"
+        } else {
+            "replayed"
+        };
+        writeln!(
+            observer.out,
+            "{}",
+            json!({ key: summary.replayed, "skipped": summary.skipped, "left": left, "queue": target, "dlq": dlq })
+        )?;
+    } else {
+        writeln!(
+            observer.out,
+            "{verb} {} to {target}; skipped {} (replayed {} times already); left in {dlq}: {}",
+            count(summary.replayed, "message"),
+            summary.skipped,
+            options.max_replays,
+            left
+        )?;
+    }
+    Ok(())
+}
+
+/// The command's observer: a progress bar on a terminal, a line per message it should know
+/// about.
+struct Printer<'a> {
+    json: bool,
+    dry_run: bool,
+    max_replays: u32,
+    out: &'a mut dyn Write,
+    bar: ProgressBar,
+}
+
+impl<'a> Printer<'a> {
+    fn new(json: bool, dry_run: bool, max_replays: u32, out: &'a mut dyn Write) -> Self {
+        Self {
+            json,
+            dry_run,
+            max_replays,
+            out,
+            bar: ProgressBar::hidden(),
+        }
+    }
+}
+
+impl Observer for Printer<'_> {
+    fn started(&mut self, total: usize) {
+        // Drawn on stderr, and only when it is a terminal and the replay is large.
+        if total >= 100 && !self.dry_run && std::io::stderr().is_terminal() {
+            self.bar = ProgressBar::new(total as u64).with_style(
+                ProgressStyle::with_template("replaying {bar:40} {pos}/{len} ({eta} left)")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
+    }
+
+    fn finished(&mut self, letter: &DeadLetter, outcome: &Outcome) {
+        self.bar.inc(1);
+        if *outcome == Outcome::OverLimit {
+            self.bar.suspend(|| {
+                eprintln!(
+                    "warning: {} ({}) was replayed {} times already (--max-replays {}): it stays in the DLQ",
+                    letter.id(),
+                    letter.type_name(),
+                    letter.replayed_count,
+                    self.max_replays
+                );
+            });
+        }
+        let line = if self.json {
+            json!({
+                "message_id": letter.view.message_id,
+                "type": letter.view.message_type,
+                "routing_key": letter.view.routing_key,
+                "outcome": outcome.as_str(),
+                "replayed_count": letter.replayed_count,
+            })
+            .to_string()
+        } else if self.dry_run && *outcome == Outcome::WouldReplay {
+            format!(
+                "would replay {}  {}  {}",
+                letter.id(),
+                letter.type_name(),
+                letter.view.routing_key
+            )
+        } else {
+            return;
+        };
+        let _ = writeln!(self.out, "{line}");
+    }
+}
+
+/// The indices of the held messages `pick` names; fails, choosing nothing, when it names a
+/// message or a group that is not there.
+fn choose(held: &Held, pick: &Pick<'_>) -> anyhow::Result<Vec<usize>> {
+    let letters: Vec<&DeadLetter> = held.letters.iter().map(|h| &h.letter).collect();
+    match pick {
+        Pick::All => Ok((0..letters.len()).collect()),
+        Pick::Ids(ids) => {
+            let missing: Vec<&str> = ids
+                .iter()
+                .filter(|id| {
+                    !letters
+                        .iter()
+                        .any(|l| l.view.message_id.as_deref() == Some(id))
+                })
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "not in {}: {}; nothing was done (`shop dlq show` lists the ids)",
+                    held.dlq,
+                    missing.join(", ")
+                );
+            }
+            Ok((0..letters.len())
+                .filter(|&i| {
+                    letters[i]
+                        .view
+                        .message_id
+                        .as_ref()
+                        .is_some_and(|id| ids.contains(id))
+                })
+                .collect())
+        }
+        Pick::Group(number) => {
+            let owned: Vec<DeadLetter> = letters.iter().map(|l| (*l).clone()).collect();
+            let groups = groups(&owned);
+            let group = groups
+                .iter()
+                .find(|g| g.number == *number)
+                .with_context(|| {
+                    format!(
+                        "{} has {} (group {number} asked for); nothing was done (`shop dlq list` shows them)",
+                        held.dlq,
+                        count(groups.len(), "group")
+                    )
+                })?;
+            let key = (group.message_type.clone(), group.reason.clone());
+            Ok((0..letters.len())
+                .filter(|&i| letters[i].group_key() == key)
+                .collect())
+        }
+    }
+}
+
+async fn purge(
+    broker: &Broker,
+    decoder: &Decoder,
+    queue: &str,
+    pick: Pick<'_>,
+    yes: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let dlq = broker.names.dlq(consuming_queue(queue));
+    let held = Held::take(broker, &dlq, None, decoder).await?;
+    let result = purge_held(&held, &pick, yes, out).await;
+    held.release().await;
+    result
+}
+
+async fn purge_held(
+    held: &Held,
+    pick: &Pick<'_>,
+    yes: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let chosen = choose(held, pick)?;
+    if chosen.is_empty() {
+        writeln!(out, "{} is empty: nothing to delete", held.dlq)?;
+        return Ok(());
+    }
+    if !yes {
+        eprintln!(
+            "about to delete {} from {} for good:",
+            count(chosen.len(), "message"),
+            held.dlq
+        );
+        for &i in &chosen {
+            let letter = &held.letters[i].letter;
+            eprintln!("  {}  {}", letter.id(), letter.type_name());
+        }
+        eprint!("delete them? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+            anyhow::bail!("not confirmed: nothing was deleted (pass --yes to skip the question)");
+        }
+    }
+    for &i in &chosen {
+        held.remove(held.letters[i].tag).await?;
+    }
+    writeln!(
+        out,
+        "deleted {} from {}:",
+        count(chosen.len(), "message"),
+        held.dlq
+    )?;
+    for &i in &chosen {
+        let letter = &held.letters[i].letter;
+        writeln!(out, "  {}  {}", letter.id(), letter.type_name())?;
+    }
+    writeln!(
+        out,
+        "left in {}: {}",
+        held.dlq,
+        held.letters.len() - chosen.len()
+    )?;
+    Ok(())
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+fn time_or_unknown(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map_or_else(|| "unknown".into(), decoded::rfc3339)
+}

@@ -1,0 +1,191 @@
+//! `shop events tail`: the events on `shop.events` as they pass, decoded, to follow one flow
+//! by its correlation id. A temporary queue of its own (exclusive, deleted when the command
+//! exits) is bound for the chosen routing keys, so tailing takes nothing from any service.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use lapin::ExchangeKind;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use serde_json::{Value, json};
+use shop_shared::config::AmqpConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::decoded::{self, Decoder, MessageView};
+
+/// `shop events …`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "shop events")]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    command: EventsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum EventsCommand {
+    /// Print every event on shop.events as it passes: time, routing key, type, ids, trace id,
+    /// actor and the body decoded into proto3 JSON. Runs until Ctrl-C or --count events.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TailArgs {
+    /// Routing keys to follow, comma-separated, with the topic wildcards `*` (one word) and
+    /// `#` (any words).
+    #[arg(long, value_name = "KEYS", value_delimiter = ',', default_value = "#")]
+    keys: Vec<String>,
+    /// One JSON object per event and line.
+    #[arg(long)]
+    json: bool,
+    /// Exit after this many events.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+/// Runs `shop events …`, printing to `out` until `shutdown` or the count is reached.
+pub async fn run(
+    args: EventsArgs,
+    config: &AmqpConfig,
+    shutdown: CancellationToken,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let EventsCommand::Tail(args) = args.command;
+    let decoder = Decoder::new()?;
+    let broker = Broker::connect(config, "events-tail").await?;
+    let result = tail(&broker, &decoder, &args, shutdown, out).await;
+    broker.close().await;
+    result
+}
+
+async fn tail(
+    broker: &Broker,
+    decoder: &Decoder,
+    args: &TailArgs,
+    shutdown: CancellationToken,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let exchange = broker.names.exchange();
+    let channel = broker.channel().await?;
+    channel
+        .exchange_declare(
+            &exchange,
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                passive: true, // only look: the services declare it
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| match &e {
+            lapin::Error::ProtocolError(amqp) if amqp.get_id() == 404 => anyhow::anyhow!(
+                "there is no exchange {exchange} on {}: has a shop service started there (with this AMQP_PREFIX)?",
+                broker.url
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot look up {exchange}")),
+        })?;
+    let channel = broker.channel().await?;
+    let mut arguments = FieldTable::default();
+    // A classic queue: exclusive queues cannot be quorum queues; nothing in it must survive.
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("classic")),
+    );
+    let queue = channel
+        .queue_declare(
+            "", // named by the broker
+            QueueDeclareOptions {
+                passive: false,
+                durable: false,    // nothing to keep over a broker restart
+                exclusive: true,   // this connection's only, deleted when it closes
+                auto_delete: true, // and when the consumer goes
+                nowait: false,
+            },
+            arguments,
+        )
+        .await
+        .context("cannot declare the tail's own queue")?;
+    for key in &args.keys {
+        channel
+            .queue_bind(
+                queue.name().as_str(),
+                &exchange,
+                key.trim(),
+                QueueBindOptions { nowait: false },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("cannot bind to {exchange} for {key}"))?;
+    }
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().as_str(),
+            "shop-events-tail",
+            BasicConsumeOptions {
+                no_ack: true, // a view: nothing to settle
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("cannot consume the tail's queue")?;
+    // Said once everything is bound: what passes from now on is printed.
+    eprintln!(
+        "tailing {exchange} on {} for {}; Ctrl-C to stop",
+        broker.url,
+        args.keys.join(",")
+    );
+    let mut seen = 0;
+    while args.count.is_none_or(|count| seen < count) {
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = consumer.next() => match next {
+                Some(delivery) => delivery.context("the broker connection failed")?,
+                None => anyhow::bail!("the broker closed the tail's queue"),
+            },
+        };
+        seen += 1;
+        let view = MessageView::read(&delivery.properties, delivery.routing_key.as_str());
+        let body = decoder.body(view.message_type.as_deref(), &delivery.data);
+        let received_at = decoded::rfc3339(chrono::Utc::now());
+        if args.json {
+            let mut line = view.json();
+            line.insert("time".into(), json!(received_at));
+            line.insert("body".into(), body.json);
+            if let Some(error) = body.error {
+                line.insert("body_error".into(), json!(error));
+                line.insert("body_hex".into(), json!(decoded::hex(&delivery.data)));
+            }
+            writeln!(out, "{}", Value::Object(line))?;
+        } else {
+            let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{received_at}  {}  {}\n  id {}  correlation {}  causation {}  trace {}  actor {}\n  {}",
+                view.routing_key,
+                or_dash(&view.message_type),
+                or_dash(&view.message_id),
+                or_dash(&view.correlation_id),
+                or_dash(&view.causation_id),
+                or_dash(&view.trace_id),
+                or_dash(&view.actor_id),
+                match body.error {
+                    None => body.json.to_string(),
+                    Some(error) => format!(
+                        "body does not decode ({error}): {}",
+                        decoded::hex(&delivery.data)
+                    ),
+                }
+            )?;
+        }
+        out.flush()?;
+    }
+    let _ = channel.close(200, "tail done").await;
+    Ok(())
+}
