@@ -593,6 +593,75 @@ pub async fn publish_envelope(broker: &TestBroker, envelope: &crate::messaging::
     let _ = conn.close(200, "published").await;
 }
 
+/// Places `envelope` in `service`'s dead-letter queue as the consumer dead-letters a message
+/// (the copy of the original with `x-death-reason`, `x-death-time`, `x-retry-count` and
+/// `x-original-routing-key`), plus `extra` headers, confirmed by the broker.
+pub async fn place_dead_letter(
+    broker: &TestBroker,
+    service: &str,
+    envelope: &crate::messaging::Envelope,
+    reason: &str,
+    extra: &[(&'static str, lapin::types::AMQPValue)],
+) {
+    use crate::messaging::envelope as e;
+    place_in_queue(
+        broker,
+        &broker.names.dlq(service),
+        &envelope.payload,
+        e::with_headers(
+            &envelope.properties(chrono::Utc::now().timestamp().max(0) as u64),
+            [
+                (e::DEATH_REASON, e::long_string(reason)),
+                (e::DEATH_TIME, e::long_string(&e::rfc3339_now())),
+                (e::RETRY_COUNT, lapin::types::AMQPValue::LongInt(5)),
+                (
+                    e::ORIGINAL_ROUTING_KEY,
+                    e::long_string(&envelope.routing_key),
+                ),
+            ]
+            .into_iter()
+            .chain(extra.iter().cloned()),
+        ),
+    )
+    .await;
+}
+
+/// Publishes `body` with `properties` straight to `queue` (default exchange), confirmed.
+pub async fn place_in_queue(
+    broker: &TestBroker,
+    queue: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = broker.connect("placer").await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let confirm = channel
+        .basic_publish(
+            "",
+            queue,
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            properties.with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        matches!(confirm, lapin::publisher_confirm::Confirmation::Ack(None)),
+        "the broker routed the message to {queue}: {confirm:?}"
+    );
+    let _ = conn.close(200, "placed").await;
+}
+
 /// Installs a log subscriber once per test binary: silent unless `TEST_LOG` is set (then
 /// `RUST_LOG` or `info`, to stderr). Trace context still propagates (W3C propagator).
 pub fn init_logs() {

@@ -55,20 +55,72 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let EventsCommand::Tail(args) = args.command;
-    let decoder = Decoder::new()?;
-    let broker = Broker::connect(config, "events-tail").await?;
-    let result = tail(&broker, &decoder, &args, shutdown, out).await;
-    broker.close().await;
-    result
+    let tail = Tail::bind(config, &args.keys).await?;
+    // Said once everything is bound: what passes from now on is printed.
+    eprintln!(
+        "tailing {} on {} for {}; Ctrl-C to stop",
+        tail.broker.names.exchange(),
+        tail.broker.url,
+        args.keys.join(",")
+    );
+    tail.print(args.json, args.count, shutdown, out).await
 }
 
-async fn tail(
+/// A tail bound to the exchange: every event published from now on reaches it.
+#[derive(Debug)]
+pub struct Tail {
+    broker: Broker,
+    channel: lapin::Channel,
+    consumer: lapin::Consumer,
+    decoder: Decoder,
+}
+
+impl Tail {
+    /// Declares the tail's own queue and binds it for `keys` on `shop.events`.
+    pub async fn bind(config: &AmqpConfig, keys: &[String]) -> anyhow::Result<Self> {
+        let decoder = Decoder::new()?;
+        let broker = Broker::connect(config, "events-tail").await?;
+        match bind(&broker, keys).await {
+            Ok((channel, consumer)) => Ok(Self {
+                broker,
+                channel,
+                consumer,
+                decoder,
+            }),
+            Err(e) => {
+                broker.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Prints each event as it passes until `shutdown` or `count` events.
+    pub async fn print(
+        mut self,
+        json: bool,
+        count: Option<u64>,
+        shutdown: CancellationToken,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<()> {
+        let result = print(
+            &mut self.consumer,
+            &self.decoder,
+            json,
+            count,
+            shutdown,
+            out,
+        )
+        .await;
+        let _ = self.channel.close(200, "tail done").await;
+        self.broker.close().await;
+        result
+    }
+}
+
+async fn bind(
     broker: &Broker,
-    decoder: &Decoder,
-    args: &TailArgs,
-    shutdown: CancellationToken,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
+    keys: &[String],
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
     let exchange = broker.names.exchange();
     let channel = broker.channel().await?;
     channel
@@ -110,7 +162,7 @@ async fn tail(
         )
         .await
         .context("cannot declare the tail's own queue")?;
-    for key in &args.keys {
+    for key in keys {
         channel
             .queue_bind(
                 queue.name().as_str(),
@@ -122,7 +174,7 @@ async fn tail(
             .await
             .with_context(|| format!("cannot bind to {exchange} for {key}"))?;
     }
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             queue.name().as_str(),
             "shop-events-tail",
@@ -135,14 +187,19 @@ async fn tail(
         )
         .await
         .context("cannot consume the tail's queue")?;
-    // Said once everything is bound: what passes from now on is printed.
-    eprintln!(
-        "tailing {exchange} on {} for {}; Ctrl-C to stop",
-        broker.url,
-        args.keys.join(",")
-    );
+    Ok((channel, consumer))
+}
+
+async fn print(
+    consumer: &mut lapin::Consumer,
+    decoder: &Decoder,
+    json: bool,
+    count: Option<u64>,
+    shutdown: CancellationToken,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let mut seen = 0;
-    while args.count.is_none_or(|count| seen < count) {
+    while count.is_none_or(|count| seen < count) {
         let delivery = tokio::select! {
             () = shutdown.cancelled() => break,
             next = consumer.next() => match next {
@@ -154,7 +211,7 @@ async fn tail(
         let view = MessageView::read(&delivery.properties, delivery.routing_key.as_str());
         let body = decoder.body(view.message_type.as_deref(), &delivery.data);
         let received_at = decoded::rfc3339(chrono::Utc::now());
-        if args.json {
+        if json {
             let mut line = view.json();
             line.insert("time".into(), json!(received_at));
             line.insert("body".into(), body.json);
@@ -186,6 +243,5 @@ async fn tail(
         }
         out.flush()?;
     }
-    let _ = channel.close(200, "tail done").await;
     Ok(())
 }
