@@ -52,7 +52,7 @@ pub async fn run(
     args: EventsArgs,
     config: &AmqpConfig,
     shutdown: CancellationToken,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let EventsCommand::Tail(args) = args.command;
     let tail = Tail::bind(config, &args.keys).await?;
@@ -100,7 +100,7 @@ impl Tail {
         json: bool,
         count: Option<u64>,
         shutdown: CancellationToken,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> anyhow::Result<()> {
         let result = print(
             &mut self.consumer,
@@ -196,7 +196,7 @@ async fn print(
     json: bool,
     count: Option<u64>,
     shutdown: CancellationToken,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let mut seen = 0;
     while count.is_none_or(|count| seen < count) {
