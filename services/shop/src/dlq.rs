@@ -200,7 +200,7 @@ async fn list(
             continue;
         }
         found += 1;
-        let held = Held::take(broker, &dlq, None, decoder).await?;
+        let held = Held::take(broker, &dlq, decoder).await?;
         let letters: Vec<DeadLetter> = held.letters.iter().map(|h| h.letter.clone()).collect();
         held.release().await;
         let groups = groups(&letters);
@@ -252,8 +252,14 @@ async fn show(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let dlq = broker.names.dlq(consuming_queue(queue));
-    let held = Held::take(broker, &dlq, limit, decoder).await?;
-    let letters: Vec<DeadLetter> = held.letters.iter().map(|h| h.letter.clone()).collect();
+    let held = Held::take(broker, &dlq, decoder).await?;
+    let letters: Vec<DeadLetter> = held
+        .letters
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|h| h.letter.clone())
+        .collect();
+    let depth = held.letters.len();
     held.release().await;
     if json {
         for letter in &letters {
@@ -261,7 +267,12 @@ async fn show(
         }
         return Ok(());
     }
-    writeln!(out, "{dlq}: showing {}", count(letters.len(), "message"))?;
+    writeln!(
+        out,
+        "{dlq}: {}, showing {}",
+        count(depth, "message"),
+        letters.len()
+    )?;
     for letter in &letters {
         write_letter(out, letter)?;
     }
@@ -328,7 +339,7 @@ async fn replay_command(
             " (replay sends messages back to the queue they died in)",
         )
         .await?;
-    let held = Held::take(broker, &dlq, None, decoder).await?;
+    let held = Held::take(broker, &dlq, decoder).await?;
     let chosen = match choose(&held, &pick) {
         Ok(chosen) => chosen,
         Err(e) => {
@@ -370,7 +381,7 @@ async fn replay_command(
     } else {
         writeln!(
             observer.out,
-            "{verb} {} to {target}; skipped {} (replayed {} times already); left in {dlq}: {}",
+            "{verb} {} to {target}; skipped {} (replayed {} times already, --max-replays); left in {dlq}: {}",
             count(summary.replayed, "message"),
             summary.skipped,
             options.max_replays,
@@ -432,7 +443,8 @@ impl Observer for Printer<'_> {
                 "type": letter.view.message_type,
                 "routing_key": letter.view.routing_key,
                 "outcome": outcome.as_str(),
-                "replayed_count": letter.replayed_count,
+                // How often it has been replayed now.
+                "replayed_count": letter.replayed_count + u32::from(*outcome == Outcome::Replayed),
             })
             .to_string()
         } else if self.dry_run && *outcome == Outcome::WouldReplay {
@@ -512,7 +524,7 @@ async fn purge(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let dlq = broker.names.dlq(consuming_queue(queue));
-    let held = Held::take(broker, &dlq, None, decoder).await?;
+    let held = Held::take(broker, &dlq, decoder).await?;
     let result = purge_held(&held, &pick, yes, out).await;
     held.release().await;
     result

@@ -108,6 +108,8 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `shop dlq show --json | head -1`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         // Said once: as a log record where logs are JSON (a log pipeline reads them), as a
         // plain line for a person otherwise.
         Err(e) if json_logs => {
@@ -119,4 +121,13 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

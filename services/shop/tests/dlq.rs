@@ -171,6 +171,11 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
     );
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0]["message_id"], expected[0].as_str());
+    assert_eq!(
+        dlq_ids(&broker).await,
+        expected,
+        "--limit changed no order either"
+    );
 
     // The text form names the same messages.
     let text = dlq(&broker, &["show", "inventory.dlq"]).await.unwrap();
@@ -416,7 +421,7 @@ async fn a_replay_stopped_between_the_confirm_and_the_removal_loses_nothing() {
     let tool = shop::broker::Broker::connect(&config(&broker), "dlq-test")
         .await
         .unwrap();
-    let held = Held::take(&tool, &broker.names.dlq("inventory"), None, &decoder)
+    let held = Held::take(&tool, &broker.names.dlq("inventory"), &decoder)
         .await
         .unwrap();
     let summary = replay::replay(

@@ -76,9 +76,10 @@ impl HandlerError {
 }
 
 impl From<sqlx::Error> for HandlerError {
-    /// Database errors inside a handler are transient: the message is tried again.
+    /// Database errors inside a handler are transient: the message is tried again. Kept as
+    /// sqlx's own line: it already says what its source says, which `{:#}` would repeat.
     fn from(e: sqlx::Error) -> Self {
-        Self::Transient(e.into())
+        Self::Transient(anyhow::anyhow!("{e}"))
     }
 }
 
@@ -883,5 +884,18 @@ impl Inner {
             Confirmation::Ack(_) | Confirmation::NotRequested => Ok(queue),
             Confirmation::Nack(_) => anyhow::bail!("the broker nacked the copy for {queue}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_error_is_said_once() {
+        let e = HandlerError::from(sqlx::Error::Io(std::io::Error::other("connection lost")));
+        let text = e.to_string();
+        assert_eq!(text.matches("connection lost").count(), 1, "{text}");
+        assert!(text.starts_with("transient failure: "), "{text}");
     }
 }

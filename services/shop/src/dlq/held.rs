@@ -1,8 +1,8 @@
 //! A dead-letter queue's messages taken in hand without the risk of losing one: a single
-//! exclusive consumer receives what was in the queue when it looked and holds every message
-//! unacknowledged. What is acknowledged leaves the queue; everything else goes back when the
-//! channel closes, in its order (the broker returns unacknowledged messages in the order it
-//! delivered them), and so does everything if the process dies half way.
+//! exclusive consumer receives everything that was in the queue when it looked and holds every
+//! message unacknowledged. What is acknowledged leaves the queue; everything else goes back
+//! when the channel closes, in the order it was delivered, and so does everything if the
+//! process dies half way. A message that arrives meanwhile ends up ahead of those returned.
 
 use std::time::Duration;
 
@@ -45,20 +45,17 @@ pub struct Held {
 }
 
 impl Held {
-    /// Takes the first `limit` messages of `dlq` (all of them when `None`), which must exist.
-    pub async fn take(
-        broker: &Broker,
-        dlq: &str,
-        limit: Option<usize>,
-        decoder: &Decoder,
-    ) -> anyhow::Result<Self> {
+    /// Takes every message of `dlq`, which must exist. Always all of them: the broker puts a
+    /// returned message behind the ones still in the queue, so only a queue taken whole goes
+    /// back in its order.
+    pub async fn take(broker: &Broker, dlq: &str, decoder: &Decoder) -> anyhow::Result<Self> {
         let depth = broker
             .existing_depth(
                 dlq,
                 " (shop dlq takes a consuming queue, e.g. `inventory`, whose dead letters are in `inventory.dlq`; `shop dlq list` shows them)",
             )
             .await?;
-        let want = limit.map_or(depth as usize, |l| l.min(depth as usize));
+        let want = depth as usize;
         let channel = broker.channel().await?;
         let mut held = Self {
             channel,
@@ -68,8 +65,7 @@ impl Held {
         if want == 0 {
             return Ok(held);
         }
-        // Exactly as many in flight as wanted, so a `--limit` on a long queue does not pull the
-        // whole queue over; above u16::MAX, no limit.
+        // As many in flight as there are; above u16::MAX, no limit.
         let prefetch = u16::try_from(want).unwrap_or(0);
         held.channel
             .basic_qos(prefetch, BasicQosOptions { global: false })
