@@ -79,7 +79,29 @@ pub fn init(service: &str) -> anyhow::Result<TelemetryGuard> {
 
 /// [`init`] with explicit settings.
 pub fn init_with(service: &str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(service));
+    init_extended(service, config, |builder| builder)
+}
+
+/// As [`init_with`], with one more span processor beside the exporter: `shop bench` collects
+/// the spans of its orders in-process to tell where their time goes.
+pub fn init_with_processor<P: opentelemetry_sdk::trace::SpanProcessor + 'static>(
+    service: &str,
+    config: &TelemetryConfig,
+    processor: P,
+) -> anyhow::Result<TelemetryGuard> {
+    init_extended(service, config, |builder| {
+        builder.with_span_processor(processor)
+    })
+}
+
+fn init_extended(
+    service: &str,
+    config: &TelemetryConfig,
+    extend: impl FnOnce(
+        opentelemetry_sdk::trace::TracerProviderBuilder,
+    ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
+) -> anyhow::Result<TelemetryGuard> {
+    let mut builder = extend(SdkTracerProvider::builder().with_resource(resource(service)));
     if let Some(endpoint) = &config.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig as _;
         let exporter = per_service::PerServiceExporter::new(|| {

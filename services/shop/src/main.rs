@@ -77,7 +77,14 @@ async fn main() -> std::process::ExitCode {
         ..shop_shared::telemetry::TelemetryConfig::from_env()
     };
     let json_logs = config.json;
-    let _telemetry = match shop_shared::telemetry::init_with("shop", &config) {
+    // The benchmark reads where an order's time goes off the spans, in this process.
+    let hops = shop::bench::hops::HopRecorder::default();
+    let telemetry = if matches!(cli.command, Command::Bench(_)) {
+        shop_shared::telemetry::init_with_processor("shop", &config, hops.clone())
+    } else {
+        shop_shared::telemetry::init_with("shop", &config)
+    };
+    let _telemetry = match telemetry {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("error: cannot initialise logging: {e:#}");
@@ -98,7 +105,7 @@ async fn main() -> std::process::ExitCode {
             let config = shop_shared::config::AmqpConfig::from_env();
             shop::events_tail::run(args, &config, shutdown, &mut std::io::stdout()).await
         }
-        Command::Bench(args) => match shop::bench::run(args).await {
+        Command::Bench(args) => match shop::bench::run(args, hops).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(anyhow::anyhow!(
                 "the run broke consistency (see FAILED above)"

@@ -317,6 +317,10 @@ struct Prepared {
     handler: Arc<dyn ErasedHandler>,
     properties: BasicProperties,
     body: Vec<u8>,
+    /// The consumer span: opened when the batch is taken up, ended when the message is
+    /// settled (its transaction committed and the batch acknowledged), so it shows what the
+    /// message cost this service, not only its handler.
+    span: tracing::Span,
 }
 
 /// Where a message goes when it is not applied.
@@ -681,6 +685,7 @@ impl Inner {
             .ok_or_else(|| DecodeError::UnknownType(meta.message_type.clone()))?;
         let event = handler.decode(&delivery.data)?;
         Ok(Prepared {
+            span: self.consumer_span(&meta),
             meta,
             event,
             handler: handler.clone(),
@@ -736,7 +741,7 @@ impl Inner {
                 staged: &mut staged,
                 batch: state.as_deref_mut(),
             };
-            let span = self.consumer_span(&prepared.meta);
+            let span = &prepared.span;
             let handled = prepared
                 .handler
                 .handle(prepared.event.as_ref(), &mut cx)

@@ -27,9 +27,19 @@ use tonic::transport::Channel;
 use super::setup::Customer;
 use super::stats::Samples;
 
-/// The `i`-th order of a run: its customer and 1–3 distinct products, quantity 1 or 2.
-pub fn order_lines(i: usize, products: &[String]) -> Vec<(String, i32)> {
-    let count = 1 + i % 3;
+/// What the orders of a run are made of.
+#[derive(Debug, Clone)]
+pub struct OrderMix {
+    /// The products to choose from.
+    pub products: Vec<String>,
+    /// Lines per order (distinct products, as far as there are enough); `None`: 1 to 3.
+    pub lines: Option<usize>,
+}
+
+/// The `i`-th order of a run: distinct products (1–3, or `mix.lines`), quantity 1 or 2.
+pub fn order_lines(i: usize, mix: &OrderMix) -> Vec<(String, i32)> {
+    let products = &mix.products;
+    let count = mix.lines.unwrap_or(1 + i % 3);
     let mut lines: Vec<(String, i32)> = Vec::with_capacity(count);
     for j in 0..count {
         let product = &products[(i * 7 + j * 13) % products.len()];
@@ -44,10 +54,10 @@ pub fn order_lines(i: usize, products: &[String]) -> Vec<(String, i32)> {
 pub fn order_request(
     i: usize,
     customers: &[Customer],
-    products: &[String],
+    mix: &OrderMix,
 ) -> tonic::Request<CreateOrderRequest> {
     let customer = &customers[i % customers.len()];
-    let mut request = tonic::Request::new(order_body(i, &customer.user_id, products));
+    let mut request = tonic::Request::new(order_body(i, &customer.user_id, mix));
     request
         .metadata_mut()
         .insert("authorization", customer.authorization.clone());
@@ -55,10 +65,10 @@ pub fn order_request(
 }
 
 /// The body of the `i`-th order for `customer_id`.
-pub fn order_body(i: usize, customer_id: &str, products: &[String]) -> CreateOrderRequest {
+pub fn order_body(i: usize, customer_id: &str, mix: &OrderMix) -> CreateOrderRequest {
     CreateOrderRequest {
         customer_id: customer_id.to_owned(),
-        items: order_lines(i, products)
+        items: order_lines(i, mix)
             .into_iter()
             .map(|(product_id, quantity)| LineItem {
                 product_id,
@@ -217,7 +227,7 @@ pub fn progress(label: &str, total: u64) -> ProgressBar {
 pub async fn closed_loop(
     channels: Vec<Channel>,
     customers: Arc<Vec<Customer>>,
-    products: Arc<Vec<String>>,
+    mix: Arc<OrderMix>,
     first: usize,
     orders: usize,
     concurrency: usize,
@@ -228,12 +238,8 @@ pub async fn closed_loop(
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let mut client = OrderServiceClient::new(channels[w % channels.len()].clone());
-        let (next, customers, products, bar) = (
-            next.clone(),
-            customers.clone(),
-            products.clone(),
-            bar.clone(),
-        );
+        let (next, customers, mix, bar) =
+            (next.clone(), customers.clone(), mix.clone(), bar.clone());
         workers.push(tokio::spawn(async move {
             let mut placed = Vec::new();
             let mut latency = Samples::default();
@@ -243,7 +249,7 @@ pub async fn closed_loop(
                 if i >= orders {
                     break;
                 }
-                let request = order_request(first + i, &customers, &products);
+                let request = order_request(first + i, &customers, &mix);
                 let start = Instant::now();
                 match client.create_order(request).await {
                     Ok(response) => {
@@ -284,7 +290,7 @@ pub async fn closed_loop(
 pub async fn open_loop(
     channels: Vec<Channel>,
     customers: Arc<Vec<Customer>>,
-    products: Arc<Vec<String>>,
+    mix: Arc<OrderMix>,
     first: usize,
     rate: f64,
     duration: Duration,
@@ -298,7 +304,7 @@ pub async fn open_loop(
         let scheduled = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
         let mut client = OrderServiceClient::new(channels[i % channels.len()].clone());
-        let request = order_request(first + i, &customers, &products);
+        let request = order_request(first + i, &customers, &mix);
         let bar = bar.clone();
         calls.push(tokio::spawn(async move {
             let result = client.create_order(request).await;
@@ -339,13 +345,26 @@ mod tests {
 
     #[test]
     fn orders_have_one_to_three_distinct_products() {
-        let products: Vec<String> = (0..5).map(|p| format!("p{p}")).collect();
+        let mix = OrderMix {
+            products: (0..5).map(|p| format!("p{p}")).collect(),
+            lines: None,
+        };
         for i in 0..100 {
-            let lines = order_lines(i, &products);
+            let lines = order_lines(i, &mix);
             assert!((1..=3).contains(&lines.len()));
             let mut names: Vec<&String> = lines.iter().map(|(p, _)| p).collect();
             names.dedup();
             assert_eq!(names.len(), lines.len());
         }
+        let ten = OrderMix {
+            products: (0..200).map(|p| format!("p{p}")).collect(),
+            lines: Some(10),
+        };
+        assert_eq!(order_lines(3, &ten).len(), 10);
+        let hot = OrderMix {
+            products: vec!["hot".into()],
+            lines: Some(10),
+        };
+        assert_eq!(order_lines(3, &hot), [("hot".to_owned(), 2)]);
     }
 }

@@ -11,11 +11,13 @@
 //! - [`baselines`] — raw broker, database and gRPC throughput, and the bound they imply.
 //! - [`consistency`] — the invariants checked after the run.
 //! - [`report`] — the table and the JSON object.
-//! - [`stats`], [`cpu`] — percentiles and per-thread CPU time.
+//! - [`hops`] — where an order's time goes, from its spans.
+//! - [`stats`], [`cpu`] — percentiles, per-thread CPU time, threads and context switches.
 
 pub mod baselines;
 pub mod consistency;
 pub mod cpu;
+pub mod hops;
 pub mod load;
 pub mod report;
 pub mod setup;
@@ -59,9 +61,13 @@ pub struct BenchArgs {
     /// Users to seed (orders are spread over them).
     #[arg(long, default_value_t = 50)]
     pub users: usize,
-    /// Products to seed (each order has 1 to 3 of them).
+    /// Products to seed (each order has 1 to 3 of them). `--products 1`: every order on one
+    /// hot product, the saga under contention.
     #[arg(long, default_value_t = 200)]
     pub products: usize,
+    /// Lines per order (distinct products) [default: 1 to 3]
+    #[arg(long)]
+    pub lines: Option<usize>,
     /// Print one JSON object (on stdout) instead of the table [default: the table]
     #[arg(long)]
     pub json: bool,
@@ -120,6 +126,10 @@ impl Plan {
         }
         anyhow::ensure!(args.users > 0, "--users must be at least 1");
         anyhow::ensure!(args.products > 0, "--products must be at least 1");
+        anyhow::ensure!(
+            args.lines.is_none_or(|l| (1..=100).contains(&l)),
+            "--lines must be between 1 and 100"
+        );
         Ok(Self {
             baselines: !any || args.baselines,
             closed,
@@ -128,10 +138,11 @@ impl Plan {
     }
 }
 
-/// Runs the benchmark; returns whether the run was consistent.
-pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
+/// Runs the benchmark; returns whether the run was consistent. `hops` must be a span
+/// processor of the process's tracer provider for the per-hop figures.
+pub async fn run(args: BenchArgs, hops: hops::HopRecorder) -> anyhow::Result<bool> {
     let plan = Plan::from_args(&args)?;
-    let report = report::Report::run(&args, &plan).await?;
+    let report = report::Report::run(&args, &plan, &hops).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {

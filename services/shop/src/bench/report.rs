@@ -11,6 +11,7 @@ use serde_json::json;
 use super::baselines::{self, Baselines};
 use super::consistency::{self, Consistency};
 use super::cpu;
+use super::hops::{self, HopRecorder};
 use super::load::{self, Observer, PhaseOutcome};
 use super::setup::{self, Target};
 use super::stats::{Percentiles, Samples};
@@ -48,6 +49,16 @@ pub struct PhaseReport {
     pub outbox_unpublished_at_end: i64,
     /// Age of the oldest unpublished outbox row then, in milliseconds (0 when none).
     pub outbox_lag_ms: f64,
+    /// Per hop of the saga ([`hops::HOPS`]), when the phase collected them.
+    pub hops: Vec<Percentiles>,
+    /// Sagas the hops were measured on.
+    pub hop_sagas: usize,
+    /// Threads of the process at the end of the phase's calls.
+    pub threads: usize,
+    /// Broker connections the services hold (the benchmark's own observer left out).
+    pub amqp_connections: usize,
+    /// Context switches of the services' threads over the phase, per order placed.
+    pub context_switches_per_order: f64,
 }
 
 /// A whole run.
@@ -67,18 +78,27 @@ pub struct Report {
     pub commit: String,
     /// Cores of the machine.
     pub cores: usize,
+    /// `--lines`.
+    pub lines: Option<usize>,
+    /// `--products`.
+    pub products: usize,
 }
 
 impl Report {
     /// Runs the plan against a fresh (or the given) system.
-    pub async fn run(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+    pub async fn run(args: &BenchArgs, plan: &Plan, hops: &HopRecorder) -> anyhow::Result<Self> {
         let target = setup::start(args.target.as_deref()).await?;
-        let result = Self::run_on(&target, args, plan).await;
+        let result = Self::run_on(&target, args, plan, hops).await;
         target.finish().await?;
         result
     }
 
-    async fn run_on(target: &Target, args: &BenchArgs, plan: &Plan) -> anyhow::Result<Self> {
+    async fn run_on(
+        target: &Target,
+        args: &BenchArgs,
+        plan: &Plan,
+        hops: &HopRecorder,
+    ) -> anyhow::Result<Self> {
         // Baselines first, on the same broker and database, just before the load.
         let baselines = if plan.baselines {
             eprintln!("measuring baselines ({} s each) …", args.baseline_seconds);
@@ -94,11 +114,15 @@ impl Report {
         let products: Vec<String> = (0..args.products)
             .map(|p| format!("bench-{}-p{p}", target.run_id))
             .collect();
+        let planned = load::OrderMix {
+            products: products.clone(),
+            lines: args.lines,
+        };
         // Exactly what the planned orders need: every order can be confirmed, and the stock
         // arithmetic after the run is exact to the unit.
         let mut stock: BTreeMap<String, i64> = BTreeMap::new();
         for i in 0..closed_orders + open_orders {
-            for (product, quantity) in load::order_lines(i, &products) {
+            for (product, quantity) in load::order_lines(i, &planned) {
                 *stock.entry(product).or_default() += i64::from(quantity);
             }
         }
@@ -117,30 +141,28 @@ impl Report {
             .build()
             .context("failed to start the load generator's runtime")?;
         let users = Arc::new(seed.customers.clone());
-        let products = Arc::new(seed.products.clone());
+        let mix = Arc::new(load::OrderMix {
+            products: seed.products.clone(),
+            lines: args.lines,
+        });
         let mut all_orders = Vec::new();
+        let rig = Rig {
+            target,
+            observer: &observer,
+            load_runtime: &load_runtime,
+        };
 
         let closed = match plan.closed {
             Some((orders, concurrency)) => {
-                let (mut report, ids) =
-                    phase(target, &observer, &load_runtime, "max", orders, 0.0, {
-                        let (users, products) = (users.clone(), products.clone());
-                        let addr = target.addresses.order;
-                        move |bar| async move {
-                            let channels = channels(addr).await;
-                            load::closed_loop(
-                                channels,
-                                users,
-                                products,
-                                0,
-                                orders,
-                                concurrency,
-                                bar,
-                            )
-                            .await
-                        }
-                    })
-                    .await?;
+                let (mut report, ids) = phase(&rig, None, "max", orders, 0.0, {
+                    let (users, mix) = (users.clone(), mix.clone());
+                    let addr = target.addresses.order;
+                    move |bar| async move {
+                        let channels = channels(addr).await;
+                        load::closed_loop(channels, users, mix, 0, orders, concurrency, bar).await
+                    }
+                })
+                .await?;
                 report.concurrency = concurrency;
                 all_orders.extend(ids);
                 Some(report)
@@ -150,21 +172,13 @@ impl Report {
         let open = match plan.open {
             Some((rate, duration)) => {
                 let total = (rate * duration.as_secs_f64()).round() as usize;
-                let (report, ids) = phase(target, &observer, &load_runtime, "rate", total, rate, {
-                    let (users, products) = (users.clone(), products.clone());
+                let (report, ids) = phase(&rig, Some(hops), "rate", total, rate, {
+                    let (users, mix) = (users.clone(), mix.clone());
                     let addr = target.addresses.order;
                     move |bar| async move {
                         let channels = channels(addr).await;
-                        load::open_loop(
-                            channels,
-                            users,
-                            products,
-                            closed_orders,
-                            rate,
-                            duration,
-                            bar,
-                        )
-                        .await
+                        load::open_loop(channels, users, mix, closed_orders, rate, duration, bar)
+                            .await
                     }
                 })
                 .await?;
@@ -187,6 +201,8 @@ impl Report {
             consistency,
             commit: git_commit(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            lines: args.lines,
+            products: args.products,
         })
     }
 
@@ -202,7 +218,14 @@ impl Report {
         let closed = self.closed.clone().unwrap_or_default();
         let open = self.open.clone().unwrap_or_default();
         let b = self.baselines.unwrap_or_default();
-        json!({
+        // The process figures of the fixed-rate phase (the everyday load), else of the other.
+        let process = if self.open.is_some() { &open } else { &closed };
+        let mut hop_figures = serde_json::Map::new();
+        for ((name, _), p) in hops::HOPS.iter().zip(&open.hops) {
+            hop_figures.insert(format!("hop_{name}_p50_ms"), json!(p.p50_ms));
+            hop_figures.insert(format!("hop_{name}_p99_ms"), json!(p.p99_ms));
+        }
+        let mut out = json!({
             "consistent": self.consistent,
             "commit": self.commit,
             "cores": self.cores,
@@ -245,7 +268,18 @@ impl Report {
             "rejected": self.consistency.rejected,
             "dead_letters": self.consistency.dead_letters,
             "problems": self.consistency.problems,
-        })
+            "rate_hop_sagas": open.hop_sagas,
+            "threads": process.threads,
+            "amqp_connections": process.amqp_connections,
+            "context_switches_per_order": process.context_switches_per_order,
+            "max_context_switches_per_order": closed.context_switches_per_order,
+            "lines_per_order": self.lines.map_or(json!("1-3"), |l| json!(l)),
+            "products": self.products,
+        });
+        if let Some(object) = out.as_object_mut() {
+            object.extend(hop_figures);
+        }
+        out
     }
 
     /// The table for people.
@@ -325,6 +359,22 @@ impl Report {
                 "  outbox at the end       {:>10} unpublished, oldest {:.0} ms",
                 p.outbox_unpublished_at_end, p.outbox_lag_ms
             );
+            println!(
+                "  process                 {:>10}   threads, {} broker connections, {:.1} context switches/order",
+                p.threads, p.amqp_connections, p.context_switches_per_order
+            );
+            if !p.hops.is_empty() {
+                println!(
+                    "  where an order's time goes ({} confirmed sagas, from their spans)",
+                    p.hop_sagas
+                );
+                for ((_, what), h) in hops::HOPS.iter().zip(&p.hops) {
+                    println!(
+                        "    {what:<56} p50 {:>6.1} ms  p99 {:>6.1} ms",
+                        h.p50_ms, h.p99_ms
+                    );
+                }
+            }
         }
         if let Some(f) = self.fraction_of_bound() {
             println!("\nfraction of the bound     {f:.2}");
@@ -395,11 +445,18 @@ async fn channels(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channel> 
     out
 }
 
+/// What every phase runs on: the system, the observer of terminal states, the load
+/// generator's runtime.
+struct Rig<'a> {
+    target: &'a Target,
+    observer: &'a Observer,
+    load_runtime: &'a tokio::runtime::Runtime,
+}
+
 /// Runs one phase on the load generator's runtime and measures it.
 async fn phase<F, Fut>(
-    target: &Target,
-    observer: &Observer,
-    load_runtime: &tokio::runtime::Runtime,
+    rig: &Rig<'_>,
+    hops: Option<&HopRecorder>,
     label: &str,
     total: usize,
     offered: f64,
@@ -409,11 +466,20 @@ where
     F: FnOnce(indicatif::ProgressBar) -> Fut,
     Fut: std::future::Future<Output = PhaseOutcome> + Send + 'static,
 {
+    let Rig {
+        target,
+        observer,
+        load_runtime,
+    } = *rig;
     let db_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&target.pools.order)
         .await?;
     let terminal_before = observer.count();
     let (cpu_before, _) = cpu::cpu_seconds();
+    let switches_before = cpu::context_switches();
+    if let Some(hops) = hops {
+        hops.start();
+    }
     let bar = load::progress(label, total as u64);
     let ticker = {
         let (bar, observer) = (bar.clone(), observer.clone());
@@ -428,6 +494,9 @@ where
         })
     };
     let outcome = load_runtime.spawn(drive(bar.clone())).await?;
+    let threads = cpu::threads();
+    // The observer's own connection is the benchmark's, not the services'.
+    let amqp_connections = cpu::connections_to(amqp_port(&target.amqp_url)).saturating_sub(1);
 
     // Wait for every accepted order's terminal event (or the deadline).
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -442,6 +511,14 @@ where
     ticker.abort();
     bar.finish_and_clear();
     let (cpu_after, _) = cpu::cpu_seconds();
+    let switches = cpu::context_switches().saturating_sub(switches_before);
+    let (hop_figures, hop_sagas) = match hops {
+        Some(hops) => {
+            hops.stop();
+            hops.hops()
+        }
+        None => (Vec::new(), 0),
+    };
 
     let mut e2e = Samples::default();
     let mut last = outcome.calls_done;
@@ -499,6 +576,15 @@ where
         },
         outbox_unpublished_at_end: unpublished,
         outbox_lag_ms: oldest_ms,
+        hops: hop_figures,
+        hop_sagas,
+        threads,
+        amqp_connections,
+        context_switches_per_order: if placed > 0 {
+            switches as f64 / placed as f64
+        } else {
+            0.0
+        },
     };
     eprintln!(
         "{label}: {placed} orders, {:.0} orders/s, CreateOrder p99 {:.1} ms, end-to-end p99 {:.1} ms",
@@ -508,6 +594,12 @@ where
         report,
         outcome.placed.into_iter().map(|(id, _)| id).collect(),
     ))
+}
+
+/// The broker's port in `url` (5672 when it names none).
+fn amqp_port(url: &str) -> u16 {
+    url.parse::<lapin::uri::AMQPUri>()
+        .map_or(5672, |uri| uri.authority.port)
 }
 
 fn git_commit() -> String {
