@@ -543,27 +543,37 @@ impl Inner {
                 None => anyhow::bail!("the broker ended the consumer"),
             };
             let mut batch = vec![first];
-            // Whatever else arrives within the linger joins the batch: a few milliseconds of
-            // waiting turn many one-message transactions (a commit and an ack each) into one.
             let mut failed = None;
-            let linger = tokio::time::sleep(self.config.consumer_linger);
-            tokio::pin!(linger);
+            // Whatever is there already joins the batch.
             while batch.len() < self.config.batch_size {
-                let next = match consumer.next().now_or_never() {
-                    Some(next) => next,
-                    None if self.config.consumer_linger.is_zero() => break,
-                    None => tokio::select! {
-                        next = consumer.next() => next,
-                        () = &mut linger => break,
-                    },
-                };
-                match next {
-                    Some(Ok(delivery)) => batch.push(delivery),
-                    Some(Err(e)) => {
+                match consumer.next().now_or_never() {
+                    Some(Some(Ok(delivery))) => batch.push(delivery),
+                    Some(Some(Err(e))) => {
                         failed = Some(e);
                         break;
                     }
-                    None => break,
+                    Some(None) | None => break,
+                }
+            }
+            // Linger only while a batch is filling: when more than one was waiting, more are
+            // on their way, and a few milliseconds turn many one-message transactions (a
+            // commit and an ack each) into one. A lone message on an idle pipe goes at once.
+            if batch.len() > 1 && failed.is_none() && !self.config.consumer_linger.is_zero() {
+                let linger = tokio::time::sleep(self.config.consumer_linger);
+                tokio::pin!(linger);
+                while batch.len() < self.config.batch_size {
+                    let next = tokio::select! {
+                        next = consumer.next() => next,
+                        () = &mut linger => break,
+                    };
+                    match next {
+                        Some(Ok(delivery)) => batch.push(delivery),
+                        Some(Err(e)) => {
+                            failed = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
                 }
             }
             let settled = batch.len() as u64;

@@ -27,6 +27,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, publisher_confirm::Confirmation};
 use shop_proto::Event;
 use sqlx::postgres::PgListener;
+use futures::FutureExt as _;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -297,18 +298,54 @@ impl Relay {
 
         let mut last_purge = Instant::now();
         let mut worked = false;
+        // The round claimed and published whose outcome is being recorded: its mark (UPDATE,
+        // COMMIT) runs while the next round claims and publishes, so a commit's fsync is off
+        // the path of the rows behind it. Its rows stay locked until then, so the next claim
+        // skips them; it publishes only after every row of the round before was confirmed.
+        let mut unmarked: Option<Round> = None;
         loop {
             // The round runs to completion even during shutdown: a claimed batch is either
             // confirmed and marked, or released, never left half done.
-            let outcome = self.publish_round(&channel).await;
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
+            let (claimed, marked) = match unmarked.take() {
+                Some(previous) => {
+                    let (claimed, marked) =
+                        tokio::join!(self.claim_and_publish(&channel), previous.mark(self));
+                    (claimed, Some(marked))
+                }
+                None => (self.claim_and_publish(&channel).await, None),
+            };
+            if let Some(marked) = marked {
+                match marked {
+                    Ok(outcome) => self.settled(&outcome, &shutdown, &mut worked),
+                    Err(e) => {
+                        let _ = conn.close(200, "relay reconnecting").await;
+                        return Err(e.context("outbox round failed"));
+                    }
+                }
+            }
+            let round = match claimed {
+                Ok(round) => round,
                 Err(e) => {
                     let _ = conn.close(200, "relay reconnecting").await;
                     return Err(e.context("outbox round failed"));
                 }
             };
-            worked |= outcome.published > 0;
+            let claimed = round.claimed;
+            let full = claimed as i64 >= self.config.batch_size;
+            // More rows committed while this round ran: go on at once, marking this round
+            // meanwhile. Otherwise record it now, before waiting.
+            let more = full || self.waker.woken().now_or_never().is_some();
+            if more && channel.status().connected() {
+                unmarked = Some(round);
+            } else {
+                match round.mark(self).await {
+                    Ok(outcome) => self.settled(&outcome, &shutdown, &mut worked),
+                    Err(e) => {
+                        let _ = conn.close(200, "relay reconnecting").await;
+                        return Err(e.context("outbox round failed"));
+                    }
+                }
+            }
             if !channel.status().connected() {
                 anyhow::bail!("the relay's channel closed");
             }
@@ -319,16 +356,18 @@ impl Relay {
             if shutdown.is_cancelled() {
                 // Stopping: the round that was running when the signal came may have missed
                 // rows committed just before it, so go on until a round finds nothing due.
-                self.drained
-                    .fetch_add(outcome.published as u64, Ordering::Relaxed);
-                if outcome.claimed > 0 {
+                if claimed > 0 || unmarked.is_some() {
                     continue;
                 }
                 let _ = conn.close(200, "shutdown").await;
                 return Ok(worked);
             }
-            if outcome.claimed as i64 >= self.config.batch_size {
-                continue; // more rows are likely waiting
+            if more {
+                // Rows keep coming: let a few more gather only while rounds are filling.
+                if claimed > 1 && !full && !self.config.linger.is_zero() {
+                    tokio::time::sleep(self.config.linger).await;
+                }
+                continue;
             }
             tokio::select! {
                 notification = listener.recv() => {
@@ -338,22 +377,34 @@ impl Relay {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_millis(100))).await;
                     }
                 }
-                () = self.waker.woken() => {
-                    // Let the rows of concurrent commits gather: one round for many rows
-                    // costs the broker and the database far less than a round each.
-                    if !self.config.linger.is_zero() {
-                        tokio::time::sleep(self.config.linger).await;
-                    }
-                }
+                // Woken on an idle pipe: claim at once, the one row is all there is.
+                () = self.waker.woken() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }
         }
     }
 
+    /// Books a marked round: work done, and rows drained after the shutdown signal.
+    fn settled(&self, outcome: &RoundOutcome, shutdown: &CancellationToken, worked: &mut bool) {
+        *worked |= outcome.published > 0;
+        if shutdown.is_cancelled() {
+            self.drained
+                .fetch_add(outcome.published as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Claims up to `batch_size` due rows, publishes them and records the outcome, in one
     /// transaction. Public so tests and the benchmark can drive the relay step by step.
     pub async fn publish_round(&self, channel: &Channel) -> anyhow::Result<RoundOutcome> {
+        self.claim_and_publish(channel).await?.mark(self).await
+    }
+
+    /// The first half of a round: claims up to `batch_size` due rows and publishes them, each
+    /// confirmed (or failed) by the broker. The rows stay locked by the round's transaction
+    /// until [`Round::mark`] records the outcome, so another round (of this relay or another)
+    /// skips them meanwhile.
+    async fn claim_and_publish(&self, channel: &Channel) -> anyhow::Result<Round> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
@@ -371,7 +422,7 @@ impl Relay {
         .await?;
         if rows.is_empty() {
             tx.commit().await?;
-            return Ok(RoundOutcome::default());
+            return Ok(Round::default());
         }
 
         // Fresh rows go out pipelined. Rows that failed before go out one at a time, after the
@@ -379,7 +430,7 @@ impl Relay {
         let (fresh, retried): (Vec<&ClaimedRow>, Vec<&ClaimedRow>) =
             rows.iter().partition(|r| r.attempts == 0);
         let mut published: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut published_keys: Vec<&str> = Vec::with_capacity(rows.len());
+        let mut published_keys: Vec<String> = Vec::with_capacity(rows.len());
         let mut failed: Vec<(i64, String)> = Vec::new();
         let mut broken: Option<String> = None;
 
@@ -388,7 +439,7 @@ impl Relay {
             match result {
                 Ok(()) => {
                     published.push(row.id);
-                    published_keys.push(&row.routing_key);
+                    published_keys.push(row.routing_key.clone());
                 }
                 Err(e) => {
                     if !channel.status().connected() {
@@ -405,7 +456,7 @@ impl Relay {
             match self.publish_pipelined(channel, &[row]).await.remove(0) {
                 Ok(()) => {
                     published.push(row.id);
-                    published_keys.push(&row.routing_key);
+                    published_keys.push(row.routing_key.clone());
                 }
                 Err(e) => {
                     if !channel.status().connected() {
@@ -416,44 +467,14 @@ impl Relay {
             }
         }
 
-        if !published.is_empty() {
-            // Not a persistent prepared statement: a cached generic plan for `id = ANY($1)`
-            // is made while the outbox is young and unanalyzed, and it seq-scans the table
-            // (every published row) on every round until autovacuum's first ANALYZE, a minute
-            // or more later. Planned with the real ids, it is an index scan on the primary key.
-            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&published)
-                .persistent(false)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (id, error) in &failed {
-            // Each failure doubles the wait (1 s, 2 s, … up to 60 s); past max_attempts the row
-            // is parked as dead for an operator, and the rows behind it flow on.
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
-                   dead = attempts + 1 >= $3, \
-                   next_attempt_at = now() + least(interval '60 seconds', \
-                                                   interval '1 second' * power(2, attempts)) \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(error)
-            .bind(self.config.max_attempts)
-            .execute(&mut *tx)
-            .await?;
-            tracing::warn!(outbox_id = id, error = %error, "outbox row failed to publish");
-        }
-        tx.commit().await?;
-        self.count_round(started, &published_keys, failed.len());
-
-        if let Some(e) = broken {
-            anyhow::bail!("broker channel failed while publishing: {e}");
-        }
-        Ok(RoundOutcome {
+        Ok(Round {
+            tx: Some(tx),
+            started: Some(started),
             claimed: rows.len(),
-            published: published.len(),
-            failed: failed.len(),
+            published,
+            published_keys,
+            failed,
+            broken,
         })
     }
 
@@ -600,3 +621,76 @@ fn check_publishable(envelope: &Envelope) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A round claimed and published, its outcome not recorded yet: its transaction holds the
+/// claimed rows.
+#[derive(Default)]
+struct Round {
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    started: Option<Instant>,
+    claimed: usize,
+    published: Vec<i64>,
+    published_keys: Vec<String>,
+    failed: Vec<(i64, String)>,
+    broken: Option<String>,
+}
+
+impl Round {
+    /// The second half of a round: marks the confirmed rows published and the failed ones
+    /// failed, and commits.
+    async fn mark(self, relay: &Relay) -> anyhow::Result<RoundOutcome> {
+        let Round {
+            tx,
+            started,
+            claimed,
+            published,
+            published_keys,
+            failed,
+            broken,
+        } = self;
+        let (Some(mut tx), Some(started)) = (tx, started) else {
+            return Ok(RoundOutcome::default());
+        };
+        let published_keys: Vec<&str> = published_keys.iter().map(String::as_str).collect();
+        if !published.is_empty() {
+            // Not a persistent prepared statement: a cached generic plan for `id = ANY($1)`
+            // is made while the outbox is young and unanalyzed, and it seq-scans the table
+            // (every published row) on every round until autovacuum's first ANALYZE, a minute
+            // or more later. Planned with the real ids, it is an index scan on the primary key.
+            sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&published)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, error) in &failed {
+            // Each failure doubles the wait (1 s, 2 s, … up to 60 s); past max_attempts the row
+            // is parked as dead for an operator, and the rows behind it flow on.
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+                   dead = attempts + 1 >= $3, \
+                   next_attempt_at = now() + least(interval '60 seconds', \
+                                                   interval '1 second' * power(2, attempts)) \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(relay.config.max_attempts)
+            .execute(&mut *tx)
+            .await?;
+            tracing::warn!(outbox_id = id, error = %error, "outbox row failed to publish");
+        }
+        tx.commit().await?;
+        relay.count_round(started, &published_keys, failed.len());
+
+        if let Some(e) = broken {
+            anyhow::bail!("broker channel failed while publishing: {e}");
+        }
+        Ok(RoundOutcome {
+            claimed,
+            published: published.len(),
+            failed: failed.len(),
+        })
+    }
+}
+
