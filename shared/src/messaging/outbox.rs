@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, publisher_confirm::Confirmation};
 use shop_proto::Event;
 use sqlx::postgres::PgListener;
-use futures::FutureExt as _;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -363,8 +363,8 @@ impl Relay {
                 return Ok(worked);
             }
             if more {
-                // Rows keep coming: let a few more gather only while rounds are filling.
-                if claimed > 1 && !full && !self.config.linger.is_zero() {
+                // Rows keep coming: let a few more gather for the next round.
+                if !full && !self.config.linger.is_zero() {
                     tokio::time::sleep(self.config.linger).await;
                 }
                 continue;
@@ -377,8 +377,11 @@ impl Relay {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_millis(100))).await;
                     }
                 }
-                // Woken on an idle pipe: claim at once, the one row is all there is.
-                () = self.waker.woken() => {}
+                () = self.waker.woken() => {
+                    if !self.config.linger.is_zero() {
+                        tokio::time::sleep(self.config.linger).await;
+                    }
+                }
                 () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }
@@ -693,4 +696,3 @@ impl Round {
         })
     }
 }
-
