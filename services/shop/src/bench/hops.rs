@@ -97,19 +97,34 @@ impl HopRecorder {
     }
 
     /// The percentiles of every hop over the complete sagas collected (an order confirmed and
-    /// notified), and how many sagas that was.
-    pub fn hops(&self) -> (Vec<Percentiles>, usize) {
+    /// notified), then of the broker's confirms alone (each publish span, from the publish to
+    /// the confirm: the part of a relay hop the relay cannot shorten), and how many sagas that
+    /// was.
+    pub fn hops(&self) -> (Vec<Percentiles>, Percentiles, usize) {
         let mut samples: Vec<Samples> = vec![Samples::default(); HOPS.len()];
+        let mut confirms = Samples::default();
         let mut complete = 0;
         for points in self.lock().values() {
             if let Some(times) = saga(points) {
                 complete += 1;
+                for publish in points.iter().filter(|p| p.kind == Kind::Publish) {
+                    confirms.record(
+                        publish
+                            .end
+                            .duration_since(publish.start)
+                            .unwrap_or(Duration::ZERO),
+                    );
+                }
                 for (i, pair) in times.windows(2).enumerate() {
                     samples[i].record(pair[1].duration_since(pair[0]).unwrap_or(Duration::ZERO));
                 }
             }
         }
-        (samples.iter().map(Samples::percentiles).collect(), complete)
+        (
+            samples.iter().map(Samples::percentiles).collect(),
+            confirms.percentiles(),
+            complete,
+        )
     }
 }
 

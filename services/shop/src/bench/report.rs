@@ -51,6 +51,8 @@ pub struct PhaseReport {
     pub outbox_lag_ms: f64,
     /// Per hop of the saga ([`hops::HOPS`]), when the phase collected them.
     pub hops: Vec<Percentiles>,
+    /// The broker's confirm of each publish of those sagas.
+    pub broker_confirm: Percentiles,
     /// Sagas the hops were measured on.
     pub hop_sagas: usize,
     /// Threads of the process at the end of the phase's calls.
@@ -269,6 +271,8 @@ impl Report {
             "dead_letters": self.consistency.dead_letters,
             "problems": self.consistency.problems,
             "rate_hop_sagas": open.hop_sagas,
+            "hop_broker_confirm_p50_ms": open.broker_confirm.p50_ms,
+            "hop_broker_confirm_p99_ms": open.broker_confirm.p99_ms,
             "threads": process.threads,
             "amqp_connections": process.amqp_connections,
             "context_switches_per_order": process.context_switches_per_order,
@@ -374,6 +378,12 @@ impl Report {
                         h.p50_ms, h.p99_ms
                     );
                 }
+                println!(
+                    "    {:<56} p50 {:>6.1} ms  p99 {:>6.1} ms",
+                    "(of a relay hop: the broker's confirm of a publish)",
+                    p.broker_confirm.p50_ms,
+                    p.broker_confirm.p99_ms
+                );
             }
         }
         if let Some(f) = self.fraction_of_bound() {
@@ -512,12 +522,12 @@ where
     bar.finish_and_clear();
     let (cpu_after, _) = cpu::cpu_seconds();
     let switches = cpu::context_switches().saturating_sub(switches_before);
-    let (hop_figures, hop_sagas) = match hops {
+    let (hop_figures, broker_confirm, hop_sagas) = match hops {
         Some(hops) => {
             hops.stop();
             hops.hops()
         }
-        None => (Vec::new(), 0),
+        None => (Vec::new(), Percentiles::default(), 0),
     };
 
     let mut e2e = Samples::default();
@@ -577,6 +587,7 @@ where
         outbox_unpublished_at_end: unpublished,
         outbox_lag_ms: oldest_ms,
         hops: hop_figures,
+        broker_confirm,
         hop_sagas,
         threads,
         amqp_connections,
