@@ -30,7 +30,7 @@ use crate::auth::AuthLayer;
 use crate::config::{AmqpConfig, AuthConfig, MessagingConfig, env_addr, env_parse, env_var};
 use crate::diagnose;
 use crate::messaging::{
-    Consumer, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
+    Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
 use crate::metrics::Metrics;
 
@@ -88,6 +88,9 @@ pub struct ServiceConfig {
     pub messaging: MessagingConfig,
     /// How access tokens are verified.
     pub auth: AuthConfig,
+    /// The broker connections of a process that runs several services (`shop up`), shared
+    /// by all of them; `None` (the default): the service opens its own two.
+    pub shared_links: Option<Links>,
 }
 
 impl ServiceConfig {
@@ -116,6 +119,7 @@ impl ServiceConfig {
             amqp: AmqpConfig::from_env(),
             messaging: MessagingConfig::from_env()?,
             auth: AuthConfig::from_env()?,
+            shared_links: None,
         })
     }
 
@@ -251,7 +255,14 @@ pub async fn prepare(
             config.name.to_uppercase()
         )
     })?;
+    let owned_links = config.shared_links.is_none();
+    let links = config
+        .shared_links
+        .clone()
+        .unwrap_or_else(|| Links::new(&config.amqp.url, &config.names(), config.name));
     Ok(ServiceParts {
+        links,
+        owned_links,
         config,
         pool,
         listener,
@@ -279,6 +290,10 @@ pub struct ServiceParts {
     pub waker: OutboxWaker,
     /// The service's instruments, served at `GET /metrics` on the HTTP port.
     pub metrics: Metrics,
+    /// The broker connections the relay and the consumer take their channels from.
+    pub links: Links,
+    /// Whether the links are the service's own (closed when it stops) or the process's.
+    pub owned_links: bool,
 }
 
 impl ServiceParts {
@@ -335,6 +350,8 @@ where
         subscriptions,
         waker,
         metrics,
+        links,
+        owned_links,
     } = parts;
     let tracker = TaskTracker::new();
     let names = config.names();
@@ -361,7 +378,7 @@ where
     let consumer = subscriptions.map(|subscriptions| {
         let consumer = Consumer::new(
             pool.clone(),
-            &config.amqp.url,
+            links.consume.clone(),
             names.clone(),
             config.name,
             subscriptions,
@@ -376,7 +393,7 @@ where
     let relay_stop = CancellationToken::new();
     let relay = Relay::new(
         pool.clone(),
-        &config.amqp.url,
+        links.publish.clone(),
         names,
         config.name,
         RelayConfig::from(&config.messaging),
@@ -431,6 +448,9 @@ where
     }
     relay_stop.cancel();
     drained.events = join_by(deadline, relay, config.name, "outbox relay").await;
+    if owned_links {
+        links.close("service stopping").await;
+    }
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()

@@ -166,6 +166,33 @@ impl TestBroker {
             })
     }
 
+    /// The names of the open connections whose name carries this test's prefix, sorted, as
+    /// the broker lists them (`rabbitmqctl list_connections`).
+    pub fn own_connection_names(&self) -> Vec<String> {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_connections",
+                "-q",
+                "--no-table-headers",
+                "client_properties",
+            ])
+            .output()
+            .expect("run rabbitmqctl list_connections");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let marker = "{\"connection_name\",\"";
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter_map(|line| {
+                let start = line.find(marker)? + marker.len();
+                let name = &line[start..];
+                Some(name[..name.find('"')?].to_owned())
+            })
+            .filter(|name| name.starts_with(&self.names.prefix))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Closes, from the broker's side, every connection whose name carries this test's
     /// prefix (never anyone else's: tests run in parallel). Returns how many were closed.
     pub fn close_own_connections(&self) -> usize {
@@ -472,6 +499,7 @@ pub fn service_config(
         },
         messaging,
         auth: crate::config::AuthConfig::default(),
+        shared_links: None,
     }
 }
 

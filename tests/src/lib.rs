@@ -121,6 +121,8 @@ pub struct TestSystem {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<shop_shared::service::Drained>>>,
     held_back: Option<shop_inventory::Application>,
+    /// The broker connections the services share, closed once they all stopped.
+    links: Option<shop_shared::messaging::Links>,
     /// The staff account's email (its password is [`PASSWORD`]).
     pub staff_email: String,
     /// The user service's JWK Set.
@@ -218,6 +220,7 @@ impl TestSystem {
             shutdown,
             tasks,
             held_back: Some(built.inventory),
+            links: built.links,
             staff_email,
             jwks_url,
         };
@@ -248,6 +251,9 @@ impl TestSystem {
             task.await
                 .expect("no service panicked")
                 .expect("every service stops cleanly");
+        }
+        if let Some(links) = self.links.take() {
+            links.close("test done").await;
         }
     }
 

@@ -641,4 +641,7 @@ async fn the_verifying_services_keep_accepting_tokens_while_the_user_service_is_
     for task in others {
         task.await.unwrap().unwrap();
     }
+    if let Some(links) = built.links {
+        links.close("test done").await;
+    }
 }

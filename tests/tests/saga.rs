@@ -48,6 +48,40 @@ async fn a_stocked_order_is_confirmed_and_the_customer_notified() {
 }
 
 #[tokio::test]
+async fn the_four_services_of_one_process_share_one_publishing_and_one_consuming_connection() {
+    // Arrange: every service has consumed and published (a saga ran to its end).
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("apple", 10).await;
+    let order = system.order(&customer, &[("apple", 1)]).await;
+    system.settled(&order.order_id).await;
+    let services = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| n.contains("shop-services-"))
+            .collect()
+    };
+    let prefix = &system.broker.names.prefix;
+    let expected = vec![
+        format!("{prefix}shop-services-consume"),
+        format!("{prefix}shop-services-publish"),
+    ];
+
+    // Assert: two connections, whatever the four relays and three consumers do.
+    assert_eq!(services(system.broker.own_connection_names()), expected);
+
+    // Act: the broker drops them; every session reconnects through the same two.
+    assert!(system.broker.close_own_connections() >= 2);
+    let again = system.order(&customer, &[("apple", 1)]).await;
+    let settled = system.settled(&again.order_id).await;
+
+    // Assert
+    assert_eq!(settled.status, OrderStatus::Confirmed as i32);
+    assert_eq!(services(system.broker.own_connection_names()), expected);
+    system.stop().await;
+}
+
+#[tokio::test]
 async fn an_order_beyond_the_stock_is_rejected_and_leaves_the_stock_untouched() {
     let system = TestSystem::start().await;
     let customer = system.customer().await;

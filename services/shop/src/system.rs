@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
+use shop_shared::messaging::Links;
 use shop_shared::service::Drained;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,9 @@ pub struct BuiltSystem {
     pub inventory: shop_inventory::Application,
     /// The notification service.
     pub notification: shop_notification::Application,
+    /// The two broker connections the services share (see [`BuiltSystem::build`]). Whoever
+    /// runs the services without [`BuiltSystem::spawn`] closes them once all have stopped.
+    pub links: Option<Links>,
 }
 
 /// The addresses of a running system's services (their gRPC or their HTTP ports).
@@ -93,7 +97,12 @@ impl BuiltSystem {
     /// The order, inventory and notification services verify tokens with the JWK Set of the
     /// user service, over HTTP as in separate processes; when their `AUTH_JWKS_URL` is the
     /// default, it is pointed at the user service built here (whose port may be 0 in tests).
+    ///
+    /// The services share one publishing and one consuming broker connection (each lapin
+    /// connection is a thread; channels are cheap) when they talk to the same broker under the
+    /// same prefix, as they do from one environment.
     pub async fn build(mut config: SystemConfig) -> anyhow::Result<Self> {
+        let links = share_links(&mut config);
         let user = shop_user::Application::build(config.user).await?;
         let jwks = jwks_url(user.http_addr());
         for service in [
@@ -110,6 +119,7 @@ impl BuiltSystem {
             order: shop_order::Application::build(config.order).await?,
             inventory: shop_inventory::Application::build(config.inventory).await?,
             notification: shop_notification::Application::build(config.notification).await?,
+            links,
         })
     }
 
@@ -166,8 +176,32 @@ impl BuiltSystem {
             addresses,
             shutdown,
             tasks,
+            links: self.links,
         }
     }
+}
+
+/// Gives every service the same two broker connections when all four use one broker and one
+/// prefix and none was given links already; returns them (their owner closes them).
+fn share_links(config: &mut SystemConfig) -> Option<Links> {
+    let mut services = [
+        &mut config.user.service,
+        &mut config.order.service,
+        &mut config.inventory.service,
+        &mut config.notification.service,
+    ];
+    let first = &services[0].amqp;
+    let same = services.iter().all(|s| {
+        s.amqp.url == first.url && s.amqp.prefix == first.prefix && s.shared_links.is_none()
+    });
+    if !same {
+        return None;
+    }
+    let links = Links::new(&first.url, &services[0].names(), "services");
+    for service in &mut services {
+        service.shared_links = Some(links.clone());
+    }
+    Some(links)
 }
 
 /// The JWK Set URL of a user service whose HTTP port is bound at `addr`.
@@ -191,6 +225,7 @@ pub struct RunningSystem {
     pub addresses: Addresses,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<Drained>>>,
+    links: Option<Links>,
 }
 
 /// How long `shop up` waits for every service to answer its health check.
@@ -220,8 +255,8 @@ impl RunningSystem {
         Ok(true)
     }
 
-    /// Waits until every service stopped (after `shutdown`, or after one failed), and adds up
-    /// what they drained.
+    /// Waits until every service stopped (after `shutdown`, or after one failed), adds up
+    /// what they drained, and closes the shared broker connections.
     pub async fn wait(self) -> anyhow::Result<Drained> {
         let mut first_error = None;
         let mut drained = Drained::default();
@@ -236,6 +271,9 @@ impl RunningSystem {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(links) = self.links {
+            links.close("shop stopping").await;
         }
         first_error.map_or(Ok(drained), Err)
     }

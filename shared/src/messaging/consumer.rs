@@ -45,6 +45,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, DecodeError, Envelope, EventContext, IncomingMeta};
+use super::link::{Link, note_generation};
 use super::outbox::OutboxWaker;
 use super::{Names, connection, outbox, topology};
 use crate::config::MessagingConfig;
@@ -298,7 +299,7 @@ pub struct Consumer {
 #[derive(Debug)]
 struct Inner {
     pool: PgPool,
-    amqp_url: String,
+    link: Link,
     names: Names,
     service: String,
     subscriptions: Subscriptions,
@@ -308,6 +309,8 @@ struct Inner {
     /// Deliveries settled (applied and acked, retried or dead-lettered) by batches that were
     /// in progress when the shutdown signal came.
     drained: AtomicU64,
+    /// The generation of the link's connection the last session used.
+    generation: AtomicU64,
 }
 
 /// A decoded delivery waiting to be applied.
@@ -342,10 +345,11 @@ struct Diverted {
 type Applied = HashSet<String>;
 
 impl Consumer {
-    /// A consumer of `service`'s queue (`{prefix}<service>`) applying `subscriptions`.
+    /// A consumer of `service`'s queue (`{prefix}<service>`) applying `subscriptions`, on
+    /// channels of `link` (the process's consuming connection).
     pub fn new(
         pool: PgPool,
-        amqp_url: impl Into<String>,
+        link: Link,
         names: Names,
         service: impl Into<String>,
         subscriptions: Subscriptions,
@@ -355,7 +359,7 @@ impl Consumer {
         Self {
             inner: Arc::new(Inner {
                 pool,
-                amqp_url: amqp_url.into(),
+                link,
                 names,
                 metrics: Metrics::new(&service),
                 service,
@@ -363,6 +367,7 @@ impl Consumer {
                 config,
                 waker: OutboxWaker::new(),
                 drained: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -387,15 +392,10 @@ impl Consumer {
 
     /// Declares the topology once (so events published before the first delivery are queued).
     pub async fn declare(&self) -> anyhow::Result<()> {
-        let name = self
-            .inner
-            .names
-            .connection_name(&self.inner.service, "declare");
-        let conn = connection::connect(&self.inner.amqp_url, &name).await?;
-        let channel = conn.create_channel().await?;
-        self.inner.declare(&channel).await?;
-        conn.close(200, "declared").await?;
-        Ok(())
+        let channel = self.inner.link.channel().await?.channel;
+        let declared = self.inner.declare(&channel).await;
+        let _ = channel.close(200, "declared").await;
+        Ok(declared?)
     }
 
     /// Consumes until `shutdown`. On shutdown no new batch starts, the batches in progress
@@ -426,16 +426,42 @@ impl Inner {
     }
 
     async fn session(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<bool> {
-        let name = self.names.connection_name(&self.service, "consumer");
-        let conn = connection::connect(&self.amqp_url, &name).await?;
-        self.metrics.connection_opened();
-        let setup = conn.create_channel().await?;
-        self.declare(&setup).await?;
-        let _ = setup.close(200, "declared").await;
+        let setup = self.link.channel().await?;
+        note_generation(&self.generation, &setup, &self.metrics);
+        let declared = self.declare(&setup.channel).await;
+        let _ = setup.channel.close(200, "declared").await;
+        declared?;
+        // Every channel the session opens is closed when the session ends, whatever ends it:
+        // on the shared connection, a channel left open would keep its prefetched deliveries
+        // unacknowledged (and its consumer receiving) for as long as the process lives.
+        let channels = std::sync::Mutex::new(Vec::new());
+        let result = self.clone().consume(&channels, shutdown).await;
+        let channels = std::mem::take(&mut *channels.lock().unwrap_or_else(|p| p.into_inner()));
+        for channel in channels {
+            if channel.status().connected() {
+                let _ = channel.close(200, "consumer stopping").await;
+            }
+        }
+        result
+    }
 
+    /// Opens the consuming channels (each recorded in `channels`) and runs their loops and
+    /// the dead-letter sampler until shutdown or the first failure.
+    async fn consume(
+        self: Arc<Self>,
+        channels: &std::sync::Mutex<Vec<Channel>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<bool> {
+        let keep = |channel: &Channel| {
+            channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(channel.clone());
+        };
         let mut loops = Vec::new();
         for i in 0..self.config.concurrency {
-            let channel = conn.create_channel().await?;
+            let channel = self.link.channel().await?.channel;
+            keep(&channel);
             // Confirms on the consuming channel: retry and DLQ copies are confirmed before the
             // original is acknowledged.
             channel
@@ -448,7 +474,12 @@ impl Inner {
             let consumer = channel
                 .basic_consume(
                     &self.names.queue(&self.service),
-                    &format!("{name}-{i}-{}", uuid::Uuid::new_v4().simple()),
+                    &format!(
+                        "{}-{}-{i}-{}",
+                        self.link.name(),
+                        self.service,
+                        uuid::Uuid::new_v4().simple()
+                    ),
                     BasicConsumeOptions {
                         no_local: false,  // irrelevant to RabbitMQ
                         no_ack: false,    // manual acks: ack only after the commit
@@ -463,27 +494,34 @@ impl Inner {
                     .consume_loop(channel, consumer, shutdown.clone()),
             );
         }
-        tracing::info!(consumer = %name, channels = loops.len(), "consumer connected");
+        tracing::info!(consumer = %self.service, connection = %self.link.name(), channels = loops.len(), "consumer connected");
         let consuming = futures::future::try_join_all(loops);
         tokio::pin!(consuming);
         let result = tokio::select! {
             result = &mut consuming => result,
             // The sampler only ends on shutdown, when the loops are winding down.
-            () = self.sample_dead_letters(&conn, shutdown.clone()) => consuming.await,
+            () = self.sample_dead_letters(&keep, shutdown.clone()) => consuming.await,
         };
-        let _ = conn.close(200, "consumer stopping").await;
         result.map(|worked| worked.into_iter().any(|w| w))
     }
 
     /// Samples the depth of the service's dead-letter queue every metrics interval until
-    /// `shutdown`, on a channel of its own (a passive declare). A failed sample is logged at
-    /// DEBUG and retried on a new channel: it never ends the session.
-    async fn sample_dead_letters(&self, conn: &lapin::Connection, shutdown: CancellationToken) {
+    /// `shutdown`, on a channel of its own (a passive declare; each channel it opens is handed
+    /// to `keep`). A failed sample is logged at DEBUG and retried on a new channel: it never
+    /// ends the session.
+    async fn sample_dead_letters(
+        &self,
+        keep: &(dyn Fn(&Channel) + Sync),
+        shutdown: CancellationToken,
+    ) {
         let dlq = self.names.dlq(&self.service);
         let mut channel: Option<Channel> = None;
         loop {
             if channel.as_ref().is_none_or(|c| !c.status().connected()) {
-                channel = conn.create_channel().await.ok();
+                channel = self.link.channel().await.ok().map(|leased| leased.channel);
+                if let Some(c) = &channel {
+                    keep(c);
+                }
             }
             if let Some(c) = &channel {
                 let declared = c
@@ -507,12 +545,7 @@ impl Inner {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.metrics_interval) => {}
-                () = shutdown.cancelled() => {
-                    if let Some(c) = channel {
-                        let _ = c.close(200, "consumer stopping").await;
-                    }
-                    return;
-                }
+                () = shutdown.cancelled() => return,
             }
         }
     }

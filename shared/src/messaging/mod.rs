@@ -8,6 +8,7 @@
 //! - [`outbox`] — staging events in a transaction, and the relay that publishes them.
 //! - [`consumer`] — subscriptions, the inbox, batching, retries and dead-lettering.
 //! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.
+//! - [`link`] — the two connections of a process (publish, consume) its sessions share.
 //! - [`retry`] — the backoff policy of transient failures.
 //!
 //! The delivery guarantee is at-least-once on the wire and exactly-once in effect: a message
@@ -17,6 +18,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod envelope;
+pub mod link;
 pub mod names;
 pub mod outbox;
 pub mod retry;
@@ -27,6 +29,7 @@ pub use consumer::{
     Subscriptions,
 };
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
+pub use link::{Link, Links};
 pub use names::Names;
 pub use outbox::{OutboxWaker, Relay, RelayConfig, stage};
 pub use retry::RetryPolicy;

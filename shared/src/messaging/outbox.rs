@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::envelope::{Envelope, EventContext};
+use super::link::{Link, note_generation};
 use super::{Names, connection, topology};
 use crate::metrics::Metrics;
 use crate::telemetry::propagation::{TraceFields, continue_trace};
@@ -199,7 +200,7 @@ impl From<&crate::config::MessagingConfig> for RelayConfig {
 #[derive(Debug, Clone)]
 pub struct Relay {
     pool: PgPool,
-    amqp_url: String,
+    link: Link,
     names: Names,
     app_id: String,
     config: RelayConfig,
@@ -207,6 +208,8 @@ pub struct Relay {
     metrics: Metrics,
     /// Rows published by rounds that ran after the shutdown signal.
     drained: Arc<AtomicU64>,
+    /// The generation of the link's connection the last session used.
+    generation: Arc<AtomicU64>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -236,10 +239,11 @@ pub struct RoundOutcome {
 }
 
 impl Relay {
-    /// A relay publishing `app_id`'s outbox in `pool` to the broker at `amqp_url`.
+    /// A relay publishing `app_id`'s outbox in `pool` on channels of `link` (the process's
+    /// publishing connection).
     pub fn new(
         pool: PgPool,
-        amqp_url: impl Into<String>,
+        link: Link,
         names: Names,
         app_id: impl Into<String>,
         config: RelayConfig,
@@ -247,13 +251,14 @@ impl Relay {
         let app_id = app_id.into();
         Self {
             pool,
-            amqp_url: amqp_url.into(),
+            link,
             names,
             metrics: Metrics::new(&app_id),
             app_id,
             config,
             waker: OutboxWaker::new(),
             drained: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -281,20 +286,29 @@ impl Relay {
     }
 
     async fn session(&self, shutdown: CancellationToken) -> anyhow::Result<bool> {
-        let name = self.names.connection_name(&self.app_id, "relay");
-        let conn = connection::connect(&self.amqp_url, &name).await?;
-        self.metrics.connection_opened();
-        let channel = conn.create_channel().await?;
+        let leased = self.link.channel().await?;
+        note_generation(&self.generation, &leased, &self.metrics);
+        let channel = leased.channel;
+        // The channel is the session's own: whatever ends the session closes it (the shared
+        // connection stays for the other sessions, and is replaced by the link if it failed).
+        let result = self.work(&channel, shutdown).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "relay stopping").await;
+        }
+        result
+    }
+
+    async fn work(&self, channel: &Channel, shutdown: CancellationToken) -> anyhow::Result<bool> {
         // Publisher confirms: the broker acknowledges every message once it is safely queued
         // (for persistent messages on quorum queues: written to a majority).
         channel
             .confirm_select(ConfirmSelectOptions { nowait: false })
             .await?;
-        topology::declare_exchange(&channel, &self.names).await?;
+        topology::declare_exchange(channel, &self.names).await?;
 
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
-        tracing::info!(relay = %name, "outbox relay connected");
+        tracing::info!(relay = %self.app_id, connection = %self.link.name(), "outbox relay connected");
 
         let mut last_purge = Instant::now();
         let mut worked = false;
@@ -309,26 +323,20 @@ impl Relay {
             let (claimed, marked) = match unmarked.take() {
                 Some(previous) => {
                     let (claimed, marked) =
-                        tokio::join!(self.claim_and_publish(&channel), previous.mark(self));
+                        tokio::join!(self.claim_and_publish(channel), previous.mark(self));
                     (claimed, Some(marked))
                 }
-                None => (self.claim_and_publish(&channel).await, None),
+                None => (self.claim_and_publish(channel).await, None),
             };
             if let Some(marked) = marked {
                 match marked {
                     Ok(outcome) => self.settled(&outcome, &shutdown, &mut worked),
-                    Err(e) => {
-                        let _ = conn.close(200, "relay reconnecting").await;
-                        return Err(e.context("outbox round failed"));
-                    }
+                    Err(e) => return Err(e.context("outbox round failed")),
                 }
             }
             let round = match claimed {
                 Ok(round) => round,
-                Err(e) => {
-                    let _ = conn.close(200, "relay reconnecting").await;
-                    return Err(e.context("outbox round failed"));
-                }
+                Err(e) => return Err(e.context("outbox round failed")),
             };
             let claimed = round.claimed;
             let full = claimed as i64 >= self.config.batch_size;
@@ -340,10 +348,7 @@ impl Relay {
             } else {
                 match round.mark(self).await {
                     Ok(outcome) => self.settled(&outcome, &shutdown, &mut worked),
-                    Err(e) => {
-                        let _ = conn.close(200, "relay reconnecting").await;
-                        return Err(e.context("outbox round failed"));
-                    }
+                    Err(e) => return Err(e.context("outbox round failed")),
                 }
             }
             if !channel.status().connected() {
@@ -359,7 +364,6 @@ impl Relay {
                 if claimed > 0 || unmarked.is_some() {
                     continue;
                 }
-                let _ = conn.close(200, "shutdown").await;
                 return Ok(worked);
             }
             if more {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use shop_proto::order::v1::OrderCreated;
 use shop_shared::config::MessagingConfig;
 use shop_shared::messaging::{
-    Consumer, EventContext, Handle, HandlerContext, HandlerError, Relay, RelayConfig, RetryPolicy,
-    Subscriptions, outbox,
+    Consumer, EventContext, Handle, HandlerContext, HandlerError, Links, Relay, RelayConfig,
+    RetryPolicy, Subscriptions, outbox,
 };
 use shop_shared::metrics::Metrics;
 use shop_shared::testing::{TestBroker, TestDatabase};
@@ -78,6 +78,8 @@ pub(crate) struct Harness {
     pub(crate) shutdown: CancellationToken,
     /// What the consumer and the relay count.
     pub(crate) metrics: Metrics,
+    /// The two broker connections every consumer and relay of the harness shares.
+    pub(crate) links: Links,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
     _db: TestDatabase,
 }
@@ -109,6 +111,7 @@ impl Harness {
         let broker = TestBroker::new();
         broker.track_service(SERVICE, &config.retry);
         Self {
+            links: Links::new(&broker.url, &broker.names, SERVICE),
             broker,
             pool,
             recorder: Arc::new(Recorder::default()),
@@ -133,7 +136,7 @@ impl Harness {
     pub(crate) fn consumer(&self) -> Consumer {
         Consumer::new(
             self.pool.clone(),
-            &self.broker.url,
+            self.links.consume.clone(),
             self.broker.names.clone(),
             SERVICE,
             Subscriptions::new().on::<OrderCreated, _>(self.recorder.clone()),
@@ -145,7 +148,7 @@ impl Harness {
     pub(crate) fn relay(&self) -> Relay {
         Relay::new(
             self.pool.clone(),
-            &self.broker.url,
+            self.links.publish.clone(),
             self.broker.names.clone(),
             "test",
             RelayConfig::from(&self.config),
@@ -203,6 +206,7 @@ impl Harness {
                 .expect("tasks stop within the deadline")
                 .unwrap();
         }
+        self.links.close("test done").await;
     }
 }
 
