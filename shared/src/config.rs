@@ -125,9 +125,10 @@ pub struct MessagingConfig {
     /// only added context switches (1,274 vs 1,155 orders/s, lower latency at 500/s). Scale
     /// out with replicas, or raise it for handlers that wait on slow I/O.
     pub concurrency: usize,
-    /// `CONSUMER_LINGER_MS` (default 3): after the first delivery of a batch, how long the
-    /// consumer waits for more before it applies what it has. Trades a few milliseconds of
-    /// latency for far fewer transactions when deliveries trickle in.
+    /// `CONSUMER_LINGER_MS` (default 1): after the first delivery of a batch, how long the
+    /// consumer waits for more before it applies what it has. Trades latency for fewer
+    /// transactions when deliveries trickle in: at 500 orders/s, 1 ms instead of 3 (here
+    /// and in the relay) cut the end-to-end p99 from 58 to 48 ms for 8% more CPU per order.
     pub consumer_linger: Duration,
     /// Retry with backoff for transient handler failures (`RETRY_BASE_MS` default 1000,
     /// `RETRY_FACTOR` default 5, `RETRY_ATTEMPTS` default 5).
@@ -140,8 +141,8 @@ pub struct MessagingConfig {
     pub outbox_max_attempts: i32,
     /// `OUTBOX_RETENTION_S` (default 3600): how long published rows are kept before the purge.
     pub outbox_retention: Duration,
-    /// `OUTBOX_LINGER_MS` (default 3): how long a woken relay waits for more rows to gather
-    /// before it claims a round.
+    /// `OUTBOX_LINGER_MS` (default 1): how long a woken relay waits for more rows to gather
+    /// before it claims a round (see `consumer_linger` for what it trades).
     pub outbox_linger: Duration,
     /// `METRICS_SAMPLE_INTERVAL_MS` (default 5000): how often the gauges that need a query
     /// (outbox depth and age, inbox size, dead letters) are sampled.
@@ -154,13 +155,13 @@ impl Default for MessagingConfig {
             prefetch: 256,
             batch_size: 64,
             concurrency: 1,
-            consumer_linger: Duration::from_millis(3),
+            consumer_linger: Duration::from_millis(1),
             retry: RetryPolicy::default(),
             outbox_batch: 1000,
             outbox_poll: Duration::from_millis(1000),
             outbox_max_attempts: 10,
             outbox_retention: Duration::from_secs(3600),
-            outbox_linger: Duration::from_millis(3),
+            outbox_linger: Duration::from_millis(1),
             metrics_interval: Duration::from_millis(5000),
         }
     }

@@ -43,6 +43,11 @@ enum Command {
     Catalog,
 }
 
+/// mimalloc instead of the system allocator: a service allocates and frees small buffers
+/// for every message, row and span, from several threads (see the README's Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // `shop up --help` and `shop serve --help` list the environment variables.
