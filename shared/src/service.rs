@@ -5,10 +5,12 @@
 //!
 //! Shutdown order: health NOT_SERVING; stop accepting RPCs and let in-flight ones finish,
 //! while the consumer starts no new batch, finishes (commits and acks) the ones in progress,
-//! cancels its consumers and closes its connection; then the relay publishes what those
-//! committed and closes its connection; then the HTTP port; then the pool. Every broker
-//! connection is closed before the runtime goes, and the service returns what it drained
-//! ([`Drained`]) for the final `shop stopped` line.
+//! cancels its consumers and closes its channels; then the relay publishes what those
+//! committed and closes its channel; then the service's two broker connections (unless the
+//! process shares them between services: then its owner closes them after the last service);
+//! then the HTTP port; then the pool. Every broker connection is closed before the runtime
+//! goes, and the service returns what it drained ([`Drained`]) for the final `shop stopped`
+//! line.
 //!
 //! The HTTP port serves the caller's routes and `GET /metrics` ([`crate::metrics`]); the
 //! gauges that need a query are sampled by a background task beside the HTTP port.

@@ -1,7 +1,8 @@
 //! Opening broker connections on the tokio runtime, and the backoff used to reconnect.
 //!
-//! Every long-running messaging task (the outbox relay, each consumer) owns its connection and
-//! runs inside a supervise loop: connect, declare, work until the connection fails, wait, and
+//! Every long-running messaging task (the outbox relay, each consumer) runs inside a supervise
+//! loop: take channels from the process's connection ([`super::link`], which reconnects when
+//! the connection is gone), declare, work until a channel fails, close its channels, wait, and
 //! start again. That is the whole recovery story, so it is written once, here, instead of
 //! relying on lapin's built-in recovery.
 
@@ -59,14 +60,14 @@ impl Default for Backoff {
 }
 
 /// How long a session may take to wind down after `shutdown` (finish its batch or round,
-/// close its channels and connection) before it is abandoned.
+/// close its channels) before it is abandoned.
 pub const SESSION_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `session` again and again until `shutdown`: each run gets a fresh attempt and should
-/// return when its connection fails. Returns when `shutdown` is cancelled and the session in
+/// return when its channels fail. Returns when `shutdown` is cancelled and the session in
 /// progress has wound down: a session watches `shutdown` itself, finishes its work and closes
-/// its connection, so it is never dropped half way (a dropped lapin connection is still open
-/// when the runtime goes, and its I/O thread reports errors). Only a session that does not
+/// its channels, so it is never dropped half way (a dropped consuming channel would keep its
+/// prefetched deliveries). Only a session that does not
 /// return within [`SESSION_GRACE`] of the signal is abandoned, with a warning.
 ///
 /// A session returns `Ok(true)` when it did useful work before failing (the backoff resets)
