@@ -147,6 +147,10 @@ pub struct MessagingConfig {
     /// `METRICS_SAMPLE_INTERVAL_MS` (default 5000): how often the gauges that need a query
     /// (outbox depth and age, inbox size, dead letters) are sampled.
     pub metrics_interval: Duration,
+    /// `RETIRED_ROUTING_KEYS` (default empty): comma-separated routing keys of event shapes
+    /// no longer published, e.g. `user.created` once every consumer reads `user.created.v2`
+    /// ([`crate::messaging::shapes`]). The newest shape of an event is always published.
+    pub retired: crate::messaging::Retired,
 }
 
 impl Default for MessagingConfig {
@@ -163,6 +167,7 @@ impl Default for MessagingConfig {
             outbox_retention: Duration::from_secs(3600),
             outbox_linger: Duration::from_millis(1),
             metrics_interval: Duration::from_millis(5000),
+            retired: crate::messaging::Retired::default(),
         }
     }
 }
@@ -208,6 +213,10 @@ impl MessagingConfig {
                 )?
                 .max(10),
             ),
+            retired: crate::messaging::Retired::parse(
+                &env_var("RETIRED_ROUTING_KEYS").unwrap_or_default(),
+            )
+            .map_err(|e| anyhow::anyhow!("RETIRED_ROUTING_KEYS: {e}"))?,
         })
     }
 }

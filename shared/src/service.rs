@@ -214,6 +214,13 @@ async fn declare_queues(
         &config.messaging.retry,
     )
     .await?;
+    topology::unbind(
+        &channel,
+        &config.names(),
+        config.name,
+        subscriptions.moved_from_keys(),
+    )
+    .await?;
     conn.close(200, "declared").await?;
     Ok(())
 }

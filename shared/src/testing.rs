@@ -193,6 +193,34 @@ impl TestBroker {
         names
     }
 
+    /// The routing keys `queue` is bound with on the test's exchange (`rabbitmqctl
+    /// list_bindings`), sorted.
+    pub fn bindings_of(&self, queue: &str) -> Vec<String> {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_bindings",
+                "-q",
+                "--no-table-headers",
+                "source_name",
+                "destination_name",
+                "routing_key",
+            ])
+            .output()
+            .expect("run rabbitmqctl list_bindings");
+        let exchange = self.names.exchange();
+        let mut keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut columns = line.split('\t');
+                let (source, destination, key) =
+                    (columns.next()?, columns.next()?, columns.next()?);
+                (source == exchange && destination == queue).then(|| key.to_owned())
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Closes, from the broker's side, every connection whose name carries this test's
     /// prefix (never anyone else's: tests run in parallel). Returns how many were closed.
     pub fn close_own_connections(&self) -> usize {

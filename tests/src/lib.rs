@@ -271,6 +271,7 @@ impl TestSystem {
                 email: email.clone(),
                 name: "Test Customer".into(),
                 password: PASSWORD.into(),
+                ..Default::default()
             })
             .await
             .expect("CreateUser succeeds")

@@ -560,6 +560,7 @@ async fn the_verifying_services_keep_accepting_tokens_while_the_user_service_is_
             email: email.clone(),
             name: "Offline".into(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -70,6 +70,7 @@ async fn every_user_rpc_answers_bad_input_with_the_contract_code() {
         email: email.into(),
         name: name.into(),
         password: password.into(),
+        ..Default::default()
     };
     for (what, request) in [
         ("email without @", create("nope", "Ada", "long enough")),

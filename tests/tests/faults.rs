@@ -298,6 +298,7 @@ async fn seed(cluster: &Cluster) -> (Vec<String>, Vec<String>) {
                 email: format!("fault-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
                 name: format!("Fault {i}"),
                 password: "correct horse battery".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -682,6 +683,8 @@ async fn duplicates_and_reorder(cluster: &Cluster) {
             actor_id: None,
             traceparent: meta.traceparent,
             tracestate: meta.tracestate,
+            subject: String::new(),
+            staged_at: None,
         };
         publish_envelope(&cluster.broker, &copy).await;
         publish_envelope(&cluster.broker, &copy).await;
@@ -790,7 +793,7 @@ async fn inject_poison(cluster: &Cluster) {
         user_id: uuid::Uuid::now_v7().to_string(),
         email: "x@example.com".into(),
         name: "x".into(),
-        create_time: None,
+        ..Default::default()
     };
     let poison: Vec<(&str, BasicProperties, Vec<u8>)> = vec![
         (

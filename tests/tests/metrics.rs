@@ -229,6 +229,8 @@ async fn a_duplicate_delivery_and_a_poison_message_are_counted_as_such() {
         actor_id: None,
         traceparent: None,
         tracestate: None,
+        subject: String::new(),
+        staged_at: None,
     };
     publish_envelope(&system.broker, &again).await;
     let poison = Envelope {

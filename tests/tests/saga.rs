@@ -42,7 +42,7 @@ async fn a_stocked_order_is_confirmed_and_the_customer_notified() {
     assert!(
         notifications
             .iter()
-            .any(|n| n.source_event_type == "shop.user.v1.UserCreated")
+            .any(|n| n.source_event_type == "shop.user.v2.UserCreated")
     );
     system.stop().await;
 }
@@ -231,6 +231,8 @@ async fn a_redelivered_order_created_reserves_once() {
         actor_id: None,
         traceparent: meta.traceparent,
         tracestate: meta.tracestate,
+        subject: String::new(),
+        staged_at: None,
     };
     publish_envelope(&system.broker, &envelope).await;
     let marker = system.order(&customer, &[("apple", 1)]).await;

@@ -1,6 +1,8 @@
 //! The events that make notifications, and the contacts they are sent to.
 //!
-//! - `user.created` → contact, and a welcome notification;
+//! - `user.created.v2` → contact, and a welcome notification greeting the user by their given
+//!   name (the service moved from `user.created`, v1: start-up unbinds that key from its
+//!   queue, so a queue an earlier version declared stops receiving v1);
 //! - `user.updated` → contact;
 //! - `order.confirmed` / `order.rejected` / `order.cancelled` → one notification each.
 //!
@@ -11,7 +13,8 @@ use std::sync::Arc;
 
 use shop_proto::Event;
 use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
-use shop_proto::user::v1::{UserCreated, UserUpdated};
+use shop_proto::user::v1::UserUpdated;
+use shop_proto::user::v2::UserCreated;
 use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
 use uuid::Uuid;
 
@@ -32,6 +35,7 @@ pub(crate) fn subscriptions(sender: Arc<dyn Sender>) -> Subscriptions {
     let handlers = Arc::new(NotificationHandlers { sender });
     Subscriptions::new()
         .on::<UserCreated, _>(handlers.clone())
+        .moved_from(shop_proto::user::v1::UserCreated::ROUTING_KEY)
         .on::<UserUpdated, _>(handlers.clone())
         .on::<OrderConfirmed, _>(handlers.clone())
         .on::<OrderRejected, _>(handlers.clone())
@@ -93,14 +97,21 @@ impl Handle<UserCreated> for NotificationHandlers {
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
         let user_id = user_id(&e.user_id)?;
-        repository::contact_created(cx.conn(), user_id, &e.email, &e.name).await?;
+        let name = e.name.clone().unwrap_or_default();
+        repository::contact_created(cx.conn(), user_id, &e.email, &name.display_name).await?;
+        // Greet by the given name when the user gave one, else by the display name.
+        let greeting = if name.given_name.is_empty() {
+            &name.display_name
+        } else {
+            &name.given_name
+        };
         let notification = NewNotification {
             notification_id: Uuid::now_v7(),
             user_id,
             channel: CHANNEL.into(),
             recipient: e.email.clone(),
             subject: "Welcome to shop".into(),
-            body: format!("Hello {}, your shop account is ready.", e.name),
+            body: format!("Hello {greeting}, your shop account is ready."),
             source_event_type: UserCreated::TYPE_NAME.into(),
             source_event_id: cx.meta().message_id.clone(),
             order_id: String::new(),

@@ -21,6 +21,11 @@ mod repository;
 pub mod sender;
 pub mod startup;
 
+/// The routing keys the service consumes (its queue's bindings), for the event catalog.
+pub fn consumed_routing_keys() -> Vec<&'static str> {
+    events::subscriptions(std::sync::Arc::new(DatabaseSender)).routing_keys()
+}
+
 pub use config::Config;
 pub use error::NotificationError;
 pub use sender::{DatabaseSender, NewNotification, Sender};

@@ -23,6 +23,11 @@ mod orders;
 mod repository;
 pub mod startup;
 
+/// The routing keys the service consumes (its queue's bindings), for the event catalog.
+pub fn consumed_routing_keys() -> Vec<&'static str> {
+    events::subscriptions().routing_keys()
+}
+
 pub use config::Config;
 pub use error::OrderError;
 pub use startup::{Application, MIGRATOR};

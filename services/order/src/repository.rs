@@ -53,8 +53,8 @@ pub(crate) async fn create_order_staging_event(
            ), staged AS (
                INSERT INTO outbox (message_id, routing_key, message_type, payload,
                                    correlation_id, causation_id, traceparent, tracestate,
-                                   actor_id)
-               SELECT $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM inserted
+                                   actor_id, subject)
+               SELECT $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 FROM inserted
            )
            SELECT order_id AS "order_id!" FROM inserted"#,
         order.order_id,
@@ -73,6 +73,7 @@ pub(crate) async fn create_order_staging_event(
         event.traceparent,
         event.tracestate,
         event.actor_id,
+        event.subject,
     )
     .fetch_optional(conn)
     .await?;

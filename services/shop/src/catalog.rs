@@ -3,6 +3,11 @@
 //! and one send operation per routing key, each message's payload schema derived from its
 //! proto fields with the proto comments as descriptions, the AMQP bindings, and the headers
 //! of docs/contract.md. `docs/asyncapi.json` is its committed output; a test fails when it is stale.
+//!
+//! Each channel also says which services consume it (`x-shop-consumers`, from the services'
+//! own subscriptions) and whether its shape is deprecated (`x-shop-deprecated`: the message's
+//! proto comment has a `Deprecated:` paragraph naming the shape that supersedes it), so a
+//! reader sees both versions of an event that has a v2 and who still reads the old one.
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
@@ -33,12 +38,32 @@ pub fn asyncapi(descriptor_set: &[u8]) -> anyhow::Result<Value> {
     schemas.insert("EventHeaders".into(), headers_schema());
     for (key, message) in &events {
         let id = key.replace('.', "_");
-        let name = message.name().to_owned();
+        let name = component_name(message);
+        let consumers = consumers(key);
+        let summary = comment(message.parent_file_descriptor_proto(), message.path());
+        let deprecated = summary
+            .as_deref()
+            .is_some_and(|c| c.contains("Deprecated:"));
+        let mut description = format!(
+            "{} events. Consumed by: {}.",
+            message.full_name(),
+            if consumers.is_empty() {
+                "none yet".to_owned()
+            } else {
+                consumers.join(", ")
+            }
+        );
+        if deprecated {
+            description.push_str(" Deprecated: see the message's description for its successor.");
+        }
         channels.insert(
             id.clone(),
             json!({
                 "address": key,
                 "title": key,
+                "description": description,
+                "x-shop-consumers": consumers,
+                "x-shop-deprecated": deprecated,
                 "messages": { &name: { "$ref": format!("#/components/messages/{name}") } },
                 "bindings": { "amqp": {
                     "is": "routingKey",
@@ -62,7 +87,8 @@ pub fn asyncapi(descriptor_set: &[u8]) -> anyhow::Result<Value> {
             json!({
                 "name": message.full_name(),
                 "title": name,
-                "summary": comment(message.parent_file_descriptor_proto(), message.path()),
+                "summary": summary,
+                "x-shop-deprecated": deprecated,
                 "contentType": "application/x-protobuf",
                 "headers": { "$ref": "#/components/schemas/EventHeaders" },
                 "payload": { "$ref": format!("#/components/schemas/{}", message.full_name()) },
@@ -102,6 +128,30 @@ fn headers_schema() -> Value {
     })
 }
 
+/// A message's name in the document: its proto name, with the package's version after v1
+/// (`UserCreated`, `UserCreatedV2`), so two versions of one event never share a name.
+fn component_name(message: &MessageDescriptor) -> String {
+    match message.package_name().rsplit('.').next() {
+        Some(version) if version != "v1" && version.starts_with('v') => {
+            format!("{}{}", message.name(), version.to_uppercase())
+        }
+        _ => message.name().to_owned(),
+    }
+}
+
+/// The services whose queue is bound to `routing_key`.
+fn consumers(routing_key: &str) -> Vec<&'static str> {
+    [
+        ("order", shop_order::consumed_routing_keys()),
+        ("inventory", shop_inventory::consumed_routing_keys()),
+        ("notification", shop_notification::consumed_routing_keys()),
+    ]
+    .into_iter()
+    .filter(|(_, keys)| keys.contains(&routing_key))
+    .map(|(service, _)| service)
+    .collect()
+}
+
 /// The JSON Schema of `message` and of every message it uses, keyed by full name.
 fn add_schema(message: &MessageDescriptor, schemas: &mut Map<String, Value>) {
     if schemas.contains_key(message.full_name()) {
@@ -131,12 +181,21 @@ fn add_schema(message: &MessageDescriptor, schemas: &mut Map<String, Value>) {
     }
     let mut schema = json!({ "type": "object", "properties": properties });
     if let Some(text) = comment(message.parent_file_descriptor_proto(), message.path()) {
+        if text.contains("Deprecated:") {
+            schema["deprecated"] = Value::Bool(true);
+        }
         schema["description"] = Value::String(text);
     }
     schemas.insert(message.full_name().into(), schema);
 }
 
 fn field_schema(field: &FieldDescriptor, schemas: &mut Map<String, Value>) -> Value {
+    if field.is_map()
+        && let Kind::Message(entry) = field.kind()
+    {
+        let value = entry.map_entry_value_field();
+        return json!({ "type": "object", "additionalProperties": field_schema(&value, schemas) });
+    }
     let single = match field.kind() {
         Kind::String => json!({ "type": "string" }),
         Kind::Bytes => json!({ "type": "string", "contentEncoding": "base64" }),
@@ -212,6 +271,24 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("order")
+        );
+    }
+
+    #[test]
+    fn both_versions_of_user_created_are_there_with_their_consumers_and_the_old_one_deprecated() {
+        let doc = asyncapi(shop_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let v1 = &doc["channels"]["user_created"];
+        let v2 = &doc["channels"]["user_created_v2"];
+        assert_eq!(v1["x-shop-consumers"], json!(["order"]));
+        assert_eq!(v1["x-shop-deprecated"], true);
+        assert_eq!(v2["x-shop-consumers"], json!(["notification"]));
+        assert_eq!(v2["x-shop-deprecated"], false);
+        assert!(doc["components"]["messages"]["UserCreatedV2"].is_object());
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["shop.user.v1.UserCreated"]["deprecated"], true);
+        assert_eq!(
+            schemas["shop.user.v2.UserCreated"]["properties"]["metadata"]["additionalProperties"]["type"],
+            "string"
         );
     }
 

@@ -226,6 +226,7 @@ async fn a_stop_under_load_is_clean_and_leaves_nothing_unpublished() {
             email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
             name: "Stopping Customer".into(),
             password: "a customer's password".into(),
+            ..Default::default()
         })
         .await
         .expect("CreateUser")

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use shop_shared::auth::Role;
 
 use crate::UserError;
+use crate::domain::SignUpProfile;
 
 /// A user as stored, without the password hash (which is never read back).
 #[derive(Debug, Clone)]
@@ -17,23 +18,30 @@ pub(crate) struct UserRow {
     pub(crate) created_at: DateTime<Utc>,
 }
 
-/// Inserts a user with `role`; a taken email (case-insensitively) is
+/// Inserts a user with `role` and what the sign-up said besides (`profile`); a taken email (case-insensitively) is
 /// [`UserError::EmailTaken`].
 pub(crate) async fn insert_user(
     conn: &mut PgConnection,
     user: &UserRow,
+    profile: &SignUpProfile,
     password_hash: &str,
     role: Role,
 ) -> Result<(), UserError> {
+    let metadata = serde_json::to_value(profile.metadata.entries())
+        .map_err(|e| UserError::Unexpected(e.into()))?;
     sqlx::query!(
-        "INSERT INTO users (user_id, email, name, password_hash, created_at, updated_at, role) \
-         VALUES ($1, $2, $3, $4, $5, $5, $6)",
+        "INSERT INTO users (user_id, email, name, password_hash, created_at, updated_at, role, \
+                            given_name, family_name, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
         user.user_id,
         user.email,
         user.name,
         password_hash,
         user.created_at,
         role.as_str(),
+        profile.given_name,
+        profile.family_name,
+        metadata,
     )
     .execute(conn)
     .await

@@ -51,6 +51,7 @@ impl Application {
             auth: config.auth.clone(),
             key: CurrentKey::new(key),
             dummy_hash: dummy_hash.into(),
+            retired: parts.config.messaging.retired.clone(),
         };
         match &config.auth.admin {
             Some(admin) => users

@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret as _;
 use shop_shared::auth::{Caller, Claims, Role};
-use shop_shared::messaging::{EventContext, OutboxWaker, outbox};
+use shop_shared::messaging::{EventContext, OutboxWaker, Retired, outbox};
 use shop_shared::time::now;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::UserError;
 use crate::config::{AdminAccount, PasswordHashing, UserAuthConfig};
-use crate::domain::{Credentials, Email, NewUser, Password, UserName, UserPatch, password};
+use crate::domain::{
+    Credentials, Email, NewUser, Password, SignUpProfile, UserName, UserPatch, password,
+};
 use crate::events::{user_created, user_updated};
 use crate::keys::CurrentKey;
 use crate::repository::{self, Attempt, UserRow};
@@ -29,6 +31,8 @@ pub(crate) struct Users {
     pub(crate) key: CurrentKey,
     /// Verified against when the email is unknown (see [`password::dummy_hash`]).
     pub(crate) dummy_hash: Arc<str>,
+    /// Event shapes no longer published (`RETIRED_ROUTING_KEYS`).
+    pub(crate) retired: Retired,
 }
 
 /// A successful login.
@@ -70,9 +74,11 @@ impl Users {
             created_at: now(),
         };
         let mut tx = self.pool.begin().await?;
-        repository::insert_user(&mut tx, &user, &hash, Role::Customer).await?;
-        // Same transaction: the user exists if and only if user.created will be published.
-        outbox::stage(&mut tx, &user_created(&user), context).await?;
+        repository::insert_user(&mut tx, &user, &new.profile, &hash, Role::Customer).await?;
+        // Same transaction: the user exists if and only if user.created (in each of its
+        // shapes, one message id) will be published.
+        let shapes = user_created(&user, &new.profile, context);
+        outbox::stage_shapes(&mut tx, shapes, &self.retired).await?;
         tx.commit().await?;
         self.waker.wake();
         tracing::info!(user_id = %user.user_id, "user created");
@@ -210,8 +216,10 @@ impl Users {
                     name: UserName::parse("shop staff")?.as_str().to_owned(),
                     created_at: now(),
                 };
-                repository::insert_user(&mut tx, &user, &hash, Role::Staff).await?;
-                outbox::stage(&mut tx, &user_created(&user), &EventContext::new_flow()).await?;
+                let profile = SignUpProfile::default();
+                repository::insert_user(&mut tx, &user, &profile, &hash, Role::Staff).await?;
+                let shapes = user_created(&user, &profile, &EventContext::new_flow());
+                outbox::stage_shapes(&mut tx, shapes, &self.retired).await?;
                 tx.commit().await?;
                 self.waker.wake();
                 tracing::info!(user_id = %user.user_id, "staff account created");

@@ -222,6 +222,8 @@ pub trait BatchPrelude: Send + Sync + 'static {
 pub struct Subscriptions {
     handlers: HashMap<&'static str, (&'static str, Arc<dyn ErasedHandler>)>,
     prelude: Option<Arc<dyn BatchPrelude>>,
+    /// Routing keys the service consumed before and no longer does (an event's old shape).
+    moved_from: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -275,6 +277,20 @@ impl Subscriptions {
     pub fn with_prelude(mut self, prelude: Arc<dyn BatchPrelude>) -> Self {
         self.prelude = Some(prelude);
         self
+    }
+
+    /// The service consumed `routing_key` before and consumes a newer shape of that event now
+    /// (e.g. `user.created` → `user.created.v2`): its queue is unbound from the old key at
+    /// start-up, so a queue an earlier version declared stops receiving the old shape (whose
+    /// type has no handler any more and would be dead-lettered).
+    pub fn moved_from(mut self, routing_key: &'static str) -> Self {
+        self.moved_from.push(routing_key);
+        self
+    }
+
+    /// The routing keys to unbind (see [`Subscriptions::moved_from`]).
+    pub fn moved_from_keys(&self) -> &[&'static str] {
+        &self.moved_from
     }
 
     /// The routing keys to bind, derived from the handlers.
@@ -421,6 +437,13 @@ impl Inner {
             &self.service,
             &self.subscriptions.routing_keys(),
             &self.config.retry,
+        )
+        .await?;
+        topology::unbind(
+            channel,
+            &self.names,
+            &self.service,
+            self.subscriptions.moved_from_keys(),
         )
         .await
     }

@@ -29,6 +29,26 @@ pub const REPLAYED_COUNT: &str = "x-replayed-count";
 /// Header on copies `shop dlq replay` sent back: when it was last replayed, RFC 3339 UTC.
 pub const REPLAYED_AT: &str = "x-replayed-at";
 
+/// CloudEvents 1.0 attributes in binary content mode, under the AMQP binding's `cloudEvents:`
+/// prefix (docs/contract.md, Events): the body is the event's data, `content_type` its data
+/// content type, and these headers carry the context attributes.
+pub mod cloud_events {
+    /// `specversion`: always `1.0`.
+    pub const SPECVERSION: &str = "cloudEvents:specversion";
+    /// `id`: the `message_id`.
+    pub const ID: &str = "cloudEvents:id";
+    /// `source`: `/shop/<app_id>`.
+    pub const SOURCE: &str = "cloudEvents:source";
+    /// `type`: the full protobuf name, as the `type` property.
+    pub const TYPE: &str = "cloudEvents:type";
+    /// `time`: when the event was staged, RFC 3339 UTC with milliseconds.
+    pub const TIME: &str = "cloudEvents:time";
+    /// `subject`: what the event is about (the order's or the user's id).
+    pub const SUBJECT: &str = "cloudEvents:subject";
+    /// The CloudEvents version shop sends.
+    pub const VERSION: &str = "1.0";
+}
+
 /// Everything needed to publish one event: what the outbox row holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -52,6 +72,12 @@ pub struct Envelope {
     pub traceparent: Option<String>,
     /// W3C trace state of the producing span.
     pub tracestate: Option<String>,
+    /// What the event is about (CloudEvents `subject`): the `order_id` or the `user_id`;
+    /// empty for none.
+    pub subject: String,
+    /// When the event was staged (CloudEvents `time`): the outbox row's time, read by the
+    /// relay; `None` before the row exists (publishing then says now).
+    pub staged_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Envelope {
@@ -68,12 +94,31 @@ impl Envelope {
             actor_id: context.actor_id.clone(),
             traceparent: context.traceparent.clone(),
             tracestate: context.tracestate.clone(),
+            subject: event.subject().to_owned(),
+            staged_at: None,
         }
     }
 
-    /// The AMQP properties of docs/contract.md: persistent, every id, type and header.
+    /// The AMQP properties of docs/contract.md: persistent, every id, type and header, the
+    /// CloudEvents attributes included.
     pub fn properties(&self, timestamp_secs: u64) -> BasicProperties {
         let mut headers = FieldTable::default();
+        let time = self
+            .staged_at
+            .unwrap_or_else(chrono::Utc::now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        for (key, value) in [
+            (cloud_events::SPECVERSION, cloud_events::VERSION),
+            (cloud_events::ID, &self.message_id),
+            (cloud_events::SOURCE, &format!("/shop/{}", self.app_id)),
+            (cloud_events::TYPE, &self.message_type),
+            (cloud_events::TIME, &time),
+        ] {
+            headers.insert(key.into(), long_string(value));
+        }
+        if !self.subject.is_empty() {
+            headers.insert(cloud_events::SUBJECT.into(), long_string(&self.subject));
+        }
         for (key, value) in [
             (TRACEPARENT, &self.traceparent),
             (TRACESTATE, &self.tracestate),
@@ -373,6 +418,35 @@ mod tests {
         let anonymous = Envelope::new(&event, "user", &EventContext::new_flow()).properties(1);
         let headers = anonymous.headers().as_ref().unwrap();
         assert_eq!(header_str(headers, ACTOR_ID), None);
+    }
+
+    #[test]
+    fn envelope_carries_the_cloud_events_attributes_in_binary_mode() {
+        let event = OrderCreated {
+            order_id: "o-7".into(),
+            ..Default::default()
+        };
+        let mut envelope = Envelope::new(&event, "order", &context());
+        envelope.staged_at = Some(
+            chrono::DateTime::parse_from_rfc3339("2026-12-06T10:11:12.345678Z")
+                .unwrap()
+                .to_utc(),
+        );
+        let p = envelope.properties(1);
+        let headers = p.headers().as_ref().unwrap();
+        let ce = |key| header_str(headers, key);
+        assert_eq!(ce(cloud_events::SPECVERSION).as_deref(), Some("1.0"));
+        assert_eq!(ce(cloud_events::ID), Some(envelope.message_id.clone()));
+        assert_eq!(ce(cloud_events::SOURCE).as_deref(), Some("/shop/order"));
+        assert_eq!(
+            ce(cloud_events::TYPE).as_deref(),
+            Some("shop.order.v1.OrderCreated")
+        );
+        assert_eq!(
+            ce(cloud_events::TIME).as_deref(),
+            Some("2026-12-06T10:11:12.345Z")
+        );
+        assert_eq!(ce(cloud_events::SUBJECT).as_deref(), Some("o-7"));
     }
 
     #[test]

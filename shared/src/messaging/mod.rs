@@ -10,6 +10,7 @@
 //! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.
 //! - [`link`] — the two connections of a process (publish, consume) its sessions share.
 //! - [`retry`] — the backoff policy of transient failures.
+//! - [`shapes`] — one event staged in several shapes (a v1 beside its v2), one message id.
 //!
 //! The delivery guarantee is at-least-once on the wire and exactly-once in effect: a message
 //! may arrive twice (a relay crashed before marking a row, a consumer crashed before its ack),
@@ -22,6 +23,7 @@ pub mod link;
 pub mod names;
 pub mod outbox;
 pub mod retry;
+pub mod shapes;
 pub mod topology;
 
 pub use consumer::{
@@ -31,5 +33,6 @@ pub use consumer::{
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
 pub use link::{Link, Links};
 pub use names::Names;
-pub use outbox::{OutboxWaker, Relay, RelayConfig, stage};
+pub use outbox::{OutboxWaker, Relay, RelayConfig, stage, stage_shapes};
 pub use retry::RetryPolicy;
+pub use shapes::{Retired, Shapes};

@@ -97,6 +97,18 @@ pub async fn stage<E: Event>(
     Ok(envelope.message_id)
 }
 
+/// Stages one event in several shapes (a v1 beside its v2: [`super::shapes`]) in the caller's
+/// transaction, one row per shape not `retired`, all under one message id, which it returns.
+pub async fn stage_shapes(
+    conn: &mut PgConnection,
+    shapes: super::Shapes,
+    retired: &super::Retired,
+) -> Result<String, sqlx::Error> {
+    let message_id = shapes.message_id().to_owned();
+    stage_envelopes(conn, &shapes.to_publish(retired)).await?;
+    Ok(message_id)
+}
+
 /// Stages a prepared envelope (its `app_id` is ignored: the relay sets its own).
 pub async fn stage_envelope(
     conn: &mut PgConnection,
@@ -106,8 +118,8 @@ pub async fn stage_envelope(
         .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
     sqlx::query(
         "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         causation_id, traceparent, tracestate, actor_id, subject) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(message_id)
     .bind(&envelope.routing_key)
@@ -118,6 +130,7 @@ pub async fn stage_envelope(
     .bind(&envelope.traceparent)
     .bind(&envelope.tracestate)
     .bind(&envelope.actor_id)
+    .bind(&envelope.subject)
     .execute(conn)
     .await?;
     Ok(())
@@ -150,9 +163,9 @@ pub async fn stage_envelopes(
     let payloads: Vec<Vec<u8>> = envelopes.iter().map(|e| e.payload.clone()).collect();
     sqlx::query(
         "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id) \
+         causation_id, traceparent, tracestate, actor_id, subject) \
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::text[])",
+                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
     )
     .bind(&ids)
     .bind(column(|e| &e.routing_key))
@@ -163,6 +176,7 @@ pub async fn stage_envelopes(
     .bind(optional(|e| &e.traceparent))
     .bind(optional(|e| &e.tracestate))
     .bind(optional(|e| &e.actor_id))
+    .bind(column(|e| &e.subject))
     .execute(conn)
     .await?;
     Ok(())
@@ -224,6 +238,8 @@ struct ClaimedRow {
     traceparent: Option<String>,
     tracestate: Option<String>,
     actor_id: Option<String>,
+    subject: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
     attempts: i32,
 }
 
@@ -418,7 +434,8 @@ impl Relay {
         // UPDATE keeps them ours until this transaction ends.
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
-                    causation_id, traceparent, tracestate, actor_id, attempts \
+                    causation_id, traceparent, tracestate, actor_id, subject, created_at, \
+                    attempts \
              FROM outbox \
              WHERE published_at IS NULL AND NOT dead \
                AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
@@ -598,6 +615,8 @@ impl Relay {
             actor_id: row.actor_id.clone(),
             traceparent: row.traceparent.clone(),
             tracestate: row.tracestate.clone(),
+            subject: row.subject.clone().unwrap_or_default(),
+            staged_at: Some(row.created_at),
         }
     }
 

@@ -36,6 +36,27 @@ pub async fn declare_exchange(channel: &Channel, names: &Names) -> Result<(), la
         .await
 }
 
+/// Removes the bindings of `service`'s queue for `routing_keys` (keys it consumed before and
+/// no longer does); a binding that does not exist is not an error.
+pub async fn unbind(
+    channel: &Channel,
+    names: &Names,
+    service: &str,
+    routing_keys: &[&str],
+) -> Result<(), lapin::Error> {
+    for key in routing_keys {
+        channel
+            .queue_unbind(
+                &names.queue(service),
+                &names.exchange(),
+                key,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Declares everything a consuming service needs: the exchange, its quorum queue bound to
 /// `routing_keys`, one retry queue per delay of `retry`, and its DLQ.
 pub async fn declare_consumer(

@@ -1,5 +1,5 @@
 use shop_proto::notification::v1::ListNotificationsRequest;
-use shop_proto::user::v1::UserCreated;
+use shop_proto::user::v2::{PersonName, UserCreated};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -15,8 +15,11 @@ async fn a_user_lists_only_their_own_notifications() {
         &UserCreated {
             user_id: bob.to_string(),
             email: "bob@example.com".into(),
-            name: "Bob".into(),
-            create_time: None,
+            name: Some(PersonName {
+                display_name: "Bob".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
         },
     )
     .await;

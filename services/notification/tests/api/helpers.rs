@@ -27,7 +27,11 @@ pub(crate) struct TestApp {
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    let env = TestEnv::new().await;
+    spawn_app_in(TestEnv::new().await).await
+}
+
+/// The service on `env` (whose broker a test may have prepared).
+pub(crate) async fn spawn_app_in(env: TestEnv) -> TestApp {
     let issuer = TestIssuer::start().await;
     let mut config = env.config("notification");
     config.auth.jwks_url = issuer.jwks_url().to_owned();

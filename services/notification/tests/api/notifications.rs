@@ -1,6 +1,6 @@
 use shop_proto::notification::v1::ListNotificationsRequest;
 use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
-use shop_proto::user::v1::UserCreated;
+use shop_proto::user::v2::{PersonName, UserCreated};
 use shop_shared::testing::publish;
 use tonic::Code;
 
@@ -10,8 +10,11 @@ fn user(user_id: &str) -> UserCreated {
     UserCreated {
         user_id: user_id.into(),
         email: "ada@example.com".into(),
-        name: "Ada".into(),
-        create_time: None,
+        name: Some(PersonName {
+            display_name: "Ada".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -27,10 +30,72 @@ async fn a_new_user_gets_a_welcome_notification() {
     let welcome = &list[0];
     assert_eq!(welcome.recipient, "ada@example.com");
     assert_eq!(welcome.channel, "email");
-    assert_eq!(welcome.source_event_type, "shop.user.v1.UserCreated");
+    assert_eq!(welcome.source_event_type, "shop.user.v2.UserCreated");
     assert_eq!(welcome.source_event_id, message_id);
     assert!(welcome.order_id.is_empty());
     assert!(welcome.create_time.is_some());
+    assert_eq!(welcome.body, "Hello Ada, your shop account is ready.");
+}
+
+#[tokio::test]
+async fn the_welcome_greets_by_the_given_name_when_there_is_one() {
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+
+    publish(
+        &app.env.broker,
+        &UserCreated {
+            name: Some(PersonName {
+                display_name: "Ada Lovelace".into(),
+                given_name: "Ada".into(),
+                family_name: "Lovelace".into(),
+            }),
+            ..user(&user_id)
+        },
+    )
+    .await;
+
+    let list = app.wait_for(&user_id, 1).await;
+    assert_eq!(list[0].body, "Hello Ada, your shop account is ready.");
+}
+
+#[tokio::test]
+async fn a_queue_bound_to_user_created_v1_by_an_earlier_version_is_unbound_at_start() {
+    // Arrange: the service's queue, bound to user.created as an earlier version left it.
+    let env = shop_shared::testing::TestEnv::new().await;
+    let config = env.config("notification");
+    let conn = env.broker.connect("old-version").await;
+    let channel = conn.create_channel().await.unwrap();
+    shop_shared::messaging::topology::declare_consumer(
+        &channel,
+        &env.broker.names,
+        "notification",
+        &["user.created"],
+        &config.messaging.retry,
+    )
+    .await
+    .unwrap();
+    conn.close(200, "declared").await.unwrap();
+    let queue = env.broker.names.queue("notification");
+    assert!(
+        env.broker
+            .bindings_of(&queue)
+            .contains(&"user.created".to_owned())
+    );
+
+    // Act
+    let app = crate::helpers::spawn_app_in(env).await;
+
+    // Assert: bound to v2, no longer to v1.
+    let bindings = app.env.broker.bindings_of(&queue);
+    assert!(
+        bindings.contains(&"user.created.v2".to_owned()),
+        "{bindings:?}"
+    );
+    assert!(
+        !bindings.contains(&"user.created".to_owned()),
+        "{bindings:?}"
+    );
 }
 
 #[tokio::test]

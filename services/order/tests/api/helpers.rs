@@ -85,7 +85,7 @@ impl TestApp {
                 user_id: user_id.clone(),
                 email: format!("{user_id}@example.com"),
                 name: "Test".into(),
-                create_time: None,
+                ..Default::default()
             },
         )
         .await;

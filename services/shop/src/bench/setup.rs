@@ -261,6 +261,7 @@ pub async fn seed(
                         email,
                         name: format!("Bench User {i}"),
                         password: "benchmark password".into(),
+                        ..Default::default()
                     })
                     .await
                     .map(|r| r.into_inner().user.map(|u| u.user_id).unwrap_or_default())

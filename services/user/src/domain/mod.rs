@@ -59,6 +59,8 @@ pub struct NewUser {
     pub name: UserName,
     /// The password, to be hashed.
     pub password: Password,
+    /// What else the sign-up said: the name in parts, free-form attributes.
+    pub profile: SignUpProfile,
 }
 
 impl TryFrom<CreateUserRequest> for NewUser {
@@ -69,7 +71,94 @@ impl TryFrom<CreateUserRequest> for NewUser {
             email: Email::parse(&r.email)?,
             name: UserName::parse(&r.name)?,
             password: Password::parse(r.password)?,
+            profile: SignUpProfile {
+                given_name: name_part("given_name", r.given_name.as_deref())?,
+                family_name: name_part("family_name", r.family_name.as_deref())?,
+                metadata: Metadata::parse(r.metadata)?,
+            },
         })
+    }
+}
+
+/// The parts of a sign-up besides email, display name and password, stored with the user and
+/// published in `user.created` (metadata) and `user.created.v2` (all of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignUpProfile {
+    /// The given name, when one was given.
+    pub given_name: Option<String>,
+    /// The family name, when one was given.
+    pub family_name: Option<String>,
+    /// Free-form sign-up attributes.
+    pub metadata: Metadata,
+}
+
+/// A given or family name: absent or blank is none; otherwise trimmed, at most
+/// [`MAX_NAME_CHARS`], no control characters.
+fn name_part(field: &str, raw: Option<&str>) -> Result<Option<String>, UserError> {
+    let Some(part) = raw.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    if part.chars().count() > MAX_NAME_CHARS {
+        return Err(UserError::InvalidArgument(format!(
+            "{field} must be at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if part.chars().any(char::is_control) {
+        return Err(UserError::InvalidArgument(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(Some(part.to_owned()))
+}
+
+/// The most entries sign-up metadata may have.
+pub const MAX_METADATA_ENTRIES: usize = 16;
+/// The most characters a metadata key may have (at least one).
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+/// The most characters a metadata value may have.
+pub const MAX_METADATA_VALUE_CHARS: usize = 256;
+
+/// Free-form sign-up attributes (e.g. `signup_source`): at most [`MAX_METADATA_ENTRIES`],
+/// keys of 1 to [`MAX_METADATA_KEY_CHARS`] characters, values of at most
+/// [`MAX_METADATA_VALUE_CHARS`] (docs/contract.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(std::collections::BTreeMap<String, String>);
+
+impl Metadata {
+    /// Validates the request's map.
+    pub fn parse(raw: std::collections::HashMap<String, String>) -> Result<Self, UserError> {
+        if raw.len() > MAX_METADATA_ENTRIES {
+            return Err(UserError::InvalidArgument(format!(
+                "metadata has {} entries, at most {MAX_METADATA_ENTRIES} are allowed",
+                raw.len()
+            )));
+        }
+        let mut entries = std::collections::BTreeMap::new();
+        for (key, value) in raw {
+            let key_chars = key.chars().count();
+            if key_chars == 0 || key_chars > MAX_METADATA_KEY_CHARS {
+                return Err(UserError::InvalidArgument(format!(
+                    "metadata key {key:?} must have 1 to {MAX_METADATA_KEY_CHARS} characters"
+                )));
+            }
+            if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+                return Err(UserError::InvalidArgument(format!(
+                    "metadata value of {key:?} must have at most {MAX_METADATA_VALUE_CHARS} characters"
+                )));
+            }
+            entries.insert(key, value);
+        }
+        Ok(Self(entries))
+    }
+
+    /// The entries, sorted by key.
+    pub fn entries(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// As the events carry it.
+    pub fn to_map(&self) -> std::collections::HashMap<String, String> {
+        self.0.clone().into_iter().collect()
     }
 }
 
@@ -151,6 +240,42 @@ mod tests {
         assert!(UserName::parse("   ").is_err());
         assert!(UserName::parse(&"x".repeat(201)).is_err());
         assert!(UserName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn metadata_is_bounded_in_entries_key_and_value_length() {
+        let map = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let ok = Metadata::parse(map(&[("signup_source", "ad".into())])).unwrap();
+        assert_eq!(ok.entries().get("signup_source").unwrap(), "ad");
+        let sixteen: std::collections::HashMap<_, _> =
+            (0..16).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(Metadata::parse(sixteen.clone()).is_ok());
+        let mut seventeen = sixteen;
+        seventeen.insert("k16".into(), String::new());
+        assert!(Metadata::parse(seventeen).is_err());
+        assert!(Metadata::parse(map(&[("", "v".into())])).is_err());
+        assert!(Metadata::parse(map(&[(&"k".repeat(64), "v".into())])).is_ok());
+        assert!(Metadata::parse(map(&[(&"k".repeat(65), "v".into())])).is_err());
+        assert!(Metadata::parse(map(&[("k", "v".repeat(256))])).is_ok());
+        assert!(Metadata::parse(map(&[("k", "v".repeat(257))])).is_err());
+    }
+
+    #[test]
+    fn name_parts_are_optional_trimmed_and_bounded() {
+        assert_eq!(name_part("given_name", None).unwrap(), None);
+        assert_eq!(name_part("given_name", Some("  ")).unwrap(), None);
+        assert_eq!(
+            name_part("given_name", Some(" Ada ")).unwrap().as_deref(),
+            Some("Ada")
+        );
+        let long = "x".repeat(201);
+        let error = name_part("family_name", Some(&long)).unwrap_err();
+        assert!(error.to_string().contains("family_name"), "{error}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ async fn create_user_rejects_invalid_input_with_invalid_argument() {
                 email: email.into(),
                 name: name.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .expect_err("invalid input is rejected");

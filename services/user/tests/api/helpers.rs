@@ -96,6 +96,7 @@ pub(crate) fn create_request(email: &str) -> CreateUserRequest {
         email: email.to_owned(),
         name: "Ada Lovelace".to_owned(),
         password: PASSWORD.to_owned(),
+        ..Default::default()
     }
 }
 
