@@ -82,6 +82,71 @@ async fn the_four_services_of_one_process_share_one_publishing_and_one_consuming
 }
 
 #[tokio::test]
+async fn every_event_of_a_saga_carries_the_cloud_events_attributes() {
+    // Arrange: a probe of every key.
+    let system = TestSystem::start().await;
+    let mut probe = EventProbe::bind(&system.broker, &["#"]).await;
+    system.stock_up("apple", 10).await;
+
+    // Act: a sign-up and an order confirmed.
+    let customer = system.customer().await;
+    let order = system.order(&customer, &[("apple", 1)]).await;
+
+    // Assert: each message until the order's confirmation, in binary content mode.
+    let mut seen = Vec::new();
+    loop {
+        let received = probe.expect(WAIT, "the saga's events").await;
+        let meta = received.meta();
+        let key = received.routing_key.clone();
+        let ce = |name: &str| received.header(&format!("cloudEvents:{name}"));
+        assert_eq!(ce("specversion").as_deref(), Some("1.0"), "{key}");
+        assert_eq!(ce("id"), Some(meta.message_id.clone()), "{key}");
+        let app_id = received.properties.app_id().as_ref().unwrap().to_string();
+        assert_eq!(ce("source"), Some(format!("/shop/{app_id}")), "{key}");
+        assert_eq!(ce("type"), Some(meta.message_type.clone()), "{key}");
+        let time = ce("time").unwrap_or_default();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&time)
+            .unwrap_or_else(|e| panic!("{key}: time {time:?}: {e}"));
+        assert!(
+            time.ends_with('Z') && time.len() == "2026-12-06T10:11:12.345Z".len(),
+            "{time}"
+        );
+        assert!(
+            (chrono::Utc::now() - parsed.to_utc()).num_seconds().abs() < 60,
+            "{time}"
+        );
+        // The subject is the user's or the order's id; only this customer's and this order's
+        // events count (the staff account signs up too, and `customer()` places a probe order).
+        let subject = ce("subject").unwrap_or_default();
+        assert!(uuid::Uuid::parse_str(&subject).is_ok(), "{key}: {subject:?}");
+        let ours = if key.starts_with("user.") {
+            &customer
+        } else {
+            &order.order_id
+        };
+        if subject != *ours {
+            continue;
+        }
+        seen.push(key.clone());
+        if key == "order.confirmed" {
+            break;
+        }
+    }
+    for key in [
+        "user.created",
+        "user.created.v2",
+        "order.created",
+        "inventory.reserved",
+    ] {
+        assert!(
+            seen.contains(&key.to_owned()),
+            "{key} missing from {seen:?}"
+        );
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
 async fn an_order_beyond_the_stock_is_rejected_and_leaves_the_stock_untouched() {
     let system = TestSystem::start().await;
     let customer = system.customer().await;

@@ -156,6 +156,13 @@ impl Harness {
         .with_metrics(self.metrics.clone())
     }
 
+    /// Runs `consumer` (declared first) until the harness stops.
+    pub(crate) async fn spawn_consumer(&mut self, consumer: Consumer) {
+        consumer.declare().await.expect("declare the topology");
+        self.tasks
+            .push(tokio::spawn(consumer.run(self.shutdown.clone())));
+    }
+
     pub(crate) fn spawn_relay(&mut self) {
         let relay = self.relay();
         self.tasks

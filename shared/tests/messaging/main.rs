@@ -7,3 +7,4 @@ mod consumer;
 mod metrics;
 mod outbox;
 mod recovery;
+mod shapes;

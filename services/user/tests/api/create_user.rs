@@ -101,3 +101,199 @@ async fn create_user_returns_already_exists_for_an_email_taken_in_another_case()
         .expect_err("the email is taken");
     assert_eq!(status.code(), Code::AlreadyExists);
 }
+
+fn full_request(email: &str) -> shop_proto::user::v1::CreateUserRequest {
+    shop_proto::user::v1::CreateUserRequest {
+        given_name: Some("Ada".into()),
+        family_name: Some("Lovelace".into()),
+        metadata: [("signup_source".to_owned(), "newsletter".to_owned())]
+            .into_iter()
+            .collect(),
+        ..create_request(email)
+    }
+}
+
+#[tokio::test]
+async fn a_sign_up_publishes_user_created_in_both_shapes_with_one_message_id() {
+    // Arrange: a probe of both shapes.
+    let mut app = spawn_app().await;
+    let mut probe = shop_shared::testing::EventProbe::bind(
+        &app.env_broker(),
+        &["user.created", "user.created.v2"],
+    )
+    .await;
+
+    // Act
+    let user = app
+        .anonymous
+        .create_user(full_request("both@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    // Assert: both shapes of this user (the staff account's pair may come first).
+    let mut ours = Vec::new();
+    while ours.len() < 2 {
+        let received = probe.expect(WAIT, "both shapes of user.created").await;
+        if received.header("cloudEvents:subject").as_deref() == Some(user.user_id.as_str()) {
+            ours.push(received);
+        }
+    }
+    let (v1_received, v2_received) = (&ours[0], &ours[1]);
+    let v1 = v1_received.decode::<UserCreated>();
+    let v2 = v2_received.decode::<shop_proto::user::v2::UserCreated>();
+    assert_eq!(v1_received.routing_key, "user.created");
+    assert_eq!(v2_received.routing_key, "user.created.v2");
+    assert_eq!(v1_received.meta().message_id, v2_received.meta().message_id);
+    assert_eq!(v2_received.meta().message_type, "shop.user.v2.UserCreated");
+    assert_eq!(v1.name, "Ada Lovelace");
+    assert_eq!(v1.metadata.get("signup_source").unwrap(), "newsletter");
+    assert_eq!(v2.user_id, user.user_id);
+    assert_eq!(v2.email, "both@example.com");
+    let name = v2.name.unwrap();
+    assert_eq!(
+        (
+            name.display_name.as_str(),
+            name.given_name.as_str(),
+            name.family_name.as_str()
+        ),
+        ("Ada Lovelace", "Ada", "Lovelace")
+    );
+    assert_eq!(v2.metadata, v1.metadata);
+    assert_eq!(v2.create_time, v1.create_time);
+    for received in [v1_received, v2_received] {
+        assert_eq!(
+            received.header("cloudEvents:subject").as_deref(),
+            Some(user.user_id.as_str())
+        );
+        assert_eq!(
+            received.header("cloudEvents:source").as_deref(),
+            Some("/shop/user")
+        );
+    }
+    // Stored with the user.
+    let (given, family, metadata): (Option<String>, Option<String>, serde_json::Value) =
+        sqlx::query_as(
+            "SELECT given_name, family_name, metadata FROM users WHERE user_id = $1::uuid",
+        )
+        .bind(&user.user_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(given.as_deref(), Some("Ada"));
+    assert_eq!(family.as_deref(), Some("Lovelace"));
+    assert_eq!(
+        metadata,
+        serde_json::json!({ "signup_source": "newsletter" })
+    );
+}
+
+#[tokio::test]
+async fn a_v1_only_consumer_of_user_star_receives_exactly_what_it_did_before() {
+    // Arrange: `app.events` is bound to `user.*`, as a consumer written for v1 would be; the
+    // v2's key has one more word and does not match.
+    let mut app = spawn_app().await;
+
+    // Act: a sign-up, then a change of the same user.
+    let user = app.create_user("v1-only@example.com").await;
+    app.client
+        .update_user(shop_proto::user::v1::UpdateUserRequest {
+            user_id: user.user_id.clone(),
+            name: Some("Ada King".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Assert: user.created (v1), then user.updated: nothing else in between.
+    let mut keys = Vec::new();
+    loop {
+        let received = app.events.expect(WAIT, "the user's events").await;
+        keys.push(received.routing_key.clone());
+        if received.routing_key == "user.updated" {
+            break;
+        }
+    }
+    assert_eq!(keys.last().map(String::as_str), Some("user.updated"));
+    assert!(
+        keys.iter()
+            .all(|k| k == "user.created" || k == "user.updated"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| *k == "user.created").count(),
+        2,
+        "staff + the user: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn metadata_outside_the_contract_limits_is_invalid_argument() {
+    let mut app = spawn_app().await;
+    let with = |pairs: Vec<(String, String)>| shop_proto::user::v1::CreateUserRequest {
+        metadata: pairs.into_iter().collect(),
+        ..create_request(&format!("{}@example.com", uuid::Uuid::new_v4().simple()))
+    };
+    let seventeen = (0..17).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    for (request, expected) in [
+        (with(seventeen), "at most 16"),
+        (with(vec![(String::new(), "v".into())]), "1 to 64"),
+        (with(vec![("k".repeat(65), "v".into())]), "1 to 64"),
+        (with(vec![("k".into(), "v".repeat(257))]), "at most 256"),
+    ] {
+        let status = app.anonymous.create_user(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    let sixteen = (0..16)
+        .map(|i| (format!("k{i}"), "v".repeat(256)))
+        .collect();
+    app.anonymous
+        .create_user(with(sixteen))
+        .await
+        .expect("16 entries are fine");
+}
+
+#[tokio::test]
+async fn retiring_user_created_stops_the_v1_and_nothing_else() {
+    // Arrange: RETIRED_ROUTING_KEYS=user.created.
+    let mut app = crate::helpers::spawn_app_with(|config| {
+        config.service.messaging.retired =
+            shop_shared::messaging::Retired::parse("user.created").unwrap();
+    })
+    .await;
+    let mut probe = shop_shared::testing::EventProbe::bind(
+        &app.env_broker(),
+        &["user.created", "user.created.v2", "user.updated"],
+    )
+    .await;
+
+    // Act
+    let user = app.create_user("retired@example.com").await;
+    app.client
+        .update_user(shop_proto::user::v1::UpdateUserRequest {
+            user_id: user.user_id.clone(),
+            name: Some("Ada King".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Assert: the v2 and the update, never a v1.
+    let mut keys = Vec::new();
+    loop {
+        let received = probe.expect(WAIT, "the user's events").await;
+        keys.push(received.routing_key.clone());
+        if received.routing_key == "user.updated" {
+            break;
+        }
+        if received.routing_key == "user.created.v2" {
+            let v2 = received.decode::<shop_proto::user::v2::UserCreated>();
+            assert!(v2.user_id == user.user_id || v2.email == crate::helpers::STAFF_EMAIL);
+        }
+    }
+    assert!(!keys.contains(&"user.created".to_owned()), "{keys:?}");
+    assert!(keys.contains(&"user.created.v2".to_owned()), "{keys:?}");
+}

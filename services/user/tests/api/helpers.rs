@@ -101,6 +101,11 @@ pub(crate) fn create_request(email: &str) -> CreateUserRequest {
 }
 
 impl TestApp {
+    /// The test's broker (for probes of other keys than `events`).
+    pub(crate) fn env_broker(&self) -> &shop_shared::testing::TestBroker {
+        &self._env.broker
+    }
+
     pub(crate) async fn create_user(&mut self, email: &str) -> User {
         self.client
             .create_user(create_request(email))
