@@ -118,7 +118,10 @@ async fn every_event_of_a_saga_carries_the_cloud_events_attributes() {
         // The subject is the user's or the order's id; only this customer's and this order's
         // events count (the staff account signs up too, and `customer()` places a probe order).
         let subject = ce("subject").unwrap_or_default();
-        assert!(uuid::Uuid::parse_str(&subject).is_ok(), "{key}: {subject:?}");
+        assert!(
+            uuid::Uuid::parse_str(&subject).is_ok(),
+            "{key}: {subject:?}"
+        );
         let ours = if key.starts_with("user.") {
             &customer
         } else {

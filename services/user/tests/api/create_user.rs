@@ -118,7 +118,7 @@ async fn a_sign_up_publishes_user_created_in_both_shapes_with_one_message_id() {
     // Arrange: a probe of both shapes.
     let mut app = spawn_app().await;
     let mut probe = shop_shared::testing::EventProbe::bind(
-        &app.env_broker(),
+        app.env_broker(),
         &["user.created", "user.created.v2"],
     )
     .await;
@@ -265,7 +265,7 @@ async fn retiring_user_created_stops_the_v1_and_nothing_else() {
     })
     .await;
     let mut probe = shop_shared::testing::EventProbe::bind(
-        &app.env_broker(),
+        app.env_broker(),
         &["user.created", "user.created.v2", "user.updated"],
     )
     .await;
