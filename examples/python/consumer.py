@@ -39,6 +39,7 @@ import shop_protos
 import tracing_setup
 
 log = logging.getLogger("shop-python-consumer")
+CLOUD_EVENTS_PREFIX = "cloudEvents:"
 CONTENT_TYPE = "application/x-protobuf"
 
 
@@ -220,6 +221,14 @@ class Handler:
             "causation_id": headers.get("x-causation-id"),
             "app_id": properties.app_id,
             "trace_id": tracing_setup.trace_id_hex(span),
+            # CloudEvents 1.0, binary content mode: the context attributes are the headers with
+            # the AMQP binding's `cloudEvents:` prefix (specversion, id, source, type, time,
+            # subject); the body is the data, `content_type` its data content type.
+            "cloud_events": {
+                key[len(CLOUD_EVENTS_PREFIX):]: value
+                for key, value in headers.items()
+                if key.startswith(CLOUD_EVENTS_PREFIX)
+            },
             "event": json_format.MessageToDict(event),
         }
         print(json.dumps(line), flush=True)

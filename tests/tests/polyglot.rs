@@ -249,6 +249,14 @@ fn subject(line: &Value) -> (String, String) {
     )
 }
 
+/// (message id, type) of a printed event: one shape of one event.
+fn shape_of(line: &Value) -> (String, String) {
+    (
+        line["message_id"].as_str().unwrap_or_default().to_owned(),
+        line["type"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 fn trace_id_of(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).expect("a W3C traceparent")
 }
@@ -262,11 +270,11 @@ fn assert_decoded_like_the_broker_sent(
     consumer: &str,
     lines: &[Value],
     flow: &Flow,
-    sent: &HashMap<String, Received>,
+    sent: &HashMap<(String, String), Received>,
 ) {
     for line in lines {
         let message_id = line["message_id"].as_str().expect("a message_id");
-        let received = sent.get(message_id).unwrap_or_else(|| {
+        let received = sent.get(&shape_of(line)).unwrap_or_else(|| {
             panic!("{consumer} printed a message the broker never carried: {line}")
         });
         let meta = received.meta();
@@ -285,6 +293,24 @@ fn assert_decoded_like_the_broker_sent(
             flow.correlation_id.as_str(),
             "{consumer}: {line}"
         );
+        if consumer == "python" {
+            // It prints the CloudEvents attributes it read off the headers.
+            let ce = &line["cloud_events"];
+            assert_eq!(ce["specversion"], "1.0", "{line}");
+            assert_eq!(ce["id"], message_id, "{line}");
+            assert_eq!(ce["type"], meta.message_type.as_str(), "{line}");
+            let app_id = received.properties.app_id().as_ref().map(|a| a.to_string());
+            assert_eq!(
+                ce["source"],
+                format!("/shop/{}", app_id.unwrap_or_default()),
+                "{line}"
+            );
+            assert_eq!(ce["subject"], subject(line).1.as_str(), "{line}");
+            assert!(
+                ce["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{line}"
+            );
+        }
         let traceparent = meta.traceparent.expect("every event carries a traceparent");
         assert_eq!(
             line["trace_id"],
@@ -357,26 +383,28 @@ fn assert_spans_continue_the_trace(
     spans: &[ExportedSpan],
     service: &str,
     lines: &[Value],
-    sent: &HashMap<String, Received>,
+    sent: &HashMap<(String, String), Received>,
 ) {
     for line in lines {
         let message_id = line["message_id"].as_str().unwrap_or_default();
-        let traceparent = sent[message_id].meta().traceparent.expect("a traceparent");
+        let traceparent = sent[&shape_of(line)]
+            .meta()
+            .traceparent
+            .expect("a traceparent");
+        // One span per shape: the message id and the span's name (its routing key) together.
+        let name = format!(
+            "{} process",
+            line["routing_key"].as_str().unwrap_or_default()
+        );
         let span = spans
             .iter()
             .find(|s| {
                 s.service == service
+                    && s.name == name
                     && s.attributes.get("messaging.message.id").map(String::as_str)
                         == Some(message_id)
             })
-            .unwrap_or_else(|| panic!("{service} exported no span for message {message_id}"));
-        assert_eq!(
-            span.name,
-            format!(
-                "{} process",
-                line["routing_key"].as_str().unwrap_or_default()
-            )
-        );
+            .unwrap_or_else(|| panic!("{service} exported no span {name:?} for {message_id}"));
         assert_eq!(span.trace_id, trace_id_of(&traceparent), "{span:?}");
         assert_eq!(span.parent_span_id, span_id_of(&traceparent), "{span:?}");
     }
@@ -399,6 +427,57 @@ async fn verify_with_pyjwt(system: &TestSystem, token: &str) -> (bool, Value) {
         )
     });
     (output.status.success(), line)
+}
+
+#[tokio::test]
+#[ignore = "needs examples/setup.sh; CI runs it with --ignored"]
+async fn a_python_consumer_of_the_released_contract_reads_a_v1_user_created_carrying_metadata() {
+    use prost::Message as _;
+    // Arrange: today's v1 UserCreated, with the field added since the release.
+    let event = shop_proto::user::v1::UserCreated {
+        user_id: "01900000-0000-7000-8000-000000000001".into(),
+        email: "ada@example.com".into(),
+        name: "Ada Lovelace".into(),
+        metadata: [("signup_source".to_owned(), "newsletter".to_owned())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+
+    // Act: decoded with the released descriptor set, as a consumer built from it would.
+    let mut child = std::process::Command::new(python())
+        .current_dir(examples_dir().join("python"))
+        .args(["released.py", "--type", "shop.user.v1.UserCreated"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run released.py");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(&event.encode_to_vec())
+            .expect("write the body");
+    }
+    let output = child.wait_with_output().expect("released.py ends");
+
+    // Assert: every field the release knows reads as sent; the new one is skipped.
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(line["release"], "v0.1.0", "{line}");
+    assert_eq!(
+        line["event"],
+        serde_json::json!({
+            "userId": "01900000-0000-7000-8000-000000000001",
+            "email": "ada@example.com",
+            "name": "Ada Lovelace"
+        })
+    );
 }
 
 #[tokio::test]
@@ -466,14 +545,16 @@ async fn python_and_node_consumers_decode_every_event_of_a_saga_and_continue_its
     }
     let (python_lines, node_lines) = (python.events(), node.events());
     // The same messages as the broker carried them, read by the probe.
+    // Keyed by (message id, type): the two shapes of a sign-up share one message id.
     let mut sent = HashMap::new();
     for line in python_lines.iter().chain(&node_lines) {
-        let message_id = line["message_id"].as_str().unwrap_or_default();
-        while !sent.contains_key(message_id) {
+        let key = shape_of(line);
+        while !sent.contains_key(&key) {
             let received = probe
-                .expect(WAIT, &format!("message {message_id} on the probe"))
+                .expect(WAIT, &format!("message {key:?} on the probe"))
                 .await;
-            sent.insert(received.meta().message_id, received);
+            let meta = received.meta();
+            sent.insert((meta.message_id, meta.message_type), received);
         }
     }
     assert_decoded_like_the_broker_sent("python", &python_lines, &flow, &sent);
