@@ -151,6 +151,10 @@ pub struct MessagingConfig {
     /// no longer published, e.g. `user.created` once every consumer reads `user.created.v2`
     /// ([`crate::messaging::shapes`]). The newest shape of an event is always published.
     pub retired: crate::messaging::Retired,
+    /// `QUEUE_REPLICAS` (default unset: RabbitMQ's default, every node of the cluster up to
+    /// its limit): the quorum queues' initial group size, on how many broker nodes a service
+    /// queue and its DLQ are replicated. Fixed when a queue is first declared.
+    pub queue_replicas: Option<u32>,
 }
 
 impl Default for MessagingConfig {
@@ -168,6 +172,7 @@ impl Default for MessagingConfig {
             outbox_linger: Duration::from_millis(1),
             metrics_interval: Duration::from_millis(5000),
             retired: crate::messaging::Retired::default(),
+            queue_replicas: None,
         }
     }
 }
@@ -217,6 +222,14 @@ impl MessagingConfig {
                 &env_var("RETIRED_ROUTING_KEYS").unwrap_or_default(),
             )
             .map_err(|e| anyhow::anyhow!("RETIRED_ROUTING_KEYS: {e}"))?,
+            queue_replicas: env_var("QUEUE_REPLICAS")
+                .map(|raw| match raw.trim().parse::<u32>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(anyhow::anyhow!(
+                        "QUEUE_REPLICAS={raw:?} is not valid: a number of broker nodes, at least 1"
+                    )),
+                })
+                .transpose()?,
         })
     }
 }

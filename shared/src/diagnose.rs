@@ -171,17 +171,19 @@ pub fn postgres(url: &str, setting: &str, e: &sqlx::Error) -> StartupError {
 
 /// Whether `url` parses as an AMQP URL, as the broker connections will parse it.
 pub fn check_amqp_url(url: &str, setting: &str) -> Result<(), StartupError> {
-    match url.parse::<lapin::uri::AMQPUri>() {
-        Ok(_) => Ok(()),
-        Err(detail) => Err(StartupError {
-            dependency: Dependency::RabbitMq,
-            problem: Problem::Malformed,
-            url: redact(url),
-            setting: setting.to_owned(),
-            detail,
-            check: "",
-        }),
+    for node in crate::messaging::connection::node_urls(url) {
+        if let Err(detail) = node.parse::<lapin::uri::AMQPUri>() {
+            return Err(StartupError {
+                dependency: Dependency::RabbitMq,
+                problem: Problem::Malformed,
+                url: redact(node),
+                setting: setting.to_owned(),
+                detail,
+                check: "",
+            });
+        }
     }
+    Ok(())
 }
 
 /// Classifies a RabbitMQ connection failure for `url`, held in `setting`.

@@ -212,6 +212,7 @@ async fn declare_queues(
         config.name,
         &subscriptions.routing_keys(),
         &config.messaging.retry,
+        config.messaging.queue_replicas,
     )
     .await?;
     topology::unbind(
@@ -228,6 +229,10 @@ async fn declare_queues(
 /// Hides the password of a URL for messages and logs, also in a URL too malformed to parse
 /// (the user information is what comes before the last `@`, after any `/`).
 pub fn redact(url: &str) -> String {
+    // A list of a cluster's nodes: each URL on its own.
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
@@ -517,5 +522,9 @@ mod tests {
         assert_eq!(redact("amqp//guest:pw@h"), "amqp//guest:***@h");
         assert_eq!(redact("guest:pw@h:5672"), "guest:***@h:5672");
         assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
+        assert_eq!(
+            redact("amqp://u:one@a:5672/%2f,amqp://u:two@b:5673/%2f"),
+            "amqp://u:***@a:5672/%2f,amqp://u:***@b:5673/%2f"
+        );
     }
 }

@@ -35,6 +35,7 @@ async fn inventory_topology() -> TestBroker {
         "inventory",
         &["order.created"],
         &retry,
+        None,
     )
     .await
     .expect("declare the inventory's queues");

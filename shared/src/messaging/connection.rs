@@ -12,13 +12,68 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-/// Opens a connection named `name` (visible in `rabbitmqctl list_connections`).
+/// The node URLs of an `AMQP_URL`: one URL, or a comma-separated list of a cluster's nodes.
+pub fn node_urls(url: &str) -> Vec<&str> {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if nodes.is_empty() { vec![url] } else { nodes }
+}
+
+/// How long one node may take to accept a connection before the next one is tried (a node
+/// cut off by the network never answers at all).
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a connection named `name` (visible in `rabbitmqctl list_connections`) to the first
+/// node of `url` (one URL or a comma-separated list) that accepts one.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name(name.to_owned().into());
-    Connection::connect(url, properties).await
+    connect_from(url, 0, name).await.map(|(conn, _)| conn)
+}
+
+/// Like [`connect`], trying the nodes in turn from the one at `start` (wrapping around), so
+/// a reconnect after losing a node tries the others first. Returns the connection and the
+/// index of the node that accepted it; the error of the last node tried when none did.
+pub async fn connect_from(
+    url: &str,
+    start: usize,
+    name: &str,
+) -> Result<(Connection, usize), lapin::Error> {
+    let nodes = node_urls(url);
+    let mut last_error = None;
+    for attempt in 0..nodes.len() {
+        let index = (start + attempt) % nodes.len();
+        let node = nodes[index];
+        let properties = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name(name.to_owned().into());
+        match tokio::time::timeout(NODE_CONNECT_TIMEOUT, Connection::connect(node, properties))
+            .await
+        {
+            Ok(Ok(conn)) => return Ok((conn, index)),
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => {
+                last_error = Some(lapin::Error::IOError(std::sync::Arc::new(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {NODE_CONNECT_TIMEOUT:?}"),
+                    ),
+                )))
+            }
+        }
+        if nodes.len() > 1 {
+            tracing::warn!(
+                node = %crate::service::redact(node),
+                error = %last_error.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "broker node refused or unreachable, trying the next"
+            );
+        }
+    }
+    Err(last_error.unwrap_or(lapin::Error::InvalidConnectionState(
+        lapin::ConnectionState::Closed,
+    )))
 }
 
 /// Exponential backoff with an upper bound, reset after a success.
@@ -117,6 +172,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_amqp_url_may_list_several_nodes() {
+        assert_eq!(node_urls("amqp://a:5672/%2f"), ["amqp://a:5672/%2f"]);
+        assert_eq!(
+            node_urls(" amqp://a:5672/%2f, amqp://b:5673/%2f ,"),
+            ["amqp://a:5672/%2f", "amqp://b:5673/%2f"]
+        );
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_bound_and_resets() {

@@ -437,6 +437,7 @@ impl Inner {
             &self.service,
             &self.subscriptions.routing_keys(),
             &self.config.retry,
+            self.config.queue_replicas,
         )
         .await?;
         topology::unbind(

@@ -29,6 +29,7 @@ pub struct Link {
 }
 
 struct Inner {
+    /// One URL, or a cluster's nodes separated by commas.
     url: String,
     name: String,
     state: Mutex<State>,
@@ -39,6 +40,10 @@ struct Inner {
 struct State {
     /// The open connection and its generation (1 for the first, then one more per reconnect).
     current: Option<(u64, Connection)>,
+    /// The node (index in the URL list) the last connection went to.
+    node: usize,
+    /// Whether a connection was lost since the last one opened: the next tries the node after.
+    lost: bool,
     /// Set by [`Link::close`]: no connection is opened after it.
     closed: bool,
 }
@@ -66,7 +71,8 @@ pub struct Leased {
 }
 
 impl Link {
-    /// A link to the broker at `url` whose connections are named `name` (visible in
+    /// A link to the broker at `url` (one URL, or a cluster's nodes separated by commas: each
+    /// connection goes to the first that accepts) whose connections are named `name` (visible in
     /// `rabbitmqctl list_connections`). Nothing is opened until the first channel is asked for.
     pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
@@ -108,10 +114,16 @@ impl Link {
                 Err(e) => return Err(e),
             }
         }
-        // The connection held (if any) is gone: a new one. The lock is held meanwhile, so the
-        // sessions asking at the same time share it.
-        state.current = None;
-        let conn = connection::connect(&self.inner.url, &self.inner.name).await?;
+        // The connection held (if any) is gone: a new one, first to the node after the one
+        // that was lost (with several nodes). The lock is held meanwhile, so the sessions
+        // asking at the same time share it.
+        if state.current.take().is_some() {
+            state.lost = true;
+        }
+        let start = state.node + usize::from(state.lost);
+        let (conn, node) =
+            connection::connect_from(&self.inner.url, start, &self.inner.name).await?;
+        (state.node, state.lost) = (node, false);
         let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let channel = conn.create_channel().await?;
         state.current = Some((generation, conn));

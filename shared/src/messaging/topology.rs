@@ -58,13 +58,17 @@ pub async fn unbind(
 }
 
 /// Declares everything a consuming service needs: the exchange, its quorum queue bound to
-/// `routing_keys`, one retry queue per delay of `retry`, and its DLQ.
+/// `routing_keys`, one retry queue per delay of `retry`, and its DLQ. `replicas` is the quorum
+/// queues' initial group size (`QUEUE_REPLICAS`; `None`: RabbitMQ's default). RabbitMQ fixes a
+/// quorum queue's membership when it is declared: a later declare with another size changes
+/// nothing, and a queue grows onto new nodes only by `rabbitmq-queues add_member` or `grow`.
 pub async fn declare_consumer(
     channel: &Channel,
     names: &Names,
     service: &str,
     routing_keys: &[&str],
     retry: &RetryPolicy,
+    replicas: Option<u32>,
 ) -> Result<(), lapin::Error> {
     declare_exchange(channel, names).await?;
     let queue = names.queue(service);
@@ -73,6 +77,13 @@ pub async fn declare_consumer(
     let mut dlq_args = FieldTable::default();
     // Quorum: replicated and durable, the queue type RabbitMQ recommends for data safety.
     dlq_args.insert("x-queue-type".into(), text("quorum"));
+    if let Some(replicas) = replicas {
+        // On how many nodes the queue's replicas live (fixed at declaration).
+        dlq_args.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(i64::from(replicas)),
+        );
+    }
     channel
         .queue_declare(&dlq, durable_queue(), dlq_args)
         .await?;
@@ -89,6 +100,13 @@ pub async fn declare_consumer(
     // the default exchange, never nowhere.
     args.insert("x-dead-letter-exchange".into(), text(""));
     args.insert("x-dead-letter-routing-key".into(), text(&dlq));
+    if let Some(replicas) = replicas {
+        // On how many nodes the queue's replicas live (fixed at declaration).
+        args.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(i64::from(replicas)),
+        );
+    }
     channel.queue_declare(&queue, durable_queue(), args).await?;
 
     for key in routing_keys {

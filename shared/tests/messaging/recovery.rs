@@ -29,3 +29,37 @@ async fn publishing_and_consuming_resume_after_the_broker_closes_the_connections
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_list_of_broker_nodes_connects_to_the_first_that_accepts_and_moves_on_after_a_loss() {
+    use shop_shared::messaging::Link;
+    use shop_shared::messaging::connection::connect_from;
+    // Arrange: a node that refuses (nothing listens on port 1), then the real broker.
+    let broker = shop_shared::testing::TestBroker::new();
+    let dead = "amqp://guest:guest@127.0.0.1:1/%2f";
+    let nodes = format!("{dead}, {}", broker.url);
+
+    // Act
+    let (conn, node) = connect_from(&nodes, 0, &broker.names.connection_name("test", "nodes"))
+        .await
+        .expect("the second node accepts");
+    let connected = conn.status().connected();
+    let link = Link::new(&nodes, broker.names.connection_name("test", "link"));
+    let first = link
+        .channel()
+        .await
+        .expect("a channel through the live node");
+    let closed = broker.close_own_connections();
+    let again = eventually(WAIT, "a channel after the loss", || async {
+        link.channel().await.ok()
+    })
+    .await;
+
+    // Assert
+    assert_eq!(node, 1);
+    assert!(connected);
+    assert!(closed >= 2, "closed {closed}");
+    assert!(again.generation > first.generation, "a new connection");
+    assert!(again.channel.status().connected());
+    link.close("test done").await;
+}

@@ -72,6 +72,7 @@ async fn a_queue_bound_to_user_created_v1_by_an_earlier_version_is_unbound_at_st
         "notification",
         &["user.created"],
         &config.messaging.retry,
+        config.messaging.queue_replicas,
     )
     .await
     .unwrap();
