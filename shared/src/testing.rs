@@ -135,6 +135,14 @@ impl TestBroker {
         }
     }
 
+    /// A fresh prefix on the broker at `url` (one URL or a cluster's nodes, comma-separated)
+    /// instead of `AMQP_URL`.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        let mut broker = Self::new();
+        broker.url = url.into();
+        broker
+    }
+
     /// Remembers `service`'s queues (main, DLQ, retry queues of `retry`) for the cleanup.
     pub fn track_service(&self, service: &str, retry: &RetryPolicy) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());

@@ -4,6 +4,7 @@
 #   tests/cluster/rabbitmq-cluster.sh start    start three nodes, join them, print their URLs
 #   tests/cluster/rabbitmq-cluster.sh status   the cluster's members and running nodes
 #   tests/cluster/rabbitmq-cluster.sh stop     stop the nodes and remove their data
+#   tests/cluster/rabbitmq-cluster.sh urls     the AMQP_URL of the three nodes
 #
 # Nodes shop-c1@localhost, shop-c2@localhost and shop-c3@localhost listen for AMQP on 5681-5683
 # (inter-node 25681-25683), each with its own config, data and log directory under
@@ -49,9 +50,13 @@ urls() {
   (IFS=,; echo "${list[*]}")
 }
 
+running() { ctl "$1" status >/dev/null 2>&1; }
+
 case "${1:-}" in
   start)
-    for i in 1 2 3; do start_node "$i"; done
+    # Idempotent: a node already running is left alone (a node killed since comes back with its
+    # data and rejoins the cluster it belongs to).
+    for i in 1 2 3; do running "${nodes[$((i - 1))]}" || start_node "$i"; done
     for node in "${nodes[@]}"; do wait_node "$node"; done
     for node in shop-c2 shop-c3; do
       if ! ctl "$node" cluster_status 2>/dev/null | grep -q "shop-c1@localhost"; then
