@@ -41,3 +41,16 @@ async fn a_node_killed_mid_load_loses_nothing_and_rejoins() {
 async fn a_node_cut_off_from_its_clients_loses_nothing() {
     run_fault_on(Fault::CutNode, on_the_cluster().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "part of the cluster tests: run with the others (see the module docs)"]
+async fn both_replicas_share_the_work_and_the_saga_keeps_its_ordering_guarantees() {
+    // Duplicated order.created and a cancellation before its creation, on the cluster with two
+    // replicas of every service: per-order decisions once, the reordered cancellation respected
+    // (the harness's invariants), and both inventory replicas applied deliveries.
+    let cluster = run_fault_on(Fault::DuplicatesAndReorder, on_the_cluster().await).await;
+    let applied = cluster.applied_per_process("inventory").await;
+    println!("inventory deliveries applied per replica: {applied:?}");
+    assert_eq!(applied.len(), 2);
+    assert!(applied.iter().all(|n| *n > 0.0), "{applied:?}");
+}

@@ -75,6 +75,8 @@ pub(crate) struct Cluster {
     processes: HashMap<&'static str, Child>,
     /// Second replicas (scale-out): same databases and queues, their own gRPC ports.
     replicas: HashMap<&'static str, (u16, Child)>,
+    /// The second replicas' HTTP ports (their own `/metrics`).
+    replica_http_ports: HashMap<&'static str, u16>,
     pools: HashMap<&'static str, PgPool>,
     /// Orders accepted by loads a fault started itself.
     extra_accepted: Arc<Mutex<Vec<String>>>,
@@ -108,6 +110,7 @@ impl Cluster {
             token: String::new(),
             processes: HashMap::new(),
             replicas: HashMap::new(),
+            replica_http_ports: HashMap::new(),
             pools: HashMap::new(),
             extra_accepted: Arc::default(),
         };
@@ -147,8 +150,10 @@ impl Cluster {
     /// Starts a second replica of `service` on a port of its own.
     pub(crate) fn spawn_replica(&mut self, service: &'static str) -> u16 {
         let port = free_port();
-        let child = self.start_process(service, port, free_port(), "-replica");
+        let http_port = free_port();
+        let child = self.start_process(service, port, http_port, "-replica");
         self.replicas.insert(service, (port, child));
+        self.replica_http_ports.insert(service, http_port);
         port
     }
 
@@ -212,6 +217,30 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("spawn a service")
+    }
+
+    /// Deliveries each process of `service` applied (`messaging_process_duration_seconds`
+    /// with outcome `applied`, from its own `/metrics`): the first process, then its replica.
+    pub(crate) async fn applied_per_process(&self, service: &'static str) -> Vec<f64> {
+        let mut ports = vec![self.http_ports[service]];
+        ports.extend(self.replica_http_ports.get(service));
+        let mut applied = Vec::new();
+        for port in ports {
+            let text = shop_shared::testing::scrape(SocketAddr::from(([127, 0, 0, 1], port))).await;
+            applied.push(
+                shop_shared::testing::parse_metrics(&text)
+                    .iter()
+                    .filter(|s| {
+                        s.name == "messaging_process_duration_seconds_count"
+                            && s.labels
+                                .iter()
+                                .any(|(k, v)| k == "outcome" && v == "applied")
+                    })
+                    .map(|s| s.value)
+                    .sum(),
+            );
+        }
+        applied
     }
 
     /// SIGKILL: no shutdown, no flush, nothing finished.
@@ -920,8 +949,9 @@ pub(crate) async fn run_fault(fault: Fault) {
     run_fault_on(fault, Cluster::start().await).await;
 }
 
-/// Runs `fault` on the services of `cluster` while the load runs, then checks and reports.
-pub(crate) async fn run_fault_on(fault: Fault, mut cluster: Cluster) {
+/// Runs `fault` on the services of `cluster` while the load runs, then checks and reports;
+/// returns the cluster, still running, for more questions.
+pub(crate) async fn run_fault_on(fault: Fault, mut cluster: Cluster) -> Cluster {
     let name = fault.name();
     let (customers, products) = seed(&cluster).await;
     let load = Load::start(
@@ -955,6 +985,7 @@ pub(crate) async fn run_fault_on(fault: Fault, mut cluster: Cluster) {
         outcome.problems
     );
     assert!(!accepted.is_empty(), "{name}: the load placed no order");
+    cluster
 }
 
 pub(crate) fn rabbitmqctl(args: &[&str]) {
