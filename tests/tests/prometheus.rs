@@ -66,10 +66,7 @@ impl Prometheus {
         );
         let config_file = dir.path.join("prometheus.yml");
         std::fs::write(&config_file, config).expect("write the scrape config");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = shop_shared::testing::free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(

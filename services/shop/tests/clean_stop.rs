@@ -27,13 +27,6 @@ const STAFF_PASSWORD: &str = "clean stop staff";
 const ORDERS_BEFORE_STOP: usize = 150;
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `shop up` on this test's databases, broker prefix and ports, its log in a file.
 struct ShopUp {
     child: Child,
@@ -52,13 +45,13 @@ impl ShopUp {
         for service in SERVICES {
             let upper = service.to_uppercase();
             let database = TestDatabase::create().await;
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let addr = SocketAddr::from(([127, 0, 0, 1], shop_shared::testing::free_port()));
             command
                 .env(format!("{upper}_DATABASE_URL"), &database.url)
                 .env(format!("{upper}_GRPC_ADDR"), addr.to_string())
                 .env(
                     format!("{upper}_HTTP_ADDR"),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", shop_shared::testing::free_port()),
                 );
             broker.track_service(
                 service,

@@ -47,12 +47,7 @@ pub(crate) fn shop_binary() -> std::path::PathBuf {
     bin
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub(crate) use shop_shared::testing::free_port;
 
 /// `url` with its nodes (when it lists several) rotated by `seed`, so that processes connect
 /// to different nodes first.
@@ -172,10 +167,7 @@ impl Cluster {
         suffix: &str,
     ) -> Child {
         let upper = service.to_uppercase();
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("{}{service}{suffix}.log", self.broker.names.prefix)),
-        )
-        .expect("a log file");
+        let log = std::fs::File::create(self.log_path(service, suffix)).expect("a log file");
         Command::new(shop_binary())
             .args(["serve", service])
             .env(
@@ -293,16 +285,42 @@ pub(crate) async fn wait_serving_at(addr: SocketAddr) {
 }
 
 impl Cluster {
-    pub(crate) async fn wait_serving(&self, service: &str) -> f64 {
+    /// Waits until `service` reports SERVING; fails at once, with the end of its log, when its
+    /// process has exited, and after 60 s otherwise.
+    pub(crate) async fn wait_serving(&mut self, service: &'static str) -> f64 {
         let start = Instant::now();
         while !self.serving(service).await {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{service} never became SERVING"
-            );
+            let exited = self
+                .processes
+                .get_mut(service)
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "{service} exited ({status}) before it was SERVING; its log ends:\n{}",
+                    self.log_tail(service, "")
+                );
+            }
+            if start.elapsed() >= Duration::from_secs(60) {
+                panic!(
+                    "{service} never became SERVING in 60 s; its log ends:\n{}",
+                    self.log_tail(service, "")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         start.elapsed().as_secs_f64()
+    }
+
+    /// Where a process of `service` writes its log (standard error).
+    pub(crate) fn log_path(&self, service: &str, suffix: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}{service}{suffix}.log", self.broker.names.prefix))
+    }
+
+    /// The last 20 lines of that log.
+    pub(crate) fn log_tail(&self, service: &str, suffix: &str) -> String {
+        let text = std::fs::read_to_string(self.log_path(service, suffix)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub(crate) async fn channel(&self, service: &str) -> tonic::transport::Channel {
