@@ -353,6 +353,26 @@ impl Received {
     pub fn decode<E: Event>(&self) -> E {
         envelope::decode::<E>(&self.properties, &self.body).expect("decodes as the expected event")
     }
+
+    /// The same message again, as `app_id` would publish it a second time: its message id,
+    /// type, routing key, body, correlation and trace context (a duplicate delivery).
+    pub fn redelivery(&self, app_id: &str) -> crate::messaging::Envelope {
+        let meta = self.meta();
+        crate::messaging::Envelope {
+            message_id: meta.message_id,
+            message_type: meta.message_type,
+            routing_key: self.routing_key.clone(),
+            payload: self.body.clone(),
+            app_id: app_id.into(),
+            correlation_id: meta.correlation_id,
+            causation_id: None,
+            actor_id: None,
+            traceparent: meta.traceparent,
+            tracestate: meta.tracestate,
+            subject: String::new(),
+            staged_at: None,
+        }
+    }
 }
 
 /// An exclusive queue bound to the test's exchange (or any queue) that a test reads from.

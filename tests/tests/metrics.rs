@@ -205,7 +205,6 @@ async fn a_duplicate_delivery_and_a_poison_message_are_counted_as_such() {
     let mut probe = EventProbe::bind(&system.broker, &["order.created"]).await;
     system.customer().await;
     let (_, original) = probe.expect_event::<OrderCreated>(WAIT).await; // the customer probe's
-    let meta = original.meta();
     let names = &system.broker.names;
     let inventory_queue = names.queue("inventory");
     let processed = |outcome: &'static str| {
@@ -218,20 +217,7 @@ async fn a_duplicate_delivery_and_a_poison_message_are_counted_as_such() {
     until_at_least(system.http.inventory, PROCESSED, &processed("applied"), 1.0).await;
 
     // Act: the same message again, then bytes that are no OrderCreated under its type.
-    let again = Envelope {
-        message_id: meta.message_id,
-        message_type: meta.message_type.clone(),
-        routing_key: OrderCreated::ROUTING_KEY.into(),
-        payload: original.body.clone(),
-        app_id: "order".into(),
-        correlation_id: meta.correlation_id.clone(),
-        causation_id: None,
-        actor_id: None,
-        traceparent: None,
-        tracestate: None,
-        subject: String::new(),
-        staged_at: None,
-    };
+    let again = original.redelivery("order");
     publish_envelope(&system.broker, &again).await;
     let poison = Envelope {
         message_id: uuid::Uuid::now_v7().to_string(),

@@ -287,21 +287,7 @@ async fn a_redelivered_order_created_reserves_once() {
     );
 
     // Act: the same message (same message_id) delivered again, then a marker order.
-    let meta = original.meta();
-    let envelope = shop_shared::messaging::Envelope {
-        message_id: meta.message_id,
-        message_type: meta.message_type,
-        routing_key: "order.created".into(),
-        payload: original.body.clone(),
-        app_id: "order".into(),
-        correlation_id: meta.correlation_id,
-        causation_id: None,
-        actor_id: None,
-        traceparent: meta.traceparent,
-        tracestate: meta.tracestate,
-        subject: String::new(),
-        staged_at: None,
-    };
+    let envelope = original.redelivery("order");
     publish_envelope(&system.broker, &envelope).await;
     let marker = system.order(&customer, &[("apple", 1)]).await;
     system.settled(&marker.order_id).await;

@@ -775,7 +775,6 @@ impl Fault {
 
 pub(crate) async fn duplicates_and_reorder(cluster: &Cluster) {
     use shop_proto::order::v1::{LineItem, OrderCancelled, OrderCreated};
-    use shop_shared::messaging::Envelope;
     use shop_shared::testing::{EventProbe, publish, publish_envelope};
 
     // Duplicates: ten real order.created, each delivered twice more with its message id.
@@ -784,21 +783,7 @@ pub(crate) async fn duplicates_and_reorder(cluster: &Cluster) {
         let original = probe
             .expect(Duration::from_secs(20), "an order.created")
             .await;
-        let meta = original.meta();
-        let copy = Envelope {
-            message_id: meta.message_id,
-            message_type: meta.message_type,
-            routing_key: "order.created".into(),
-            payload: original.body.clone(),
-            app_id: "order".into(),
-            correlation_id: meta.correlation_id,
-            causation_id: None,
-            actor_id: None,
-            traceparent: meta.traceparent,
-            tracestate: meta.tracestate,
-            subject: String::new(),
-            staged_at: None,
-        };
+        let copy = original.redelivery("order");
         publish_envelope(&cluster.broker, &copy).await;
         publish_envelope(&cluster.broker, &copy).await;
     }
