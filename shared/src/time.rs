@@ -18,9 +18,26 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf `Timestamp` as a time, if it is one (`None` out of range).
+pub fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(at.nanos).ok()?;
+    DateTime::from_timestamp(at.seconds, nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_round_trip() {
+        let at = now();
+        assert_eq!(from_timestamp(&timestamp(at)), Some(at));
+        let negative = prost_types::Timestamp {
+            seconds: 1,
+            nanos: -1,
+        };
+        assert_eq!(from_timestamp(&negative), None);
+    }
 
     #[test]
     fn now_has_microsecond_precision() {

@@ -1,35 +1,40 @@
-//! The inventory's side of the saga.
+//! The inventory's side of the saga, as handlers: parse the event, decide with
+//! [`shop_saga::inventory`], stage the answer.
 //!
 //! - `order.created` → reserve every item or none; publish `inventory.reserved` or
 //!   `inventory.reservation_failed` (with the shortages).
 //! - `order.cancelled` → release what was reserved (`inventory.released`); if the
 //!   cancellation comes first, leave a tombstone so the late `order.created` reserves nothing.
 //!
-//! Reservations are decided a batch at a time (see [`BatchPrelude`]): the batch's prelude
-//! claims the decision for every new order in one INSERT (an order already decided, or
-//! cancelled first, is not claimed), locks every stock row the batch touches in one
-//! statement **in product order**, and loads their availability. The handlers then decide
-//! each order all-or-nothing against those locked figures, in delivery order, in memory, and
-//! the batch's end writes the net stock change of every product in one UPDATE. The CHECK
-//! constraints on `stock` still refuse any negative count, whatever the code does.
+//! A batch of deliveries shares one [`Stock`] (see [`BatchState`]): it loads, locked, the
+//! reservation records of every order the batch names and the stock rows they and the new
+//! orders touch; each handler decides on it in delivery order; its changes are written in a
+//! few statements before the commit. So a batch has exactly the effects of its messages
+//! applied one at a time (docs/contract.md, "Batches are invisible"). The CHECK constraints on
+//! `stock` still refuse any negative count, whatever the code does.
+//!
+//! Lock order, the same in every transaction that takes more than one of these locks, so two
+//! replicas applying batches at the same time wait for each other and never deadlock: inbox
+//! rows (sorted by message id), existing reservation records (by order id), stock rows (by
+//! product id), then new reservation records (by order id). A new record another batch
+//! committed meanwhile (which this batch's load could not see) makes the insert find a
+//! conflict: the batch is rolled back and applied again, message by message, on fresh rows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use shop_proto::inventory::v1::{
     ReservedItem, Shortage, StockReleased, StockReservationFailed, StockReserved,
 };
 use shop_proto::order::v1::{OrderCancelled, OrderCreated};
+use shop_saga::inventory::{Ledger, Release, Reserve, Wanted};
 use shop_shared::messaging::{
-    BatchPrelude, BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::Held;
 use crate::repository;
-
-const RESERVED: &str = "RESERVED";
 
 /// The handlers of every event the inventory consumes.
 #[derive(Debug, Default)]
@@ -38,10 +43,10 @@ pub(crate) struct InventoryHandlers;
 /// What the inventory subscribes to.
 pub(crate) fn subscriptions() -> Subscriptions {
     let handlers = Arc::new(InventoryHandlers);
-    Subscriptions::new()
+    Subscriptions::with_state::<Stock>()
         .on::<OrderCreated, _>(handlers.clone())
-        .on::<OrderCancelled, _>(handlers.clone())
-        .with_prelude(handlers)
+        .on::<OrderCancelled, _>(handlers)
+        .into()
 }
 
 fn order_id(raw: &str) -> Result<Uuid, HandlerError> {
@@ -49,241 +54,141 @@ fn order_id(raw: &str) -> Result<Uuid, HandlerError> {
         .map_err(|_| HandlerError::permanent(format!("order_id {raw:?} is not a UUID")))
 }
 
-/// The units an order wants per product (product order), or why it is invalid.
-fn wanted(e: &OrderCreated) -> Result<BTreeMap<String, i64>, String> {
-    let mut wanted = BTreeMap::new();
-    for item in &e.items {
-        if item.product_id.is_empty() || item.quantity <= 0 {
-            return Err(format!(
-                "order {} has an invalid item {:?} × {}",
-                e.order_id, item.product_id, item.quantity
-            ));
-        }
-        *wanted.entry(item.product_id.clone()).or_default() += i64::from(item.quantity);
-    }
-    if wanted.is_empty() {
-        return Err(format!("order {} has no items", e.order_id));
-    }
-    Ok(wanted)
+fn wanted(e: &OrderCreated) -> Result<Wanted, HandlerError> {
+    Wanted::from_lines(
+        &e.order_id,
+        e.items
+            .iter()
+            .map(|i| (i.product_id.as_str(), i64::from(i.quantity))),
+    )
+    .map_err(HandlerError::permanent)
 }
 
-/// What one batch's handlers share.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Available units of every locked product, as decided so far in this batch.
-    available: HashMap<String, i64>,
-    /// Net change of `available` per product (`reserved` changes by the opposite).
-    deltas: BTreeMap<String, i64>,
-    /// Orders whose decision this batch claimed.
-    claimed: HashSet<Uuid>,
-    /// Claimed orders whose reservation failed.
-    failed: Vec<Uuid>,
-    /// Reservations released by this batch.
-    released: Vec<Uuid>,
+fn units(quantity: i64) -> i32 {
+    i32::try_from(quantity).unwrap_or(i32::MAX)
 }
+
+/// The rows one batch decides on: a [`Ledger`] over them.
+#[derive(Debug)]
+pub(crate) struct Stock(Ledger);
 
 #[async_trait::async_trait]
-impl BatchPrelude for InventoryHandlers {
-    async fn prepare(
-        &self,
-        conn: &mut PgConnection,
-        batch: &BatchView<'_>,
-    ) -> Result<BatchState, HandlerError> {
-        let mut claims: Vec<(Uuid, Vec<Held>)> = Vec::new();
-        let mut products: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
+impl BatchState for Stock {
+    async fn load(conn: &mut PgConnection, batch: &BatchView<'_>) -> Result<Self, HandlerError> {
+        let mut orders = BTreeSet::new();
+        let mut products = BTreeSet::new();
         for e in batch.events::<OrderCreated>() {
-            // Invalid orders are not claimed: their handler dead-letters them.
-            let (Ok(id), Ok(wanted)) = (Uuid::parse_str(&e.order_id), wanted(e)) else {
-                continue;
-            };
-            if !seen.insert(id) {
-                continue;
+            // Invalid orders are left to their handler, which dead-letters them.
+            if let (Ok(id), Ok(wanted)) = (Uuid::parse_str(&e.order_id), wanted(e)) {
+                orders.insert(id);
+                products.extend(wanted.products().map(str::to_owned));
             }
-            products.extend(wanted.keys().cloned());
-            let held = wanted
-                .into_iter()
-                .map(|(product_id, quantity)| Held {
-                    product_id,
-                    quantity,
-                })
-                .collect();
-            claims.push((id, held));
         }
-        let cancelled: Vec<Uuid> = batch
-            .events::<OrderCancelled>()
-            .filter_map(|e| Uuid::parse_str(&e.order_id).ok())
-            .collect();
-
-        // One INSERT claims every new order's decision (RESERVED with what it wants; a failed
-        // one is corrected in `finish`). Orders decided before, or cancelled first, are not
-        // claimed and reserve nothing.
-        let claimed = repository::claim_reservations(conn, RESERVED, &claims).await?;
-        // One SELECT … ORDER BY product_id FOR UPDATE locks every row the batch touches.
-        let available = repository::lock_stock_for_batch(conn, &products, &cancelled)
-            .await?
-            .into_iter()
-            .collect();
-        Ok(Box::new(Batch {
-            available,
-            claimed: claimed.into_iter().collect(),
-            ..Batch::default()
-        }))
+        orders.extend(
+            batch
+                .events::<OrderCancelled>()
+                .filter_map(|e| Uuid::parse_str(&e.order_id).ok()),
+        );
+        let orders: Vec<Uuid> = orders.into_iter().collect();
+        let reservations = repository::lock_reservations(conn, &orders).await?;
+        for (_, record) in &reservations {
+            products.extend(record.items.iter().map(|(p, _)| p.clone()));
+        }
+        let products: Vec<String> = products.into_iter().collect();
+        let stock = repository::lock_stock(conn, &products).await?;
+        Ok(Self(Ledger::new(stock, reservations)))
     }
 
-    async fn finish(&self, conn: &mut PgConnection, state: BatchState) -> Result<(), HandlerError> {
-        let batch = state
-            .downcast::<Batch>()
-            .map_err(|_| HandlerError::permanent("unexpected batch state"))?;
-        let (products, deltas): (Vec<String>, Vec<i64>) =
-            batch.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
-        if !products.is_empty() {
-            repository::move_units(conn, &products, &deltas).await?;
+    async fn store(self, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        let changes = self.0.changes();
+        if !changes.inserted.is_empty() {
+            let inserted = repository::insert_reservations(conn, &changes.inserted).await?;
+            if inserted < changes.inserted.len() {
+                return Err(HandlerError::transient(
+                    "another transaction decided one of the batch's orders first",
+                ));
+            }
         }
-        if !batch.failed.is_empty() {
-            repository::set_reservations_status(conn, &batch.failed, "FAILED", true).await?;
+        if !changes.updated.is_empty() {
+            repository::update_reservations(conn, &changes.updated).await?;
         }
-        if !batch.released.is_empty() {
-            repository::set_reservations_status(conn, &batch.released, "RELEASED", false).await?;
+        if !changes.stock.is_empty() {
+            repository::move_units(conn, &changes.stock).await?;
         }
         Ok(())
     }
 }
 
-fn batch<'a>(cx: &'a mut HandlerContext<'_>) -> Result<&'a mut Batch, HandlerError> {
-    cx.batch_state::<Batch>().ok_or_else(|| {
-        HandlerError::permanent("the inventory handlers run inside their batch prelude")
-    })
-}
-
 #[async_trait::async_trait]
-impl Handle<OrderCreated> for InventoryHandlers {
+impl Handle<OrderCreated, Stock> for InventoryHandlers {
     async fn handle(
         &self,
         e: &OrderCreated,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Stock>,
     ) -> Result<(), HandlerError> {
-        let order_id = order_id(&e.order_id)?;
-        let wanted = wanted(e).map_err(HandlerError::permanent)?;
-        let state = batch(cx)?;
-        if !state.claimed.remove(&order_id) {
-            tracing::info!(%order_id, "order already decided or cancelled first: nothing reserved");
-            return Ok(());
-        }
-        let shortages: Vec<Shortage> = wanted
-            .iter()
-            .filter_map(|(product, &quantity)| {
-                let available = state.available.get(product).copied().unwrap_or(0);
-                (available < quantity).then(|| Shortage {
-                    product_id: product.clone(),
-                    requested: i32::try_from(quantity).unwrap_or(i32::MAX),
-                    available,
-                })
-            })
-            .collect();
-
-        if shortages.is_empty() {
-            // All or nothing: every line is available, so every line is reserved.
-            for (product, quantity) in &wanted {
-                *state.available.entry(product.clone()).or_default() -= quantity;
-                *state.deltas.entry(product.clone()).or_default() -= quantity;
+        let id = order_id(&e.order_id)?;
+        let wanted = wanted(e)?;
+        match cx.state().0.order_created(id, &wanted) {
+            Reserve::Reserved(items) => {
+                cx.stage(&StockReserved {
+                    order_id: e.order_id.clone(),
+                    items: items
+                        .into_iter()
+                        .map(|(product_id, quantity)| ReservedItem {
+                            product_id,
+                            quantity: units(quantity),
+                        })
+                        .collect(),
+                });
             }
-            cx.stage(&StockReserved {
-                order_id: e.order_id.clone(),
-                items: wanted
-                    .iter()
-                    .map(|(product_id, &quantity)| ReservedItem {
-                        product_id: product_id.clone(),
-                        quantity: i32::try_from(quantity).unwrap_or(i32::MAX),
-                    })
-                    .collect(),
-            });
-        } else {
-            state.failed.push(order_id);
-            let names: Vec<&str> = shortages.iter().map(|s| s.product_id.as_str()).collect();
-            let reason = format!("insufficient stock for {}", names.join(", "));
-            cx.stage(&StockReservationFailed {
-                order_id: e.order_id.clone(),
-                reason,
-                shortages,
-            });
+            Reserve::Failed(shortages) => {
+                let names: Vec<&str> = shortages.iter().map(|s| s.product_id.as_str()).collect();
+                let reason = format!("insufficient stock for {}", names.join(", "));
+                cx.stage(&StockReservationFailed {
+                    order_id: e.order_id.clone(),
+                    reason,
+                    shortages: shortages
+                        .into_iter()
+                        .map(|s| Shortage {
+                            product_id: s.product_id,
+                            requested: units(s.requested),
+                            available: s.available,
+                        })
+                        .collect(),
+                });
+            }
+            Reserve::AlreadyDecided(status) => {
+                tracing::info!(order_id = %id, status = status.as_str(), "order already decided: nothing reserved");
+            }
+            Reserve::CancelledFirst => {
+                tracing::info!(order_id = %id, "order cancelled before it arrived: nothing reserved");
+            }
         }
         Ok(())
     }
 }
 
 #[async_trait::async_trait]
-impl Handle<OrderCancelled> for InventoryHandlers {
+impl Handle<OrderCancelled, Stock> for InventoryHandlers {
     async fn handle(
         &self,
         e: &OrderCancelled,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Stock>,
     ) -> Result<(), HandlerError> {
-        let order_id = order_id(&e.order_id)?;
-        if repository::insert_tombstone(cx.conn(), order_id).await? {
-            tracing::info!(%order_id, "cancellation arrived before the order: tombstone left");
-            return Ok(());
-        }
-        let Some(reservation) = repository::lock_reservation(cx.conn(), order_id).await? else {
-            return Err(HandlerError::transient("the reservation record vanished"));
-        };
-        let state = batch(cx)?;
-        // Only a reservation that holds units has anything to release: FAILED (also when it
-        // failed earlier in this batch), RELEASED and CANCELLED records make a repeated
-        // cancellation a no-op.
-        if reservation.status != RESERVED
-            || state.failed.contains(&order_id)
-            || state.released.contains(&order_id)
-        {
-            return Ok(());
-        }
-        for held in &reservation.items.0 {
-            if !state.available.contains_key(&held.product_id) {
-                return Err(HandlerError::transient(format!(
-                    "stock row {} was not locked by the batch",
-                    held.product_id
-                )));
+        let id = order_id(&e.order_id)?;
+        match cx.state().0.order_cancelled(id) {
+            Release::Released(_) => {
+                cx.stage(&StockReleased {
+                    order_id: e.order_id.clone(),
+                });
             }
-            *state.available.entry(held.product_id.clone()).or_default() += held.quantity;
-            *state.deltas.entry(held.product_id.clone()).or_default() += held.quantity;
+            Release::Tombstone => {
+                tracing::info!(order_id = %id, "cancellation arrived before the order: tombstone left");
+            }
+            // FAILED, RELEASED and CANCELLED records hold nothing: a repeated cancellation is
+            // a no-op.
+            Release::NothingHeld(_) => {}
         }
-        state.released.push(order_id);
-        cx.stage(&StockReleased {
-            order_id: e.order_id.clone(),
-        });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shop_proto::order::v1::LineItem;
-
-    fn order(items: &[(&str, i32)]) -> OrderCreated {
-        OrderCreated {
-            order_id: Uuid::now_v7().to_string(),
-            items: items
-                .iter()
-                .map(|(p, q)| LineItem {
-                    product_id: (*p).into(),
-                    quantity: *q,
-                    unit_price_cents: 1,
-                })
-                .collect(),
-            ..OrderCreated::default()
-        }
-    }
-
-    #[test]
-    fn wanted_units_are_summed_per_product_and_invalid_items_refused() {
-        let w = wanted(&order(&[("b", 1), ("a", 2), ("b", 3)])).unwrap();
-        assert_eq!(
-            w.into_iter().collect::<Vec<_>>(),
-            [("a".into(), 2), ("b".into(), 4)]
-        );
-        assert!(wanted(&order(&[("a", 0)])).is_err());
-        assert!(wanted(&order(&[("", 1)])).is_err());
-        assert!(wanted(&order(&[])).is_err());
     }
 }

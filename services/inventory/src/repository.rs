@@ -4,6 +4,9 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use shop_saga::inventory::{Reservation, ReservationStatus, Stock};
+use shop_shared::messaging::HandlerError;
+
 use crate::domain::Held;
 
 /// A product's stock.
@@ -12,13 +15,6 @@ pub(crate) struct StockRow {
     pub(crate) product_id: String,
     pub(crate) available: i64,
     pub(crate) reserved: i64,
-}
-
-/// An order's reservation record.
-#[derive(Debug, Clone)]
-pub(crate) struct ReservationRow {
-    pub(crate) status: String,
-    pub(crate) items: Json<Vec<Held>>,
 }
 
 /// Adds `delta` to a product's available units, if the product exists. A result below zero
@@ -73,127 +69,147 @@ pub(crate) async fn find_stock(
     .await
 }
 
-/// Locks, in product order and in one statement, the stock rows of `product_ids` and of the
-/// products held by the reservations of `cancelled_orders`; returns their availability.
-pub(crate) async fn lock_stock_for_batch(
+/// Locks the stock rows of `product_ids` (sorted), in product order and in one statement;
+/// returns their figures. A product with no row does not exist.
+pub(crate) async fn lock_stock(
     conn: &mut PgConnection,
     product_ids: &[String],
-    cancelled_orders: &[Uuid],
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let rows = sqlx::query!(
-        "SELECT product_id, available FROM stock \
-         WHERE product_id = ANY($1) \
-            OR product_id IN (SELECT held->>'product_id' \
-                              FROM reservations, jsonb_array_elements(items) AS held \
-                              WHERE order_id = ANY($2)) \
+) -> Result<Vec<(String, Stock)>, sqlx::Error> {
+    if product_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query_as!(
+        StockRow,
+        "SELECT product_id, available, reserved FROM stock WHERE product_id = ANY($1) \
          ORDER BY product_id FOR UPDATE",
-        product_ids,
-        cancelled_orders
+        product_ids
     )
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| (r.product_id, r.available))
+        .map(|r| {
+            let stock = Stock {
+                available: r.available,
+                reserved: r.reserved,
+            };
+            (r.product_id, stock)
+        })
         .collect())
 }
 
 /// Moves units between available and reserved for several products in one statement:
-/// `available += available_delta[i]`, `reserved -= available_delta[i]`. The CHECK
-/// constraints reject any result below zero.
+/// `available += delta`, `reserved -= delta`. The CHECK constraints reject any result below
+/// zero.
 pub(crate) async fn move_units(
     conn: &mut PgConnection,
-    product_ids: &[String],
-    available_deltas: &[i64],
+    deltas: &[(String, i64)],
 ) -> Result<u64, sqlx::Error> {
+    let (products, deltas): (Vec<String>, Vec<i64>) = deltas.iter().cloned().unzip();
     let done = sqlx::query!(
         "UPDATE stock AS s \
          SET available = s.available + v.delta, reserved = s.reserved - v.delta, updated_at = now() \
          FROM unnest($1::text[], $2::bigint[]) AS v(product_id, delta) \
          WHERE s.product_id = v.product_id",
-        product_ids,
-        available_deltas
+        &products,
+        &deltas
     )
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
 }
 
-/// An order's reservation record, locked.
-pub(crate) async fn lock_reservation(
+/// Locks the reservation records of `orders` (sorted), in order-id order; returns those that
+/// exist.
+pub(crate) async fn lock_reservations(
     conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Option<ReservationRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ReservationRow,
-        r#"SELECT status, items AS "items: Json<Vec<Held>>" FROM reservations
-           WHERE order_id = $1 FOR UPDATE"#,
-        order_id
-    )
-    .fetch_optional(conn)
-    .await
-}
-
-/// Claims the reservation decision of each order, recording `status` and the units it
-/// wants, in one statement. Returns the orders claimed: an order that already has a record
-/// (decided before, or a tombstone) is not.
-pub(crate) async fn claim_reservations(
-    conn: &mut PgConnection,
-    status: &str,
-    claims: &[(Uuid, Vec<Held>)],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    if claims.is_empty() {
+    orders: &[Uuid],
+) -> Result<Vec<(Uuid, Reservation)>, HandlerError> {
+    if orders.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = claims.iter().map(|(id, _)| *id).collect();
-    let items: Vec<serde_json::Value> = claims
-        .iter()
-        .map(|(_, held)| serde_json::to_value(held).unwrap_or_default())
-        .collect();
-    sqlx::query_scalar!(
+    let rows = sqlx::query!(
+        r#"SELECT order_id, status, items AS "items: Json<Vec<Held>>" FROM reservations
+           WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
+        orders
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let status = ReservationStatus::parse(&r.status).ok_or_else(|| {
+                HandlerError::permanent(format!(
+                    "reservation {} has an unknown status {:?}",
+                    r.order_id, r.status
+                ))
+            })?;
+            let items = r
+                .items
+                .0
+                .into_iter()
+                .map(|h| (h.product_id, h.quantity))
+                .collect();
+            Ok((r.order_id, Reservation { status, items }))
+        })
+        .collect()
+}
+
+fn columns(records: &[(Uuid, Reservation)]) -> (Vec<Uuid>, Vec<String>, Vec<serde_json::Value>) {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut items = Vec::with_capacity(records.len());
+    for (id, record) in records {
+        ids.push(*id);
+        statuses.push(record.status.as_str().to_owned());
+        let held: Vec<Held> = record
+            .items
+            .iter()
+            .map(|(product_id, quantity)| Held {
+                product_id: product_id.clone(),
+                quantity: *quantity,
+            })
+            .collect();
+        items.push(serde_json::to_value(held).unwrap_or_default());
+    }
+    (ids, statuses, items)
+}
+
+/// Inserts new reservation records (in order-id order); returns how many were inserted: one
+/// that another transaction committed meanwhile is not.
+pub(crate) async fn insert_reservations(
+    conn: &mut PgConnection,
+    records: &[(Uuid, Reservation)],
+) -> Result<usize, sqlx::Error> {
+    let (ids, statuses, items) = columns(records);
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO reservations (order_id, status, items) \
-         SELECT id, $2, item FROM unnest($1::uuid[], $3::jsonb[]) AS c(id, item) \
+         SELECT id, status, item FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) \
+                AS c(id, status, item) ORDER BY id \
          ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
         &ids,
-        status,
+        &statuses,
         &items
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(inserted.len())
 }
 
-/// Sets the status of several reservations (and empties what they hold when `clear_items`).
-pub(crate) async fn set_reservations_status(
+/// Updates existing (locked) reservation records.
+pub(crate) async fn update_reservations(
     conn: &mut PgConnection,
-    orders: &[Uuid],
-    status: &str,
-    clear_items: bool,
+    records: &[(Uuid, Reservation)],
 ) -> Result<(), sqlx::Error> {
+    let (ids, statuses, items) = columns(records);
     sqlx::query!(
-        "UPDATE reservations SET status = $2, \
-                items = CASE WHEN $3 THEN '[]'::jsonb ELSE items END, updated_at = now() \
-         WHERE order_id = ANY($1)",
-        orders,
-        status,
-        clear_items
+        "UPDATE reservations AS r SET status = c.status, items = c.item, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS c(id, status, item) \
+         WHERE r.order_id = c.id",
+        &ids,
+        &statuses,
+        &items
     )
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Leaves a tombstone for an order cancelled before its `order.created` arrived. Returns
-/// false when the order already has a record.
-pub(crate) async fn insert_tombstone(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO reservations (order_id, status) VALUES ($1, 'CANCELLED') \
-         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-        order_id
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(inserted.is_some())
 }

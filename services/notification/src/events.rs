@@ -3,7 +3,8 @@
 //! - `user.created.v2` → contact, and a welcome notification greeting the user by their given
 //!   name (the service moved from `user.created`, v1: start-up unbinds that key from its
 //!   queue, so a queue an earlier version declared stops receiving v1);
-//! - `user.updated` → contact;
+//! - `user.updated` → contact (the newest value of each field wins, whatever the arrival
+//!   order);
 //! - `order.confirmed` / `order.rejected` / `order.cancelled` → one notification each.
 //!
 //! An order event for a user whose contact has not arrived yet is a transient failure: the
@@ -15,7 +16,9 @@ use shop_proto::Event;
 use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
 use shop_proto::user::v1::UserUpdated;
 use shop_proto::user::v2::UserCreated;
+use shop_saga::contact::ContactChange;
 use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+use shop_shared::time::from_timestamp;
 use uuid::Uuid;
 
 use crate::repository;
@@ -45,6 +48,22 @@ pub(crate) fn subscriptions(sender: Arc<dyn Sender>) -> Subscriptions {
 fn user_id(raw: &str) -> Result<Uuid, HandlerError> {
     Uuid::parse_str(raw)
         .map_err(|_| HandlerError::permanent(format!("user id {raw:?} is not a UUID")))
+}
+
+/// Applies a change to a user's contact: load (locked), decide ([`shop_saga::contact`]: the
+/// newest value of each field wins, whatever the arrival order), store.
+async fn change_contact(
+    cx: &mut HandlerContext<'_>,
+    user_id: Uuid,
+    change: &ContactChange,
+) -> Result<(), HandlerError> {
+    let mut contact = repository::lock_contact(cx.conn(), user_id).await?;
+    if contact.apply(change) {
+        repository::store_contact(cx.conn(), user_id, &contact).await?;
+    } else {
+        tracing::info!(%user_id, "contact change older than what is kept: ignored");
+    }
+    Ok(())
 }
 
 /// Money for people: 1234 cents → "12.34".
@@ -98,7 +117,12 @@ impl Handle<UserCreated> for NotificationHandlers {
     ) -> Result<(), HandlerError> {
         let user_id = user_id(&e.user_id)?;
         let name = e.name.clone().unwrap_or_default();
-        repository::contact_created(cx.conn(), user_id, &e.email, &name.display_name).await?;
+        let change = ContactChange::new(
+            Some(e.email.clone()),
+            Some(name.display_name.clone()),
+            e.create_time.as_ref().and_then(from_timestamp),
+        );
+        change_contact(cx, user_id, &change).await?;
         // Greet by the given name when the user gave one, else by the display name.
         let greeting = if name.given_name.is_empty() {
             &name.display_name
@@ -129,8 +153,12 @@ impl Handle<UserUpdated> for NotificationHandlers {
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
         let user_id = user_id(&e.user_id)?;
-        repository::contact_updated(cx.conn(), user_id, e.email.as_deref(), e.name.as_deref())
-            .await?;
+        let change = ContactChange::new(
+            e.email.clone(),
+            e.name.clone(),
+            e.update_time.as_ref().and_then(from_timestamp),
+        );
+        change_contact(cx, user_id, &change).await?;
         Ok(())
     }
 }

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use shop_saga::contact::{Contact as StampedContact, stamped, unstamped};
+
 use crate::sender::NewNotification;
 
 /// A stored notification.
@@ -76,43 +78,46 @@ pub(crate) async fn list_notifications(
     .await
 }
 
-/// A contact from `user.created`; fields set by an earlier-arriving `user.updated` are kept.
-pub(crate) async fn contact_created(
+/// A user's contact with the time each field was set, locked until the transaction ends. The
+/// row is created empty first, so two events about a new user take turns on it.
+pub(crate) async fn lock_contact(
     conn: &mut PgConnection,
     user_id: Uuid,
-    email: &str,
-    name: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<StampedContact, sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO contacts (user_id, email, name) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE \
-         SET email = COALESCE(contacts.email, EXCLUDED.email), \
-             name = COALESCE(contacts.name, EXCLUDED.name)",
-        user_id,
-        email,
-        name
+        "INSERT INTO contacts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+        user_id
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    let row = sqlx::query!(
+        "SELECT email, email_time, name, name_time FROM contacts WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(StampedContact {
+        email: stamped(row.email, row.email_time),
+        name: stamped(row.name, row.name_time),
+    })
 }
 
-/// A contact change from `user.updated` (only the fields that are set).
-pub(crate) async fn contact_updated(
+/// Writes a user's (locked) contact back.
+pub(crate) async fn store_contact(
     conn: &mut PgConnection,
     user_id: Uuid,
-    email: Option<&str>,
-    name: Option<&str>,
+    contact: &StampedContact,
 ) -> Result<(), sqlx::Error> {
+    let (email, email_time) = unstamped(contact.email.as_ref());
+    let (name, name_time) = unstamped(contact.name.as_ref());
     sqlx::query!(
-        "INSERT INTO contacts (user_id, email, name) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id) DO UPDATE \
-         SET email = COALESCE(EXCLUDED.email, contacts.email), \
-             name = COALESCE(EXCLUDED.name, contacts.name), \
-             updated_at = now()",
+        "UPDATE contacts SET email = $2, email_time = $3, name = $4, name_time = $5, \
+         updated_at = now() WHERE user_id = $1",
         user_id,
         email,
-        name
+        email_time,
+        name,
+        name_time
     )
     .execute(conn)
     .await?;

@@ -1,27 +1,33 @@
 //! The order service's side of the saga: the events it consumes and the ones it publishes.
+//! Each handler parses its event, decides with [`shop_saga`], and stages what the decision
+//! publishes.
 //!
-//! - `user.created` / `user.updated` → the customer profile.
+//! - `user.created` / `user.updated` → the customer profile ([`shop_saga::contact`]: the
+//!   newest value of each field wins, whatever the arrival order).
 //! - `inventory.reserved` → PENDING becomes CONFIRMED, `order.confirmed`.
 //! - `inventory.reservation_failed` → PENDING becomes REJECTED, `order.rejected`.
 //!
 //! An inventory answer for an order that is no longer PENDING (it was cancelled meanwhile, or
-//! the answer is a duplicate) changes nothing (docs/contract.md, Order saga).
+//! the answer is a duplicate) changes nothing ([`shop_saga::order::on_answer`]).
 //!
-//! The answers are applied a batch at a time (see [`BatchPrelude`]): the batch's prelude
-//! settles every answered order that is still PENDING in one UPDATE, and each answer's handler
-//! then only publishes what its order became. One statement per batch instead of one per
-//! answer: the order consumer was the saga's bottleneck at full load.
+//! The answers of a batch share one [`Answered`] state (see [`BatchState`]): it locks every
+//! answered order in one statement, in order-id order; each answer is decided on it in
+//! delivery order, and the settled orders are written in one UPDATE before the commit. Two
+//! statements per batch instead of a few per answer: the order consumer was the saga's
+//! bottleneck at full load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use shop_proto::inventory::v1::{StockReservationFailed, StockReserved};
 use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected};
 use shop_proto::user::v1::{UserCreated, UserUpdated};
+use shop_saga::contact::ContactChange;
+use shop_saga::order::{Answer, on_answer};
 use shop_shared::messaging::{
-    BatchPrelude, BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
 };
-use shop_shared::time::{now, timestamp};
+use shop_shared::time::{from_timestamp, now, timestamp};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -35,12 +41,12 @@ pub(crate) struct OrderHandlers;
 /// What the order service subscribes to.
 pub(crate) fn subscriptions() -> Subscriptions {
     let handlers = Arc::new(OrderHandlers);
-    Subscriptions::new()
+    Subscriptions::with_state::<Answered>()
         .on::<UserCreated, _>(handlers.clone())
         .on::<UserUpdated, _>(handlers.clone())
         .on::<StockReserved, _>(handlers.clone())
-        .on::<StockReservationFailed, _>(handlers.clone())
-        .with_prelude(handlers)
+        .on::<StockReservationFailed, _>(handlers)
+        .into()
 }
 
 /// The reason an order is rejected with.
@@ -52,53 +58,92 @@ fn rejection_reason(e: &StockReservationFailed) -> String {
     }
 }
 
-/// The orders one batch settled: order id → (status set, customer, total).
+/// An answered order as loaded and decided on.
+#[derive(Debug)]
+struct Order {
+    status: OrderStatus,
+    customer_id: Uuid,
+    total_cents: i64,
+    /// Set when this batch settled the order: the reason to store.
+    settled: Option<String>,
+}
+
+/// The orders one batch's inventory answers are about, locked.
 #[derive(Debug, Default)]
-struct SettledByBatch(HashMap<Uuid, (OrderStatus, Uuid, i64)>);
+pub(crate) struct Answered(BTreeMap<Uuid, Order>);
 
 #[async_trait::async_trait]
-impl BatchPrelude for OrderHandlers {
-    async fn prepare(
-        &self,
-        conn: &mut PgConnection,
-        batch: &BatchView<'_>,
-    ) -> Result<BatchState, HandlerError> {
-        // The first answer about an order counts; a second one in the same batch finds the
-        // order settled, like one in a later batch. Answers with an invalid id are left to
-        // their handler, which dead-letters them.
-        let mut answers: Vec<(Uuid, OrderStatus, String)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let reserved = batch
+impl BatchState for Answered {
+    async fn load(conn: &mut PgConnection, batch: &BatchView<'_>) -> Result<Self, HandlerError> {
+        // Answers with an invalid id are left to their handler, which dead-letters them.
+        let ids: BTreeSet<Uuid> = batch
             .events::<StockReserved>()
-            .map(|e| (e.order_id.as_str(), OrderStatus::Confirmed, String::new()));
-        let failed = batch.events::<StockReservationFailed>().map(|e| {
-            (
-                e.order_id.as_str(),
-                OrderStatus::Rejected,
-                rejection_reason(e),
+            .map(|e| e.order_id.as_str())
+            .chain(
+                batch
+                    .events::<StockReservationFailed>()
+                    .map(|e| e.order_id.as_str()),
             )
-        });
-        for (raw, status, reason) in reserved.chain(failed) {
-            if let Ok(id) = Uuid::parse_str(raw)
-                && seen.insert(id)
-            {
-                answers.push((id, status, reason));
-            }
+            .filter_map(|raw| Uuid::parse_str(raw).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Self::default());
         }
-        let mut settled = SettledByBatch::default();
-        if !answers.is_empty() {
-            for row in repository::settle_pending(conn, &answers, now()).await? {
-                let status = OrderStatus::parse(&row.status).unwrap_or(OrderStatus::Pending);
-                settled
-                    .0
-                    .insert(row.order_id, (status, row.customer_id, row.total_cents));
-            }
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        let mut orders = BTreeMap::new();
+        for row in repository::lock_answered(conn, &ids).await? {
+            let status = OrderStatus::parse(&row.status).ok_or_else(|| {
+                HandlerError::permanent(format!(
+                    "order {} has an unknown status {:?}",
+                    row.order_id, row.status
+                ))
+            })?;
+            let order = Order {
+                status,
+                customer_id: row.customer_id,
+                total_cents: row.total_cents,
+                settled: None,
+            };
+            orders.insert(row.order_id, order);
         }
-        Ok(Box::new(settled))
+        Ok(Self(orders))
     }
 
-    async fn finish(&self, _: &mut PgConnection, _: BatchState) -> Result<(), HandlerError> {
+    async fn store(self, conn: &mut PgConnection) -> Result<(), HandlerError> {
+        let settled: Vec<(Uuid, OrderStatus, String)> = self
+            .0
+            .into_iter()
+            .filter_map(|(id, o)| o.settled.map(|reason| (id, o.status, reason)))
+            .collect();
+        if !settled.is_empty() {
+            repository::settle(conn, &settled, now()).await?;
+        }
         Ok(())
+    }
+}
+
+impl Answered {
+    /// Decides an inventory answer: the order's customer and total when it moved to a new
+    /// status (publish it), `None` when it was no longer PENDING. An answer about an order
+    /// that does not exist is a permanent failure: order.created is only published after the
+    /// order committed.
+    fn answer(
+        &mut self,
+        order_id: Uuid,
+        answer: Answer,
+        reason: String,
+    ) -> Result<Option<(Uuid, i64)>, HandlerError> {
+        let order = self
+            .0
+            .get_mut(&order_id)
+            .ok_or_else(|| HandlerError::permanent(format!("order {order_id} does not exist")))?;
+        let Some(status) = on_answer(order.status, answer) else {
+            tracing::info!(%order_id, status = order.status.as_str(), "inventory answer ignored: order no longer pending");
+            return Ok(None);
+        };
+        order.status = status;
+        order.settled = Some(reason);
+        Ok(Some((order.customer_id, order.total_cents)))
     }
 }
 
@@ -107,41 +152,66 @@ fn event_id(field: &str, raw: &str) -> Result<Uuid, HandlerError> {
         .map_err(|_| HandlerError::permanent(format!("{field} {raw:?} is not a UUID")))
 }
 
+/// Applies a change to a customer's contact: load (locked), decide, store.
+async fn change_customer(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    change: &ContactChange,
+) -> Result<(), HandlerError> {
+    let mut contact = repository::lock_customer(conn, customer_id).await?;
+    if contact.apply(change) {
+        repository::store_customer(conn, customer_id, &contact).await?;
+    } else {
+        tracing::info!(%customer_id, "contact change older than what is kept: ignored");
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
-impl Handle<UserCreated> for OrderHandlers {
+impl Handle<UserCreated, Answered> for OrderHandlers {
     async fn handle(
         &self,
         e: &UserCreated,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
         let id = event_id("user_id", &e.user_id)?;
-        repository::customer_created(cx.conn(), id, &e.email, &e.name).await?;
-        Ok(())
+        let change = ContactChange::new(
+            Some(e.email.clone()),
+            Some(e.name.clone()),
+            e.create_time.as_ref().and_then(from_timestamp),
+        );
+        change_customer(cx.conn(), id, &change).await
     }
 }
 
 #[async_trait::async_trait]
-impl Handle<UserUpdated> for OrderHandlers {
+impl Handle<UserUpdated, Answered> for OrderHandlers {
     async fn handle(
         &self,
         e: &UserUpdated,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
         let id = event_id("user_id", &e.user_id)?;
-        repository::customer_updated(cx.conn(), id, e.email.as_deref(), e.name.as_deref()).await?;
-        Ok(())
+        let change = ContactChange::new(
+            e.email.clone(),
+            e.name.clone(),
+            e.update_time.as_ref().and_then(from_timestamp),
+        );
+        change_customer(cx.conn(), id, &change).await
     }
 }
 
 #[async_trait::async_trait]
-impl Handle<StockReserved> for OrderHandlers {
+impl Handle<StockReserved, Answered> for OrderHandlers {
     async fn handle(
         &self,
         e: &StockReserved,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
         let order_id = event_id("order_id", &e.order_id)?;
-        let Some((customer_id, total_cents)) = settle(cx, order_id, OrderStatus::Confirmed).await?
+        let Some((customer_id, total_cents)) =
+            cx.state()
+                .answer(order_id, Answer::Reserved, String::new())?
         else {
             return Ok(());
         };
@@ -155,15 +225,18 @@ impl Handle<StockReserved> for OrderHandlers {
 }
 
 #[async_trait::async_trait]
-impl Handle<StockReservationFailed> for OrderHandlers {
+impl Handle<StockReservationFailed, Answered> for OrderHandlers {
     async fn handle(
         &self,
         e: &StockReservationFailed,
-        cx: &mut HandlerContext<'_>,
+        cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
         let order_id = event_id("order_id", &e.order_id)?;
         let reason = rejection_reason(e);
-        let Some((customer_id, _)) = settle(cx, order_id, OrderStatus::Rejected).await? else {
+        let Some((customer_id, _)) = cx
+            .state()
+            .answer(order_id, Answer::Failed, reason.clone())?
+        else {
             return Ok(());
         };
         cx.stage(&OrderRejected {
@@ -172,36 +245,6 @@ impl Handle<StockReservationFailed> for OrderHandlers {
             reason,
         });
         Ok(())
-    }
-}
-
-/// What the batch's prelude made of this order: its customer and total when the batch moved
-/// it to `status` (the answer is published once: the entry is taken), or `None` when the
-/// order was no longer PENDING (cancelled meanwhile, or a repeated answer): then nothing
-/// changes. An answer about an order that does not exist is a permanent failure:
-/// order.created is only published after the order committed.
-async fn settle(
-    cx: &mut HandlerContext<'_>,
-    order_id: Uuid,
-    status: OrderStatus,
-) -> Result<Option<(Uuid, i64)>, HandlerError> {
-    let settled = cx
-        .batch_state::<SettledByBatch>()
-        .ok_or_else(|| HandlerError::permanent("the order handlers run inside their prelude"))?;
-    if let Some(&(set, customer_id, total_cents)) = settled.0.get(&order_id)
-        && set == status
-    {
-        settled.0.remove(&order_id);
-        return Ok(Some((customer_id, total_cents)));
-    }
-    match repository::find_order(cx.conn(), order_id).await? {
-        None => Err(HandlerError::permanent(format!(
-            "order {order_id} does not exist"
-        ))),
-        Some(order) => {
-            tracing::info!(%order_id, status = %order.status, "inventory answer ignored: order no longer pending");
-            Ok(None)
-        }
     }
 }
 

@@ -89,7 +89,7 @@ fn to_proto(order: &OrderRow) -> Order {
         customer_id: order.customer_id.to_string(),
         items: line_items(&order.items.0),
         total_cents: order.total_cents,
-        status: order.status().to_proto().into(),
+        status: crate::domain::to_proto(order.status()).into(),
         status_reason: order.status_reason.clone(),
         create_time: Some(timestamp(order.created_at)),
         update_time: Some(timestamp(order.updated_at)),

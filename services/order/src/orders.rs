@@ -142,17 +142,14 @@ impl Orders {
             .await?
             .filter(|order| caller.may_act_for(order.customer_id))
             .ok_or(OrderError::NotFound)?;
-        match order.status() {
-            OrderStatus::Rejected => return Err(OrderError::NotCancellable("REJECTED")),
-            OrderStatus::Cancelled => return Err(OrderError::NotCancellable("CANCELLED")),
-            OrderStatus::Pending | OrderStatus::Confirmed => {}
-        }
+        let cancelled = shop_saga::order::cancel(order.status())
+            .map_err(|status| OrderError::NotCancellable(status.as_str()))?;
         let at = now();
-        repository::set_status(&mut tx, order_id, OrderStatus::Cancelled, &reason, at).await?;
+        repository::set_status(&mut tx, order_id, cancelled, &reason, at).await?;
         outbox::stage(&mut tx, &order_cancelled(&order, &reason), context).await?;
         tx.commit().await?;
         self.waker.wake();
-        order.status = OrderStatus::Cancelled.as_str().to_owned();
+        order.status = cancelled.as_str().to_owned();
         order.status_reason = reason;
         order.updated_at = at;
         Ok(order)

@@ -6,6 +6,8 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use shop_saga::contact::{Contact, stamped, unstamped};
+
 use crate::domain::{Item, OrderStatus};
 
 /// An order as stored.
@@ -173,87 +175,95 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
-/// An order a batch of inventory answers settled.
+/// What an inventory answer decides on: an order's status, customer and total.
 #[derive(Debug, Clone)]
-pub(crate) struct Settled {
+pub(crate) struct Answered {
     pub(crate) order_id: Uuid,
     pub(crate) status: String,
     pub(crate) customer_id: Uuid,
     pub(crate) total_cents: i64,
 }
 
-/// Moves every order of `answers` (order id, new status, reason; one answer per order) that
-/// is still PENDING to its new status, in one statement; returns the orders it moved. The
-/// rows are locked first in `order_id` order, so two batches never deadlock, and a row a
-/// concurrent CancelOrder holds is waited for and then re-checked: a cancellation always wins.
-pub(crate) async fn settle_pending(
+/// Locks the orders of `order_ids` (sorted), in `order_id` order so two batches never
+/// deadlock; a row a concurrent CancelOrder holds is waited for, and read as it committed.
+pub(crate) async fn lock_answered(
     conn: &mut PgConnection,
-    answers: &[(Uuid, OrderStatus, String)],
-    now: DateTime<Utc>,
-) -> Result<Vec<Settled>, sqlx::Error> {
-    let ids: Vec<Uuid> = answers.iter().map(|a| a.0).collect();
-    let statuses: Vec<String> = answers.iter().map(|a| a.1.as_str().to_owned()).collect();
-    let reasons: Vec<String> = answers.iter().map(|a| a.2.clone()).collect();
+    order_ids: &[Uuid],
+) -> Result<Vec<Answered>, sqlx::Error> {
     sqlx::query_as!(
-        Settled,
-        r#"WITH locked AS MATERIALIZED (
-               SELECT order_id FROM orders
-               WHERE order_id = ANY($1) AND status = 'PENDING'
-               ORDER BY order_id FOR UPDATE
-           )
-           UPDATE orders AS o
-           SET status = a.status, status_reason = a.reason, updated_at = $4
-           FROM locked, unnest($1::uuid[], $2::text[], $3::text[]) AS a(order_id, status, reason)
-           WHERE o.order_id = locked.order_id AND a.order_id = o.order_id
-             AND o.status = 'PENDING'
-           RETURNING o.order_id, o.status, o.customer_id, o.total_cents"#,
-        &ids,
-        &statuses,
-        &reasons,
-        now
+        Answered,
+        "SELECT order_id, status, customer_id, total_cents FROM orders \
+         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+        order_ids
     )
     .fetch_all(conn)
     .await
 }
 
-/// A customer profile from `user.created`; fields already set by a `user.updated` that
-/// arrived first are kept.
-pub(crate) async fn customer_created(
+/// Sets the status and reason of several (locked) orders in one statement.
+pub(crate) async fn settle(
     conn: &mut PgConnection,
-    customer_id: Uuid,
-    email: &str,
-    name: &str,
+    settled: &[(Uuid, OrderStatus, String)],
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = settled.iter().map(|a| a.0).collect();
+    let statuses: Vec<String> = settled.iter().map(|a| a.1.as_str().to_owned()).collect();
+    let reasons: Vec<String> = settled.iter().map(|a| a.2.clone()).collect();
     sqlx::query!(
-        "INSERT INTO customers (customer_id, email, name) VALUES ($1, $2, $3) \
-         ON CONFLICT (customer_id) DO UPDATE \
-         SET email = COALESCE(customers.email, EXCLUDED.email), \
-             name = COALESCE(customers.name, EXCLUDED.name)",
-        customer_id,
-        email,
-        name
+        "UPDATE orders AS o SET status = a.status, status_reason = a.reason, updated_at = $4 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a(order_id, status, reason) \
+         WHERE o.order_id = a.order_id",
+        &ids,
+        &statuses,
+        &reasons,
+        now
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// A change of a customer profile from `user.updated` (only the fields that are set).
-pub(crate) async fn customer_updated(
+/// A customer's contact, locked until the transaction ends. The row is created empty first,
+/// so two events about a new customer take turns on it instead of both inserting.
+pub(crate) async fn lock_customer(
     conn: &mut PgConnection,
     customer_id: Uuid,
-    email: Option<&str>,
-    name: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Contact, sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO customers (customer_id, email, name) VALUES ($1, $2, $3) \
-         ON CONFLICT (customer_id) DO UPDATE \
-         SET email = COALESCE(EXCLUDED.email, customers.email), \
-             name = COALESCE(EXCLUDED.name, customers.name), \
-             updated_at = now()",
+        "INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT (customer_id) DO NOTHING",
+        customer_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let row = sqlx::query!(
+        "SELECT email, email_time, name, name_time FROM customers \
+         WHERE customer_id = $1 FOR UPDATE",
+        customer_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Contact {
+        email: stamped(row.email, row.email_time),
+        name: stamped(row.name, row.name_time),
+    })
+}
+
+/// Writes a customer's (locked) contact back.
+pub(crate) async fn store_customer(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    contact: &Contact,
+) -> Result<(), sqlx::Error> {
+    let (email, email_time) = unstamped(contact.email.as_ref());
+    let (name, name_time) = unstamped(contact.name.as_ref());
+    sqlx::query!(
+        "UPDATE customers SET email = $2, email_time = $3, name = $4, name_time = $5, \
+         updated_at = now() WHERE customer_id = $1",
         customer_id,
         email,
-        name
+        email_time,
+        name,
+        name_time
     )
     .execute(conn)
     .await?;

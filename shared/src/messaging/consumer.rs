@@ -84,26 +84,26 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// What a handler gets besides the event: the transaction and the message's metadata.
+/// What a handler gets besides the event: the transaction, the message's metadata, and the
+/// state its batch loaded (`S`, see [`BatchState`]; `()` for handlers that need none).
 #[derive(Debug)]
-pub struct HandlerContext<'c> {
+pub struct HandlerContext<'c, S = ()> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
     staged: &'c mut Vec<Envelope>,
-    batch: Option<&'c mut (dyn Any + Send + Sync)>,
+    state: &'c mut S,
 }
 
-impl HandlerContext<'_> {
+impl<S> HandlerContext<'_, S> {
     /// The transaction the handler's effects belong to; it commits before the ack.
     pub fn conn(&mut self) -> &mut PgConnection {
         self.conn
     }
 
-    /// The state the subscriptions' [`BatchPrelude`] prepared for this batch, if it is a `T`.
-    pub fn batch_state<T: Any>(&mut self) -> Option<&mut T> {
-        self.batch
-            .as_deref_mut()
-            .and_then(|state| state.downcast_mut::<T>())
+    /// The state the batch loaded before its first message, as the messages before this one
+    /// left it; what the handlers leave in it is stored before the commit.
+    pub fn state(&mut self) -> &mut S {
+        self.state
     }
 
     /// The message's id, type, correlation id and trace context.
@@ -134,32 +134,42 @@ impl HandlerContext<'_> {
     }
 }
 
-/// A handler of one event type.
+/// A handler of one event type, working on its batch's state `S` (none by default).
 #[async_trait::async_trait]
-pub trait Handle<E: Event>: Send + Sync + 'static {
-    /// Applies `event`. Everything it writes goes through `cx.conn()`, so it commits with the
-    /// inbox row or not at all.
-    async fn handle(&self, event: &E, cx: &mut HandlerContext<'_>) -> Result<(), HandlerError>;
+pub trait Handle<E: Event, S: Send + Sync + 'static = ()>: Send + Sync + 'static {
+    /// Applies `event`. Everything it writes goes through `cx.conn()` or `cx.state()`, so it
+    /// commits with the inbox row or not at all.
+    async fn handle(&self, event: &E, cx: &mut HandlerContext<'_, S>) -> Result<(), HandlerError>;
 }
 
-/// A handler with its event type erased, so handlers of many types share one table.
+/// The parts of a [`HandlerContext`] before its state is given its type.
+struct Parts<'c> {
+    conn: &'c mut PgConnection,
+    meta: &'c IncomingMeta,
+    staged: &'c mut Vec<Envelope>,
+}
+
+/// A handler with its event and state types erased, so handlers of many types share one
+/// table. The state a handler gets is always the one its [`Subscriptions`] loads: both types
+/// are fixed together by [`StatefulSubscriptions::on`], so the downcasts cannot fail.
 #[async_trait::async_trait]
 trait ErasedHandler: Send + Sync {
     fn decode(&self, body: &[u8]) -> Result<Box<dyn Any + Send + Sync>, DecodeError>;
     async fn handle(
         &self,
         event: &(dyn Any + Send + Sync),
-        cx: &mut HandlerContext<'_>,
+        state: &mut (dyn Any + Send + Sync),
+        parts: Parts<'_>,
     ) -> Result<(), HandlerError>;
 }
 
-struct Typed<E, H> {
+struct Typed<E, H, S> {
     handler: Arc<H>,
-    _event: std::marker::PhantomData<fn() -> E>,
+    _types: std::marker::PhantomData<fn() -> (E, S)>,
 }
 
 #[async_trait::async_trait]
-impl<E: Event, H: Handle<E>> ErasedHandler for Typed<E, H> {
+impl<E: Event, S: BatchState, H: Handle<E, S>> ErasedHandler for Typed<E, H, S> {
     fn decode(&self, body: &[u8]) -> Result<Box<dyn Any + Send + Sync>, DecodeError> {
         Ok(Box::new(envelope::decode_body::<E>(body)?))
     }
@@ -167,12 +177,22 @@ impl<E: Event, H: Handle<E>> ErasedHandler for Typed<E, H> {
     async fn handle(
         &self,
         event: &(dyn Any + Send + Sync),
-        cx: &mut HandlerContext<'_>,
+        state: &mut (dyn Any + Send + Sync),
+        parts: Parts<'_>,
     ) -> Result<(), HandlerError> {
         let event = event
             .downcast_ref::<E>()
             .ok_or_else(|| HandlerError::permanent("decoded event has the wrong type"))?;
-        self.handler.handle(event, cx).await
+        let state = state
+            .downcast_mut::<S>()
+            .ok_or_else(|| HandlerError::permanent("batch state has the wrong type"))?;
+        let mut cx = HandlerContext {
+            conn: parts.conn,
+            meta: parts.meta,
+            staged: parts.staged,
+            state,
+        };
+        self.handler.handle(event, &mut cx).await
     }
 }
 
@@ -192,38 +212,127 @@ impl<'a> BatchView<'a> {
     }
 }
 
-/// Per-batch state a [`BatchPrelude`] prepares for the handlers of its batch.
-pub type BatchState = Box<dyn Any + Send + Sync>;
-
-/// Runs once per batch transaction, around the handlers: [`BatchPrelude::prepare`] after the
-/// inbox and before the first handler, with every event the handlers are about to apply;
-/// [`BatchPrelude::finish`] after the last handler, before the commit. A service uses it to
-/// do set-based work once per batch instead of once per message: take all of the batch's row
-/// locks in one statement in a fixed order (so batches on several channels wait for each
-/// other but never deadlock), load what the handlers decide on, and write their combined
-/// effects in a few statements. Handlers reach the state through
-/// [`HandlerContext::batch_state`].
+/// What a service's handlers decide on, loaded once per batch transaction and stored once.
+///
+/// [`BatchState::load`] runs after the inbox and before the first handler, with every event
+/// the handlers are about to apply: it reads (and locks, in a fixed order, so batches on
+/// several channels or replicas wait for each other instead of deadlocking) the rows their
+/// decisions need. Each handler then decides on the state in delivery order, as the messages
+/// before it left it, and [`BatchState::store`] writes the result before the commit. A batch
+/// therefore has exactly the effects of its messages applied one at a time in delivery order
+/// (docs/contract.md, "Batches are invisible"), in a few statements instead of a few per
+/// message. An error in either is handled like a handler's: the batch rolls back and its
+/// messages are applied one per transaction.
 #[async_trait::async_trait]
-pub trait BatchPrelude: Send + Sync + 'static {
-    /// Prepares the batch's transaction and returns the handlers' shared state. An error is
-    /// handled like a handler's: the batch rolls back and its messages are applied one by one.
-    async fn prepare(
+pub trait BatchState: Sized + Send + Sync + 'static {
+    /// Loads what the batch's handlers decide on.
+    async fn load(conn: &mut PgConnection, batch: &BatchView<'_>) -> Result<Self, HandlerError>;
+
+    /// Writes what the handlers decided, before the commit.
+    async fn store(self, conn: &mut PgConnection) -> Result<(), HandlerError>;
+}
+
+/// No state: the handlers write through the transaction themselves.
+#[async_trait::async_trait]
+impl BatchState for () {
+    async fn load(_: &mut PgConnection, _: &BatchView<'_>) -> Result<Self, HandlerError> {
+        Ok(())
+    }
+
+    async fn store(self, _: &mut PgConnection) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// A [`BatchState`] with its type erased, beside the handlers that use it.
+#[async_trait::async_trait]
+trait ErasedState: Send + Sync {
+    async fn load(
         &self,
         conn: &mut PgConnection,
         batch: &BatchView<'_>,
-    ) -> Result<BatchState, HandlerError>;
-
-    /// Writes what the handlers left in `state`, before the commit.
-    async fn finish(&self, conn: &mut PgConnection, state: BatchState) -> Result<(), HandlerError>;
+    ) -> Result<Box<dyn Any + Send + Sync>, HandlerError>;
+    async fn store(
+        &self,
+        conn: &mut PgConnection,
+        state: Box<dyn Any + Send + Sync>,
+    ) -> Result<(), HandlerError>;
 }
 
-/// The event types a service consumes, each with its handler.
-#[derive(Default)]
+struct StateOf<S>(std::marker::PhantomData<fn() -> S>);
+
+#[async_trait::async_trait]
+impl<S: BatchState> ErasedState for StateOf<S> {
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        batch: &BatchView<'_>,
+    ) -> Result<Box<dyn Any + Send + Sync>, HandlerError> {
+        Ok(Box::new(S::load(conn, batch).await?))
+    }
+
+    async fn store(
+        &self,
+        conn: &mut PgConnection,
+        state: Box<dyn Any + Send + Sync>,
+    ) -> Result<(), HandlerError> {
+        let state = state
+            .downcast::<S>()
+            .map_err(|_| HandlerError::permanent("batch state has the wrong type"))?;
+        state.store(conn).await
+    }
+}
+
+/// The event types a service consumes, each with its handler, and the state their batches
+/// load ([`Subscriptions::with_state`]).
 pub struct Subscriptions {
     handlers: HashMap<&'static str, (&'static str, Arc<dyn ErasedHandler>)>,
-    prelude: Option<Arc<dyn BatchPrelude>>,
+    state: Arc<dyn ErasedState>,
     /// Routing keys the service consumed before and no longer does (an event's old shape).
     moved_from: Vec<&'static str>,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Self {
+            handlers: HashMap::new(),
+            state: Arc::new(StateOf::<()>(std::marker::PhantomData)),
+            moved_from: Vec::new(),
+        }
+    }
+}
+
+/// [`Subscriptions`] whose handlers decide on a state `S` their batch loads and stores.
+pub struct StatefulSubscriptions<S> {
+    subscriptions: Subscriptions,
+    _state: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> std::fmt::Debug for StatefulSubscriptions<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.subscriptions.fmt(f)
+    }
+}
+
+impl<S: BatchState> StatefulSubscriptions<S> {
+    /// Handles events of type `E` with `handler`, on the batch's `S`; the queue is bound to
+    /// `E::ROUTING_KEY`.
+    pub fn on<E: Event, H: Handle<E, S>>(mut self, handler: Arc<H>) -> Self {
+        self.subscriptions = self.subscriptions.register::<E, H, S>(handler);
+        self
+    }
+
+    /// See [`Subscriptions::moved_from`].
+    pub fn moved_from(mut self, routing_key: &'static str) -> Self {
+        self.subscriptions = self.subscriptions.moved_from(routing_key);
+        self
+    }
+}
+
+impl<S> From<StatefulSubscriptions<S>> for Subscriptions {
+    fn from(stateful: StatefulSubscriptions<S>) -> Self {
+        stateful.subscriptions
+    }
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -264,18 +373,28 @@ impl Subscriptions {
     ///
     /// let _ = Subscriptions::new().on::<CreateOrderRequest, _>(Arc::new(Sneaky));
     /// ```
-    pub fn on<E: Event, H: Handle<E>>(mut self, handler: Arc<H>) -> Self {
-        let erased: Arc<dyn ErasedHandler> = Arc::new(Typed::<E, H> {
-            handler,
-            _event: std::marker::PhantomData,
-        });
-        self.handlers.insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
-        self
+    pub fn on<E: Event, H: Handle<E>>(self, handler: Arc<H>) -> Self {
+        self.register::<E, H, ()>(handler)
     }
 
-    /// Runs `prelude` at the start of every batch transaction.
-    pub fn with_prelude(mut self, prelude: Arc<dyn BatchPrelude>) -> Self {
-        self.prelude = Some(prelude);
+    /// Subscriptions whose handlers decide on a state `S` that each batch loads before its
+    /// first message and stores after its last (see [`BatchState`]).
+    pub fn with_state<S: BatchState>() -> StatefulSubscriptions<S> {
+        StatefulSubscriptions {
+            subscriptions: Self {
+                state: Arc::new(StateOf::<S>(std::marker::PhantomData)),
+                ..Self::default()
+            },
+            _state: std::marker::PhantomData,
+        }
+    }
+
+    fn register<E: Event, H: Handle<E, S>, S: BatchState>(mut self, handler: Arc<H>) -> Self {
+        let erased: Arc<dyn ErasedHandler> = Arc::new(Typed::<E, H, S> {
+            handler,
+            _types: std::marker::PhantomData,
+        });
+        self.handlers.insert(E::TYPE_NAME, (E::ROUTING_KEY, erased));
         self
     }
 
@@ -357,6 +476,21 @@ struct Diverted {
     divert: Divert,
 }
 
+/// A message as it arrived: what the broker delivered, or what a test hands the consumer.
+struct Arrival {
+    properties: BasicProperties,
+    body: Vec<u8>,
+    routing_key: String,
+}
+
+/// What applying a batch made of each of its messages, before the broker hears of it.
+struct Settlement {
+    /// (routing key, outcome) of every message settled without a copy sent anywhere.
+    settled: Vec<(String, Outcome)>,
+    /// The messages to send to a retry queue or the DLQ.
+    diverted: Vec<Diverted>,
+}
+
 /// Which of a group's messages a committed transaction applied (the others were duplicates).
 type Applied = HashSet<String>;
 
@@ -426,6 +560,35 @@ impl Consumer {
         })
         .await;
         self.inner.drained.load(Ordering::Relaxed)
+    }
+
+    /// Applies `batch` as if the broker had delivered exactly these messages as one batch,
+    /// through the same decoding, inbox, handlers and transactions as a real delivery, but
+    /// without a broker: nothing is acknowledged, and a message that would be retried or
+    /// dead-lettered is only reported. With `crash_after`, the batch's transaction is rolled
+    /// back after that many handlers and this fails as a crash would (nothing applied). For
+    /// the saga simulation, which chooses every batch's composition itself.
+    #[cfg(feature = "test-util")]
+    pub async fn apply_for_test(
+        &self,
+        batch: &[Envelope],
+        crash_after: Option<usize>,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let arrivals = batch
+            .iter()
+            .map(|e| Arrival {
+                properties: e.properties(0),
+                body: e.payload.clone(),
+                routing_key: e.routing_key.clone(),
+            })
+            .collect();
+        let Settlement { settled, diverted } = self.inner.settle(arrivals, crash_after).await?;
+        let mut outcomes: Vec<Outcome> = settled.into_iter().map(|(_, o)| o).collect();
+        outcomes.extend(diverted.iter().map(|d| match d.divert {
+            Divert::Retry(_) => Outcome::Retried,
+            Divert::DeadLetter(_) => Outcome::DeadLettered,
+        }));
+        Ok(outcomes)
     }
 }
 
@@ -653,66 +816,18 @@ impl Inner {
         };
         let started = Instant::now();
         self.metrics.batch(batch.len());
-        let mut ready = Vec::with_capacity(batch.len());
-        let mut diverted: Vec<Diverted> = Vec::new();
-        // (routing key, outcome) of every delivery settled without a copy sent anywhere.
-        let mut settled: Vec<(String, Outcome)> = Vec::with_capacity(batch.len());
-        let mut seen = HashSet::with_capacity(batch.len());
-        for delivery in batch {
-            match self.prepare(&delivery) {
-                Ok(prepared) => {
-                    // The same message twice in one batch: the first one counts.
-                    if seen.insert(prepared.meta.message_id.clone()) {
-                        ready.push(prepared);
-                    } else {
-                        settled.push((prepared.meta.routing_key, Outcome::Duplicate));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, routing_key = %delivery.routing_key, "undecodable message dead-lettered");
-                    let retry_count = delivery
-                        .properties
-                        .headers()
-                        .as_ref()
-                        .and_then(|h| envelope::header_u32(h, envelope::RETRY_COUNT))
-                        .unwrap_or(0);
-                    diverted.push(Diverted {
-                        properties: delivery.properties.clone(),
-                        body: delivery.data.clone(),
-                        routing_key: delivery.routing_key.to_string(),
-                        retry_count,
-                        divert: Divert::DeadLetter(error.to_string()),
-                    });
-                }
-            }
-        }
-
-        let mut record_applied = |group: &[Prepared], applied: &Applied| {
-            for prepared in group {
-                let outcome = if applied.contains(&prepared.meta.message_id) {
-                    Outcome::Applied
-                } else {
-                    Outcome::Duplicate
-                };
-                settled.push((prepared.meta.routing_key.clone(), outcome));
-            }
-        };
-        if !ready.is_empty() {
-            match self.apply(&ready).await? {
-                Ok(applied) => record_applied(&ready, &applied),
-                Err(_) if ready.len() > 1 => {
-                    // Something in the batch failed: apply each message on its own so only the
-                    // failing ones are diverted.
-                    for prepared in &ready {
-                        match self.apply(std::slice::from_ref(prepared)).await? {
-                            Ok(applied) => record_applied(std::slice::from_ref(prepared), &applied),
-                            Err(error) => diverted.push(self.divert(prepared, error)),
-                        }
-                    }
-                }
-                Err(error) => diverted.push(self.divert(&ready[0], error)),
-            }
-        }
+        let arrivals = batch
+            .into_iter()
+            .map(|d| Arrival {
+                properties: d.properties,
+                body: d.data,
+                routing_key: d.routing_key.to_string(),
+            })
+            .collect();
+        let Settlement {
+            mut settled,
+            diverted,
+        } = self.settle(arrivals, None).await?;
 
         let mut retries = Vec::new();
         for diverted in diverted {
@@ -745,30 +860,112 @@ impl Inner {
         Ok(())
     }
 
-    fn prepare(&self, delivery: &Delivery) -> Result<Prepared, DecodeError> {
-        let meta = IncomingMeta::read(&delivery.properties, delivery.routing_key.as_str())?;
+    /// Applies a batch in the database: decodes each arrival (what cannot be decoded is
+    /// dead-lettered), drops repeats within the batch, applies the rest in one transaction or,
+    /// when a handler fails, one per transaction. Returns what became of each; the diverted
+    /// copies are not sent yet.
+    async fn settle(
+        &self,
+        batch: Vec<Arrival>,
+        crash_after: Option<usize>,
+    ) -> anyhow::Result<Settlement> {
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut diverted: Vec<Diverted> = Vec::new();
+        // (routing key, outcome) of every delivery settled without a copy sent anywhere.
+        let mut settled: Vec<(String, Outcome)> = Vec::with_capacity(batch.len());
+        let mut seen = HashSet::with_capacity(batch.len());
+        for arrival in batch {
+            match self.prepare(&arrival) {
+                Ok(prepared) => {
+                    // The same message twice in one batch: the first one counts.
+                    if seen.insert(prepared.meta.message_id.clone()) {
+                        ready.push(prepared);
+                    } else {
+                        settled.push((prepared.meta.routing_key, Outcome::Duplicate));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, routing_key = %arrival.routing_key, "undecodable message dead-lettered");
+                    let retry_count = arrival
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| envelope::header_u32(h, envelope::RETRY_COUNT))
+                        .unwrap_or(0);
+                    diverted.push(Diverted {
+                        properties: arrival.properties,
+                        body: arrival.body,
+                        routing_key: arrival.routing_key,
+                        retry_count,
+                        divert: Divert::DeadLetter(error.to_string()),
+                    });
+                }
+            }
+        }
+
+        let mut record_applied = |group: &[Prepared], applied: &Applied| {
+            for prepared in group {
+                let outcome = if applied.contains(&prepared.meta.message_id) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Duplicate
+                };
+                settled.push((prepared.meta.routing_key.clone(), outcome));
+            }
+        };
+        if !ready.is_empty() {
+            match self.apply(&ready, crash_after).await? {
+                Ok(applied) => record_applied(&ready, &applied),
+                Err(_) if ready.len() > 1 => {
+                    // Something in the batch failed: apply each message on its own so only the
+                    // failing ones are diverted.
+                    for prepared in &ready {
+                        match self.apply(std::slice::from_ref(prepared), None).await? {
+                            Ok(applied) => record_applied(std::slice::from_ref(prepared), &applied),
+                            Err(error) => diverted.push(self.divert(prepared, error)),
+                        }
+                    }
+                }
+                Err(error) => diverted.push(self.divert(&ready[0], error)),
+            }
+        }
+        Ok(Settlement { settled, diverted })
+    }
+
+    fn prepare(&self, arrival: &Arrival) -> Result<Prepared, DecodeError> {
+        let meta = IncomingMeta::read(&arrival.properties, arrival.routing_key.as_str())?;
         let (_, handler) = self
             .subscriptions
             .handlers
             .get(meta.message_type.as_str())
             .ok_or_else(|| DecodeError::UnknownType(meta.message_type.clone()))?;
-        let event = handler.decode(&delivery.data)?;
+        let event = handler.decode(&arrival.body)?;
         Ok(Prepared {
             span: self.consumer_span(&meta),
             meta,
             event,
             handler: handler.clone(),
-            properties: delivery.properties.clone(),
-            body: delivery.data.clone(),
+            properties: arrival.properties.clone(),
+            body: arrival.body.clone(),
         })
     }
 
     /// Applies `group` in one transaction and returns the ids it applied (the others were
     /// in the inbox already). The outer `Result` is an infrastructure failure (the session
     /// ends, nothing is acknowledged); the inner one is a handler's.
-    async fn apply(&self, group: &[Prepared]) -> anyhow::Result<Result<Applied, HandlerError>> {
+    ///
+    /// `crash_after` (tests only, see [`Consumer::apply_for_test`]) rolls the transaction back
+    /// after that many handlers and fails as a crash would.
+    async fn apply(
+        &self,
+        group: &[Prepared],
+        crash_after: Option<usize>,
+    ) -> anyhow::Result<Result<Applied, HandlerError>> {
         let mut tx = self.pool.begin().await?;
-        let ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();
+        // Sorted: two transactions inserting the same ids (a redelivery racing its first
+        // delivery on another replica) take the index entries in one order and cannot deadlock.
+        let mut ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();
+        ids.sort_unstable();
         // The inbox makes effects exactly-once: a message id already recorded by this consumer
         // was applied by a committed transaction, so it is skipped (and acknowledged).
         let fresh: Applied = sqlx::query_scalar(
@@ -781,39 +978,39 @@ impl Inner {
         .await?
         .into_iter()
         .collect();
-        let mut state: Option<BatchState> = None;
-        if let Some(prelude) = &self.subscriptions.prelude {
-            let batch = BatchView {
-                events: group
-                    .iter()
-                    .filter(|p| fresh.contains(&p.meta.message_id))
-                    .map(|p| (p.meta.message_type.as_str(), p.event.as_ref()))
-                    .collect(),
-            };
-            match prelude.prepare(&mut tx, &batch).await {
-                Ok(prepared) => state = Some(prepared),
-                Err(error) => {
-                    tx.rollback().await?;
-                    return Ok(Err(error));
-                }
+        let batch = BatchView {
+            events: group
+                .iter()
+                .filter(|p| fresh.contains(&p.meta.message_id))
+                .map(|p| (p.meta.message_type.as_str(), p.event.as_ref()))
+                .collect(),
+        };
+        let mut state = match self.subscriptions.state.load(&mut tx, &batch).await {
+            Ok(state) => state,
+            Err(error) => {
+                tx.rollback().await?;
+                return Ok(Err(error));
             }
-        }
+        };
         let mut staged: Vec<Envelope> = Vec::new();
-        for prepared in group {
-            if !fresh.contains(&prepared.meta.message_id) {
-                tracing::debug!(message_id = %prepared.meta.message_id, "duplicate skipped");
-                continue;
+        for (applied, prepared) in group
+            .iter()
+            .filter(|p| fresh.contains(&p.meta.message_id))
+            .enumerate()
+        {
+            if crash_after == Some(applied) {
+                tx.rollback().await?;
+                anyhow::bail!("crash injected after {applied} handlers");
             }
-            let mut cx = HandlerContext {
+            let parts = Parts {
                 conn: &mut tx,
                 meta: &prepared.meta,
                 staged: &mut staged,
-                batch: state.as_deref_mut(),
             };
             let span = &prepared.span;
             let handled = prepared
                 .handler
-                .handle(prepared.event.as_ref(), &mut cx)
+                .handle(prepared.event.as_ref(), state.as_mut(), parts)
                 .instrument(span.clone())
                 .await;
             if let Err(error) = handled {
@@ -823,9 +1020,7 @@ impl Inner {
                 return Ok(Err(error));
             }
         }
-        if let (Some(prelude), Some(state)) = (&self.subscriptions.prelude, state)
-            && let Err(error) = prelude.finish(&mut tx, state).await
-        {
+        if let Err(error) = self.subscriptions.state.store(&mut tx, state).await {
             tx.rollback().await?;
             return Ok(Err(error));
         }

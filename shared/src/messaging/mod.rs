@@ -27,7 +27,7 @@ pub mod shapes;
 pub mod topology;
 
 pub use consumer::{
-    BatchPrelude, BatchState, BatchView, Consumer, Handle, HandlerContext, HandlerError,
+    BatchState, BatchView, Consumer, Handle, HandlerContext, HandlerError, StatefulSubscriptions,
     Subscriptions,
 };
 pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};

@@ -4,7 +4,7 @@ mod page_token;
 mod status;
 
 pub use page_token::PageToken;
-pub use status::OrderStatus;
+pub use status::{OrderStatus, to_proto};
 
 use std::collections::HashSet;
 
