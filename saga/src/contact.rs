@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 pub struct Stamped {
     /// The value.
     pub value: String,
-    /// When the user service made the change (`create_time` / `update_time`).
-    pub at: DateTime<Utc>,
+    /// When the user service made the change (`create_time` / `update_time`); `None`, older
+    /// than any time, when the event carried none or the value was kept before times were.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// What the service knows of a user's contact.
@@ -34,19 +35,15 @@ pub struct ContactChange {
     pub email: Option<String>,
     /// The new name, when the event sets it.
     pub name: Option<String>,
-    /// The event's `create_time` or `update_time` (the oldest possible time when absent, so
-    /// it never overrides a stamped field).
-    pub at: DateTime<Utc>,
+    /// The event's `create_time` or `update_time`; `None` (older than any time) when absent,
+    /// so it never overrides a field set by a timed event.
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl ContactChange {
-    /// A change at `at`, or at the oldest time when the event carried none.
+    /// A change made at `at` (`None`: the event carried no time).
     pub fn new(email: Option<String>, name: Option<String>, at: Option<DateTime<Utc>>) -> Self {
-        Self {
-            email,
-            name,
-            at: at.unwrap_or(DateTime::<Utc>::MIN_UTC),
-        }
+        Self { email, name, at }
     }
 }
 
@@ -62,19 +59,16 @@ impl Contact {
 /// A stored field (value, time) as a [`Stamped`]; a value stored without a time (before times
 /// were kept) is older than any event.
 pub fn stamped(value: Option<String>, at: Option<DateTime<Utc>>) -> Option<Stamped> {
-    value.map(|value| Stamped {
-        value,
-        at: at.unwrap_or(DateTime::<Utc>::MIN_UTC),
-    })
+    value.map(|value| Stamped { value, at })
 }
 
 /// A [`Stamped`] field as stored: (value, time).
 pub fn unstamped(field: Option<&Stamped>) -> (Option<&str>, Option<DateTime<Utc>>) {
-    (field.map(|f| f.value.as_str()), field.map(|f| f.at))
+    (field.map(|f| f.value.as_str()), field.and_then(|f| f.at))
 }
 
 /// Sets `field` to `value` unless what it holds is newer (or as new with a greater value).
-fn merge(field: &mut Option<Stamped>, value: Option<&str>, at: DateTime<Utc>) -> bool {
+fn merge(field: &mut Option<Stamped>, value: Option<&str>, at: Option<DateTime<Utc>>) -> bool {
     let Some(value) = value else { return false };
     let newer = match field {
         None => true,

@@ -28,6 +28,12 @@ pub fn consumed_routing_keys() -> Vec<&'static str> {
     events::subscriptions().routing_keys()
 }
 
+/// The inventory's handlers, as its consumer runs them; the saga simulation
+/// (`tests/tests/saga_simulation.rs`) hands them batches of its own choosing.
+pub fn subscriptions() -> shop_shared::messaging::Subscriptions {
+    events::subscriptions()
+}
+
 pub use config::Config;
 pub use error::InventoryError;
 pub use startup::{Application, MIGRATOR};
