@@ -119,8 +119,13 @@ pub(crate) async fn move_units(
     Ok(done.rows_affected())
 }
 
-/// Locks the reservation records of `orders` (sorted), in order-id order; returns those that
-/// exist.
+/// Takes the batch's lock on each of `orders` (sorted), in order, then reads (and locks)
+/// their reservation records; returns those that exist.
+///
+/// The per-order lock is a transaction-level advisory lock keyed by the order id: unlike a row
+/// lock it exists before the order's record does, so two transactions deciding about the same
+/// new order (its `order.created` on one replica, its `order.cancelled` on another) take turns,
+/// and the second reads what the first committed instead of deciding on a stale view.
 pub(crate) async fn lock_reservations(
     conn: &mut PgConnection,
     orders: &[Uuid],
@@ -128,6 +133,17 @@ pub(crate) async fn lock_reservations(
     if orders.is_empty() {
         return Ok(Vec::new());
     }
+    // The keys in ascending order, and `unnest` takes them in array order: every transaction
+    // takes these locks in one order, so they cannot deadlock on each other.
+    let mut keys: Vec<i64> = orders.iter().map(|id| order_lock_key(*id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+        &keys
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let rows = sqlx::query!(
         r#"SELECT order_id, status, items AS "items: Json<Vec<Held>>" FROM reservations
            WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
@@ -152,6 +168,11 @@ pub(crate) async fn lock_reservations(
             Ok((r.order_id, Reservation { status, items }))
         })
         .collect()
+}
+
+/// The advisory lock key of an order: the low 64 bits of its id (random bits in a UUID v7).
+fn order_lock_key(order_id: Uuid) -> i64 {
+    order_id.as_u64_pair().1 as i64
 }
 
 fn columns(records: &[(Uuid, Reservation)]) -> (Vec<Uuid>, Vec<String>, Vec<serde_json::Value>) {
