@@ -196,7 +196,7 @@ impl<E: Event, S: BatchState, H: Handle<E, S>> ErasedHandler for Typed<E, H, S> 
     }
 }
 
-/// The fresh (not yet applied) events of one batch, for a [`BatchPrelude`].
+/// The fresh (not yet applied) events of one batch, for [`BatchState::load`].
 #[derive(Debug)]
 pub struct BatchView<'a> {
     events: Vec<(&'a str, &'a (dyn Any + Send + Sync))>,
