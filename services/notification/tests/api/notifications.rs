@@ -1,5 +1,6 @@
 use shop_proto::notification::v1::ListNotificationsRequest;
 use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
+use shop_proto::user::v1::UserUpdated;
 use shop_proto::user::v2::{PersonName, UserCreated};
 use shop_shared::testing::publish;
 use tonic::Code;
@@ -242,4 +243,53 @@ async fn list_notifications_pages_and_rejects_bad_input() {
         assert_eq!(status.code(), Code::InvalidArgument);
     }
     assert!(app.list(&uuid::Uuid::now_v7().to_string()).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_older_user_update_arriving_after_a_newer_one_changes_nothing() {
+    // Arrange: a user, then an update, then an update made *before* it that arrives late.
+    let mut app = spawn_app().await;
+    let user_id = uuid::Uuid::now_v7().to_string();
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    publish(&app.env.broker, &user(&user_id)).await;
+    let update = |email: &str, name: Option<&str>, seconds| UserUpdated {
+        user_id: user_id.clone(),
+        email: Some(email.into()),
+        name: name.map(Into::into),
+        update_time: Some(at(seconds)),
+    };
+    publish(
+        &app.env.broker,
+        &update("new@example.com", None, 2_000_000_000),
+    )
+    .await;
+    publish(
+        &app.env.broker,
+        &update("old@example.com", Some("Ada L."), 1_900_000_000),
+    )
+    .await;
+
+    // Act: an order event, sent to the contact as it stands.
+    publish(
+        &app.env.broker,
+        &OrderConfirmed {
+            order_id: "o-1".into(),
+            customer_id: user_id.clone(),
+            total_cents: 100,
+        },
+    )
+    .await;
+
+    // Assert: the newer email is kept; the older event's name, which nothing newer set, is taken.
+    let list = app.wait_for(&user_id, 2).await;
+    let confirmed = list
+        .iter()
+        .find(|n| n.order_id == "o-1")
+        .expect("the order notification");
+    assert_eq!(confirmed.recipient, "new@example.com");
+    assert!(
+        confirmed.body.starts_with("Hello Ada L.,"),
+        "{}",
+        confirmed.body
+    );
 }
