@@ -141,6 +141,13 @@ pub struct MessagingConfig {
     pub outbox_max_attempts: i32,
     /// `OUTBOX_RETENTION_S` (default 3600): how long published rows are kept before the purge.
     pub outbox_retention: Duration,
+    /// `INBOX_RETENTION_S` (default 604800, 7 days): how long the id of an applied message is
+    /// kept to recognise a duplicate. Far longer than the longest redelivery path (a retry's
+    /// backoff, a relay's republish after a crash: minutes), so every duplicate is still seen.
+    pub inbox_retention: Duration,
+    /// `PURGE_INTERVAL_S` (default 60): how often the tables that grow with traffic are purged
+    /// of rows past their retention ([`crate::retention`]).
+    pub purge_interval: Duration,
     /// `OUTBOX_LINGER_MS` (default 1): how long a woken relay waits for more rows to gather
     /// before it claims a round (see `consumer_linger` for what it trades).
     pub outbox_linger: Duration,
@@ -169,6 +176,8 @@ impl Default for MessagingConfig {
             outbox_poll: Duration::from_millis(1000),
             outbox_max_attempts: 10,
             outbox_retention: Duration::from_secs(3600),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            purge_interval: Duration::from_secs(60),
             outbox_linger: Duration::from_millis(1),
             metrics_interval: Duration::from_millis(5000),
             retired: crate::messaging::Retired::default(),
@@ -207,6 +216,13 @@ impl MessagingConfig {
                 "OUTBOX_RETENTION_S",
                 d.outbox_retention.as_secs(),
             )?),
+            inbox_retention: Duration::from_secs(env_parse(
+                "INBOX_RETENTION_S",
+                d.inbox_retention.as_secs(),
+            )?),
+            purge_interval: Duration::from_secs(
+                env_parse("PURGE_INTERVAL_S", d.purge_interval.as_secs())?.max(1),
+            ),
             outbox_linger: Duration::from_millis(env_parse(
                 "OUTBOX_LINGER_MS",
                 d.outbox_linger.as_millis() as u64,

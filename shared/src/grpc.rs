@@ -4,6 +4,7 @@
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 
 use crate::messaging::EventContext;
 use crate::telemetry::propagation::TraceFields;
@@ -132,22 +133,25 @@ impl tonic::service::Interceptor for TraceInterceptor {
     }
 }
 
+/// The layers of [`server`], outermost last.
+pub type ServerLayers = Stack<
+    crate::auth::AuthLayer,
+    Stack<
+        crate::telemetry::grpc_layer::GrpcTraceLayer,
+        Stack<crate::grpc_drain::DrainLayer, Identity>,
+    >,
+>;
+
 /// The server builder every service uses, so limits and layers are the same everywhere: the
-/// trace layer outermost (so a refused call still has its server span and is counted in
-/// `metrics`), then `auth`.
+/// drain outermost (open streams end when the shutdown's drain is over), then the trace layer
+/// (so a refused call still has its server span and is counted in `metrics`), then `auth`.
 pub fn server(
     auth: crate::auth::AuthLayer,
     metrics: crate::metrics::Metrics,
-) -> tonic::transport::Server<
-    tower::layer::util::Stack<
-        crate::auth::AuthLayer,
-        tower::layer::util::Stack<
-            crate::telemetry::grpc_layer::GrpcTraceLayer,
-            tower::layer::util::Identity,
-        >,
-    >,
-> {
+    drained: tokio_util::sync::CancellationToken,
+) -> tonic::transport::Server<ServerLayers> {
     tonic::transport::Server::builder()
+        .layer(crate::grpc_drain::DrainLayer::new(drained))
         .layer(crate::telemetry::grpc_layer::GrpcTraceLayer::new(metrics))
         .layer(auth)
         // Bounds how long a client may keep a connection idle-open without pings.

@@ -35,9 +35,17 @@ use crate::messaging::{
     Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
 use crate::metrics::Metrics;
+use crate::retention::Purge;
 
-/// How long shutdown waits for the consumer, the relay and the HTTP port to stop.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// How long after the shutdown signal in-flight gRPC calls may go on; response streams still
+/// open then (a `Health/Watch`, say) are ended with UNAVAILABLE ([`crate::grpc_drain`]).
+pub const GRPC_DRAIN: Duration = Duration::from_secs(5);
+/// How long after the signal the gRPC server is waited for at most: a connection whose client
+/// does not even read the end of its stream is left behind (the process exits without it).
+const GRPC_STOP_DEADLINE: Duration = Duration::from_secs(7);
+/// How long after the shutdown signal the consumer, the relay and the HTTP port have to stop:
+/// the contract gives a stopping process 10 s from the signal.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
 
 /// What a service finished after the shutdown signal.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -274,9 +282,15 @@ pub async fn prepare(
         .shared_links
         .clone()
         .unwrap_or_else(|| Links::new(&config.amqp.url, &config.names(), config.name));
+    // The inbox grows with every message applied; a service that consumes nothing has none.
+    let purges = subscriptions
+        .iter()
+        .map(|_| Purge::inbox(config.messaging.inbox_retention))
+        .collect();
     Ok(ServiceParts {
         links,
         owned_links,
+        purges,
         config,
         pool,
         listener,
@@ -308,6 +322,9 @@ pub struct ServiceParts {
     pub links: Links,
     /// Whether the links are the service's own (closed when it stops) or the process's.
     pub owned_links: bool,
+    /// The tables purged on a schedule (the inbox, when the service consumes); a service adds
+    /// its own.
+    pub purges: Vec<Purge>,
 }
 
 impl ServiceParts {
@@ -366,6 +383,7 @@ where
         metrics,
         links,
         owned_links,
+        purges,
     } = parts;
     let tracker = TaskTracker::new();
     let names = config.names();
@@ -381,6 +399,13 @@ where
         metrics.clone(),
         pool.clone(),
         config.messaging.metrics_interval,
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::retention::run(
+        config.name,
+        pool.clone(),
+        purges,
+        config.messaging.purge_interval,
         shutdown.clone(),
     ));
     tracker.spawn(crate::http::refresh_keys(
@@ -429,7 +454,6 @@ where
         .await;
     tracing::info!(service = config.name, addr = %listener.local_addr()?, "serving gRPC");
 
-    let stop = shutdown.clone();
     let mut routes = tonic::service::Routes::builder();
     routes
         .add_service(standard.health)
@@ -438,7 +462,20 @@ where
         .add_service(grpc);
     let mut routes = routes.routes();
     crate::grpc::explain_unknown_services(&mut routes, config.name, S::NAME);
-    let result = crate::grpc::server(auth.protecting(S::NAME), metrics)
+    // When the signal came: every stage of the shutdown is bounded from it.
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+    let drained = CancellationToken::new();
+    let drain_timer = tokio::spawn({
+        let (shutdown, drained, signalled) = (shutdown.clone(), drained.clone(), signalled.clone());
+        async move {
+            shutdown.cancelled().await;
+            let at = *signalled.get_or_init(tokio::time::Instant::now);
+            tokio::time::sleep_until(at + GRPC_DRAIN).await;
+            drained.cancel();
+        }
+    });
+    let stop = shutdown.clone();
+    let serve = crate::grpc::server(auth.protecting(S::NAME), metrics, drained)
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
@@ -451,11 +488,29 @@ where
                     .set_service_status("", ServingStatus::NotServing)
                     .await;
             },
-        )
-        .await;
+        );
+    let gave_up = {
+        let (shutdown, signalled) = (shutdown.clone(), signalled.clone());
+        async move {
+            shutdown.cancelled().await;
+            let at = *signalled.get_or_init(tokio::time::Instant::now);
+            tokio::time::sleep_until(at + GRPC_STOP_DEADLINE).await;
+        }
+    };
+    let result = tokio::select! {
+        result = serve => result,
+        () = gave_up => {
+            tracing::warn!(
+                service = config.name,
+                "gRPC connections still open {GRPC_STOP_DEADLINE:?} after the signal: stopping without them"
+            );
+            Ok(())
+        }
+    };
+    drain_timer.abort();
     // The server also returns on an error: make sure the background tasks stop with it.
     shutdown.cancel();
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let deadline = *signalled.get_or_init(tokio::time::Instant::now) + SHUTDOWN_DEADLINE;
     let mut drained = Drained::default();
     if let Some(consumer) = consumer {
         drained.deliveries = join_by(deadline, consumer, config.name, "consumer").await;

@@ -146,6 +146,7 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
                 memory_kib: 64,
                 iterations: 1,
             },
+            password_checks: shop_user::config::PasswordCheckLimits::default(),
             auth: shop_user::config::UserAuthConfig {
                 admin: Some(shop_user::config::AdminAccount {
                     email: format!(
@@ -162,6 +163,7 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
         },
         inventory: shop_inventory::Config {
             service: service_config("inventory", &dbs[2], &broker),
+            reservation_retention: shop_inventory::config::DEFAULT_RESERVATION_RETENTION,
         },
         notification: shop_notification::Config {
             service: service_config("notification", &dbs[3], &broker),

@@ -9,7 +9,7 @@ use shop_proto::notification::v1::ListNotificationsRequest;
 use shop_proto::order::v1::{
     CancelOrderRequest, CreateOrderRequest, GetOrderRequest, LineItem, ListOrdersRequest,
 };
-use shop_proto::user::v1::{CreateUserRequest, GetUserRequest, UpdateUserRequest};
+use shop_proto::user::v1::{CreateUserRequest, GetUserRequest, LoginRequest, UpdateUserRequest};
 use shop_tests::{TestSystem, order_request};
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -93,6 +93,37 @@ async fn every_user_rpc_answers_bad_input_with_the_contract_code() {
             "huge password",
             create("a@example.com", "Ada", &huge(100_000)),
         ),
+        (
+            "NUL in email",
+            create("a\0b@example.com", "Ada", "long enough"),
+        ),
+        (
+            "NUL in name",
+            create("a@example.com", "A\0da", "long enough"),
+        ),
+        (
+            "newline in name",
+            create("a@example.com", "A\nda", "long enough"),
+        ),
+        (
+            "NUL in password",
+            create("a@example.com", "Ada", "long\0enough"),
+        ),
+        ("NUL in metadata", {
+            let mut request = create("a@example.com", "Ada", "long enough");
+            request.metadata.insert("source".into(), "a\0b".into());
+            request
+        }),
+        ("control in metadata key", {
+            let mut request = create("a@example.com", "Ada", "long enough");
+            request.metadata.insert("so\u{1b}urce".into(), "ab".into());
+            request
+        }),
+        ("NUL in given name", {
+            let mut request = create("a@example.com", "Ada", "long enough");
+            request.given_name = Some("A\0".into());
+            request
+        }),
     ] {
         check(
             what,
@@ -138,6 +169,56 @@ async fn every_user_rpc_answers_bad_input_with_the_contract_code() {
         Code::InvalidArgument,
     );
     check(
+        "UpdateUser NUL in name",
+        users.update_user(update(uuid(), None, Some("a\0b"))).await,
+        Code::InvalidArgument,
+    );
+    check(
+        "UpdateUser NUL in email",
+        users
+            .update_user(update(uuid(), Some("a\0@example.com"), None))
+            .await,
+        Code::InvalidArgument,
+    );
+    check(
+        "GetUser NUL in id",
+        users
+            .get_user(GetUserRequest {
+                user_id: format!("{}\0", uuid()),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    for (what, email) in [
+        ("Login NUL in email", "a\0b@example.com".to_owned()),
+        (
+            "Login 1 MiB email",
+            format!("{}@example.com", huge(1 << 20)),
+        ),
+        ("Login email without @", "nope".to_owned()),
+    ] {
+        check(
+            what,
+            users
+                .login(LoginRequest {
+                    email,
+                    password: "long enough".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+        );
+    }
+    check(
+        "Login NUL in password",
+        users
+            .login(LoginRequest {
+                email: "a@example.com".into(),
+                password: "long\0enough".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    check(
         "UpdateUser unknown",
         users.update_user(update(uuid(), None, Some("n"))).await,
         Code::NotFound,
@@ -163,6 +244,10 @@ async fn every_order_rpc_answers_bad_input_with_the_contract_code() {
     huge_key.idempotency_key = huge(1_000);
     let mut bad_customer = with(vec![item("a", 1, 1)]);
     bad_customer.customer_id = "not-a-uuid".into();
+    let mut nul_key = with(vec![item("a", 1, 1)]);
+    nul_key.idempotency_key = "k\0".into();
+    let mut control_key = with(vec![item("a", 1, 1)]);
+    control_key.idempotency_key = "k\n1".into();
     for (what, request) in [
         ("no items", with(vec![])),
         ("zero quantity", with(vec![item("a", 0, 1)])),
@@ -187,6 +272,10 @@ async fn every_order_rpc_answers_bad_input_with_the_contract_code() {
         ("huge product", with(vec![item(&huge(10_000), 1, 1)])),
         ("huge idempotency key", huge_key),
         ("bad customer id", bad_customer),
+        ("NUL in product", with(vec![item("a\0b", 1, 1)])),
+        ("escape in product", with(vec![item("a\u{1b}[0m", 1, 1)])),
+        ("NUL in idempotency key", nul_key),
+        ("newline in idempotency key", control_key),
     ] {
         check(
             what,
@@ -262,6 +351,11 @@ async fn every_order_rpc_answers_bad_input_with_the_contract_code() {
         Code::NotFound,
     );
     check(
+        "CancelOrder NUL in reason",
+        orders.cancel_order(cancel(&uuid(), "changed\0mind")).await,
+        Code::InvalidArgument,
+    );
+    check(
         "CancelOrder huge reason",
         orders.cancel_order(cancel(&uuid(), &huge(10_000))).await,
         Code::InvalidArgument,
@@ -292,6 +386,22 @@ async fn inventory_and_notification_rpcs_answer_bad_input_with_the_contract_code
         inventory.adjust_stock(adjust(&huge(10_000), 1)).await,
         Code::InvalidArgument,
     );
+    for id in ["a\0b", "a\nb", "\u{7f}"] {
+        check(
+            "AdjustStock control character in id",
+            inventory.adjust_stock(adjust(id, 1)).await,
+            Code::InvalidArgument,
+        );
+        check(
+            "GetStock control character in id",
+            inventory
+                .get_stock(GetStockRequest {
+                    product_id: id.into(),
+                })
+                .await,
+            Code::InvalidArgument,
+        );
+    }
     check(
         "AdjustStock below zero",
         inventory.adjust_stock(adjust("a", -1)).await,
@@ -337,6 +447,18 @@ async fn inventory_and_notification_rpcs_answer_bad_input_with_the_contract_code
         "ListNotifications bad token",
         notifications
             .list_notifications(list(&uuid(), 1, "bad"))
+            .await,
+        Code::InvalidArgument,
+    );
+    check(
+        "ListNotifications NUL in user",
+        notifications.list_notifications(list("\0", 1, "")).await,
+        Code::InvalidArgument,
+    );
+    check(
+        "ListNotifications NUL in token",
+        notifications
+            .list_notifications(list(&uuid(), 1, "\0"))
             .await,
         Code::InvalidArgument,
     );

@@ -55,8 +55,12 @@ pub(crate) fn subscriptions() -> Subscriptions {
 }
 
 fn order_id(raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| HandlerError::permanent(format!("order_id {raw:?} is not a UUID")))
+    Uuid::parse_str(raw).map_err(|_| {
+        HandlerError::permanent(format!(
+            "order_id {} is not a UUID",
+            shop_shared::input::shown(raw)
+        ))
+    })
 }
 
 fn wanted(e: &OrderCreated) -> Result<Wanted, HandlerError> {

@@ -234,3 +234,25 @@ pub(crate) async fn update_reservations(
     .await?;
     Ok(())
 }
+
+/// Deletes at most `chunk` settled reservation records (FAILED, RELEASED) last changed longer
+/// ago than `retention`. RESERVED records hold units and CANCELLED ones keep a late
+/// `order.created` from reserving: those stay.
+pub(crate) async fn purge_settled_reservations(
+    pool: &sqlx::PgPool,
+    retention: std::time::Duration,
+    chunk: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM reservations WHERE order_id IN ( \
+             SELECT order_id FROM reservations \
+             WHERE status IN ('FAILED', 'RELEASED') \
+               AND updated_at < now() - make_interval(secs => $1) \
+             LIMIT $2)",
+        retention.as_secs_f64(),
+        chunk,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use shop_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use shop_shared::auth::{AuthLayer, PublicMethods};
 use shop_shared::grpc::MAX_REQUEST_BYTES;
+use shop_shared::retention::Purge;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +29,20 @@ impl Application {
     /// Opens and migrates the database, checks the broker and declares the queues, binds
     /// the gRPC listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let parts = service::prepare(
+        let mut parts = service::prepare(
             config.service,
             &MIGRATOR,
             Some(crate::events::subscriptions()),
         )
         .await?;
+        let retention = config.reservation_retention;
+        parts
+            .purges
+            .push(Purge::new("reservations", move |pool, chunk| {
+                Box::pin(async move {
+                    crate::repository::purge_settled_reservations(&pool, retention, chunk).await
+                })
+            }));
         // Every call needs a token, checked with the user service's public keys.
         let auth = AuthLayer::new(parts.jwks_verifier()?, PublicMethods::none());
         Ok(Self {

@@ -48,9 +48,16 @@ impl Stock {
         _caller: &Caller,
         product_id: &str,
     ) -> Result<StockRow, InventoryError> {
-        // docs/contract.md gives GetStock one error, NOT_FOUND: an empty or unknown id has no stock.
+        // docs/contract.md gives GetStock one error, NOT_FOUND: an empty, too long or unknown
+        // id has no stock. Only a control character (NUL above all) is INVALID_ARGUMENT.
+        let product_id = product_id.trim();
+        shop_shared::input::no_control("product_id", product_id)
+            .map_err(InventoryError::InvalidArgument)?;
+        if product_id.chars().count() > crate::domain::MAX_PRODUCT_ID_CHARS {
+            return Err(InventoryError::NotFound);
+        }
         let mut conn = self.pool.acquire().await?;
-        repository::find_stock(&mut conn, product_id.trim())
+        repository::find_stock(&mut conn, product_id)
             .await?
             .ok_or(InventoryError::NotFound)
     }

@@ -46,8 +46,12 @@ pub(crate) fn subscriptions(sender: Arc<dyn Sender>) -> Subscriptions {
 }
 
 fn user_id(raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| HandlerError::permanent(format!("user id {raw:?} is not a UUID")))
+    Uuid::parse_str(raw).map_err(|_| {
+        HandlerError::permanent(format!(
+            "user id {} is not a UUID",
+            shop_shared::input::shown(raw)
+        ))
+    })
 }
 
 /// Applies a change to a user's contact: load (locked), decide ([`shop_saga::contact`]: the

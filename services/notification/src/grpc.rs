@@ -27,8 +27,12 @@ impl TryFrom<ListNotificationsRequest> for ListQuery {
 
     fn try_from(r: ListNotificationsRequest) -> Result<Self, Self::Error> {
         let invalid = NotificationError::InvalidArgument;
-        let user_id = Uuid::parse_str(r.user_id.trim())
-            .map_err(|_| invalid(format!("user_id {:?} is not a UUID", r.user_id)))?;
+        let user_id = Uuid::parse_str(r.user_id.trim()).map_err(|_| {
+            invalid(format!(
+                "user_id {} is not a UUID",
+                shop_shared::input::shown(&r.user_id)
+            ))
+        })?;
         let limit: i64 = match r.page_size {
             0 => 50,
             n if n < 0 => {

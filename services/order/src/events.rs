@@ -148,8 +148,12 @@ impl Answered {
 }
 
 fn event_id(field: &str, raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| HandlerError::permanent(format!("{field} {raw:?} is not a UUID")))
+    Uuid::parse_str(raw).map_err(|_| {
+        HandlerError::permanent(format!(
+            "{field} {} is not a UUID",
+            shop_shared::input::shown(raw)
+        ))
+    })
 }
 
 /// Applies a change to a customer's contact: load (locked), decide, store.

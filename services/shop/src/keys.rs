@@ -6,8 +6,11 @@
 //!   on their next Login), keeps the old public keys in the JWK Set until their last token
 //!   has expired (`AUTH_TOKEN_TTL_S` after the rotation, plus a minute for clock skew), and
 //!   deletes the keys whose tokens have all expired.
+//! - `shop keys revoke <kid>` removes a key at once (a leaked one): every verifier stops
+//!   accepting its tokens, cached ones included, at its next refresh of the JWK Set
+//!   (`AUTH_JWKS_REFRESH_S`); if it was the signing key, a new one signs from now on.
 //!
-//! Both read `USER_DATABASE_URL` (and `AUTH_TOKEN_TTL_S`) like the user service.
+//! All read `USER_DATABASE_URL` (and `AUTH_TOKEN_TTL_S`) like the user service.
 
 use anyhow::Context as _;
 use shop_user::keys;
@@ -25,6 +28,11 @@ enum KeysCommand {
     List,
     /// Add a signing key that signs from now on; retire the others.
     Rotate,
+    /// Remove a key at once: its tokens stop verifying at every verifier's next refresh.
+    Revoke {
+        /// The key's id (see `shop keys list`).
+        kid: String,
+    },
 }
 
 /// Runs `shop keys …`.
@@ -92,6 +100,25 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             }
             for kid in &rotation.dropped {
                 println!("dropped: {kid} (its tokens have all expired)");
+            }
+        }
+        KeysCommand::Revoke { kid } => {
+            let revocation = keys::revoke(&pool, kid.trim())
+                .await
+                .context("failed to revoke the key")?;
+            let Some(revocation) = revocation else {
+                pool.close().await;
+                anyhow::bail!(
+                    "no signing key has kid {} (see `shop keys list`)",
+                    shop_shared::input::shown(kid.trim())
+                );
+            };
+            println!(
+                "revoked: {} (every verifier stops accepting its tokens within AUTH_JWKS_REFRESH_S)",
+                revocation.revoked
+            );
+            if let Some(new_kid) = revocation.new_kid {
+                println!("new signing key: {new_kid} (the revoked key was the one signing)");
             }
         }
     }

@@ -18,6 +18,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// The argon2id cost.
     pub password: PasswordHashing,
+    /// How many password checks may run and wait at once.
+    pub password_checks: PasswordCheckLimits,
     /// Tokens, login throttling and the staff account.
     pub auth: UserAuthConfig,
 }
@@ -36,6 +38,26 @@ impl Default for PasswordHashing {
         Self {
             memory_kib: 19 * 1024,
             iterations: 2,
+        }
+    }
+}
+
+/// The bound on password checks (docs/contract.md, "Bounds"): each needs
+/// [`PasswordHashing::memory_kib`] of memory while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCheckLimits {
+    /// `PASSWORD_HASH_CONCURRENCY` (default: the number of CPUs): checks running at once.
+    pub concurrency: usize,
+    /// `PASSWORD_HASH_QUEUE` (default 32): calls waiting for a running slot; beyond them a
+    /// call is answered RESOURCE_EXHAUSTED at once.
+    pub queue: usize,
+}
+
+impl Default for PasswordCheckLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            queue: 32,
         }
     }
 }
@@ -79,6 +101,7 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let d = PasswordHashing::default();
         let a = UserAuthConfig::default();
+        let limits = PasswordCheckLimits::default();
         let admin = match (env_var("SHOP_ADMIN_EMAIL"), env_var("SHOP_ADMIN_PASSWORD")) {
             (Some(email), Some(password)) => Some(AdminAccount {
                 email,
@@ -94,6 +117,10 @@ impl Config {
             password: PasswordHashing {
                 memory_kib: env_parse("PASSWORD_HASH_MEMORY_KIB", d.memory_kib)?,
                 iterations: env_parse("PASSWORD_HASH_ITERATIONS", d.iterations)?,
+            },
+            password_checks: PasswordCheckLimits {
+                concurrency: env_parse("PASSWORD_HASH_CONCURRENCY", limits.concurrency)?.max(1),
+                queue: env_parse("PASSWORD_HASH_QUEUE", limits.queue)?,
             },
             auth: UserAuthConfig {
                 token_ttl: Duration::from_secs(

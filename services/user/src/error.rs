@@ -23,6 +23,9 @@ pub enum UserError {
         /// Seconds until the oldest counted failure leaves the window.
         retry_after_secs: u64,
     },
+    /// CreateUser or Login: the password checks running and waiting are at their bound.
+    #[error("too many password checks in progress; retry shortly")]
+    TooManyPasswordChecks,
     /// The caller may not act on this user.
     #[error("you may only read or change your own user")]
     PermissionDenied,
@@ -56,7 +59,9 @@ impl From<UserError> for Status {
                 Status::already_exists("the email address is already registered")
             }
             UserError::WrongCredentials => Status::unauthenticated(e.to_string()),
-            UserError::TooManyFailedLogins { .. } => Status::resource_exhausted(e.to_string()),
+            UserError::TooManyFailedLogins { .. } | UserError::TooManyPasswordChecks => {
+                Status::resource_exhausted(e.to_string())
+            }
             UserError::PermissionDenied => Status::permission_denied(e.to_string()),
             UserError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
@@ -97,6 +102,10 @@ mod tests {
                 retry_after_secs: 3
             })
             .code(),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            Status::from(UserError::TooManyPasswordChecks).code(),
             Code::ResourceExhausted
         );
         assert_eq!(

@@ -7,6 +7,8 @@
 //! - [`rotate`] adds a key that signs from then on and retires the others; a retired key is
 //!   still published (so its tokens verify) until `retired_at + token TTL + skew`, then
 //!   [`rotate`] or [`prune`] deletes it.
+//! - [`revoke`] removes a key at once (a leaked one): it is no longer published, so every
+//!   verifier stops accepting its tokens at its next refresh; if it signed, a new key signs.
 //! - [`published`] is the JWK Set: every key that may still have live tokens.
 
 use std::sync::{Arc, Mutex};
@@ -94,6 +96,44 @@ pub async fn rotate(pool: &PgPool, token_ttl: Duration) -> anyhow::Result<Rotati
         retired,
         dropped,
     })
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The key removed.
+    pub revoked: String,
+    /// The key made to sign from now on, when the revoked one was the last that signed.
+    pub new_kid: Option<String>,
+}
+
+/// Removes the key `kid` at once, retired or not: it leaves the JWK Set, and every verifier
+/// drops it and the tokens it verified with it at its next refresh (`AUTH_JWKS_REFRESH_S`).
+/// When no key is left to sign, a new one is made in the same transaction, so Login never
+/// signs with a revoked key. `None` when no key has that `kid`.
+pub async fn revoke(pool: &PgPool, kid: &str) -> anyhow::Result<Option<Revocation>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEYS_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let deleted = sqlx::query_scalar!("DELETE FROM signing_keys WHERE kid = $1 RETURNING kid", kid)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(revoked) = deleted else {
+        return Ok(None);
+    };
+    let signing = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM signing_keys WHERE retired_at IS NULL"#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let new_kid = if signing == 0 {
+        Some(insert_new_key(&mut tx).await?.kid().to_owned())
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(Some(Revocation { revoked, new_kid }))
 }
 
 /// Deletes the retired keys whose tokens have all expired; returns their `kid`s.

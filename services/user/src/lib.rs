@@ -12,6 +12,7 @@
 //! - [`keys`] — the signing keys: creation, rotation, the published JWK Set.
 //! - `http`: the HTTP port (the JWK Set).
 //! - [`domain`] — validated input (`Email`, `UserName`, `Password`).
+//! - `password_checks`: the bound on password checks running and waiting at once.
 //! - `repository`: the SQL.
 //! - `events`: the events the service publishes.
 //! - [`error`] — [`UserError`] and its one map to `tonic::Status`.
@@ -23,6 +24,7 @@ mod events;
 mod grpc;
 mod http;
 pub mod keys;
+mod password_checks;
 mod repository;
 pub mod startup;
 mod users;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use shop_shared::auth::Role;
 
 use crate::UserError;
-use crate::domain::SignUpProfile;
+use crate::domain::{Email, SignUpProfile};
 
 /// A user as stored, without the password hash (which is never read back).
 #[derive(Debug, Clone)]
@@ -178,20 +178,22 @@ pub(crate) enum Attempt {
     Throttled { retry_after_secs: u64 },
 }
 
-/// Counts `email_key`'s failures within `window` and, if fewer than `max`, records this
-/// attempt as one (before the password is checked, so that parallel guesses count too).
-/// The advisory lock per email makes the count and the insert one step.
+/// Counts `email`'s failures within `window` and, if fewer than `max`, records this attempt
+/// as one (before the password is checked, so that parallel guesses count too). The advisory
+/// lock per email makes the count and the insert one step. The key is `lower(email)`: the
+/// same fold as the account lookup ([`find_credentials`]) and the unique index.
 pub(crate) async fn reserve_login_attempt(
     pool: &sqlx::PgPool,
-    email_key: &str,
+    email: &Email,
     window: std::time::Duration,
     max: u32,
 ) -> Result<Attempt, sqlx::Error> {
     let window_secs = window.as_secs_f64();
+    let email = email.as_str();
     let mut tx = pool.begin().await?;
     sqlx::query!(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        email_key
+        "SELECT pg_advisory_xact_lock(hashtextextended(lower($1), 0))",
+        email
     )
     .execute(&mut *tx)
     .await?;
@@ -200,8 +202,8 @@ pub(crate) async fn reserve_login_attempt(
                   extract(epoch FROM min(failed_at) + make_interval(secs => $2) - now())::float8
                       AS retry_after
            FROM login_failures
-           WHERE email_key = $1 AND failed_at > now() - make_interval(secs => $2)"#,
-        email_key,
+           WHERE email_key = lower($1) AND failed_at > now() - make_interval(secs => $2)"#,
+        email,
         window_secs,
     )
     .fetch_one(&mut *tx)
@@ -210,18 +212,9 @@ pub(crate) async fn reserve_login_attempt(
         let retry_after_secs = recent.retry_after.unwrap_or(0.0).ceil().max(1.0) as u64;
         Attempt::Throttled { retry_after_secs }
     } else {
-        // Failures that left the window are of no use any more.
         sqlx::query!(
-            "DELETE FROM login_failures \
-             WHERE email_key = $1 AND failed_at <= now() - make_interval(secs => $2)",
-            email_key,
-            window_secs,
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO login_failures (email_key) VALUES ($1)",
-            email_key
+            "INSERT INTO login_failures (email_key) VALUES (lower($1))",
+            email
         )
         .execute(&mut *tx)
         .await?;
@@ -234,10 +227,32 @@ pub(crate) async fn reserve_login_attempt(
 /// A successful login forgets the email's failures (and the attempt just recorded).
 pub(crate) async fn clear_login_failures(
     pool: &sqlx::PgPool,
-    email_key: &str,
+    email: &Email,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!("DELETE FROM login_failures WHERE email_key = $1", email_key)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM login_failures WHERE email_key = lower($1)",
+        email.as_str()
+    )
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Forgets at most `chunk` failed logins, of any email, that left the throttling window: the
+/// table holds at most a window's worth of failures (docs/contract.md, "Bounds").
+pub(crate) async fn purge_login_failures(
+    pool: &sqlx::PgPool,
+    window: std::time::Duration,
+    chunk: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM login_failures WHERE id IN ( \
+             SELECT id FROM login_failures \
+             WHERE failed_at <= now() - make_interval(secs => $1) LIMIT $2)",
+        window.as_secs_f64(),
+        chunk,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

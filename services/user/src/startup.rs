@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use shop_proto::user::v1::user_service_server::UserServiceServer;
 use shop_shared::auth::{AuthLayer, PublicMethods, Verifier};
 use shop_shared::grpc::MAX_REQUEST_BYTES;
+use shop_shared::retention::Purge;
 use shop_shared::service::{self, ServiceParts};
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::grpc::{PUBLIC_METHODS, UserGrpc};
 use crate::keys::{self, CurrentKey, DatabaseKeys};
+use crate::password_checks::PasswordChecks;
+use crate::repository;
 use crate::users::Users;
 
 /// The user service's migrations (`migrations/user`).
@@ -32,7 +35,15 @@ impl Application {
     /// Opens and migrates the database, makes sure a signing key and the staff account
     /// exist, checks the broker, binds the gRPC and HTTP listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let parts = service::prepare(config.service, &MIGRATOR, None).await?;
+        let mut parts = service::prepare(config.service, &MIGRATOR, None).await?;
+        let window = config.auth.login_window;
+        parts
+            .purges
+            .push(Purge::new("login_failures", move |pool, chunk| {
+                Box::pin(
+                    async move { repository::purge_login_failures(&pool, window, chunk).await },
+                )
+            }));
         let key = keys::ensure_signing_key(&parts.pool)
             .await
             .context("failed to load or create the token signing key")?;
@@ -48,6 +59,7 @@ impl Application {
             pool: parts.pool.clone(),
             waker: parts.waker.clone(),
             hashing,
+            password_checks: PasswordChecks::new(config.password_checks),
             auth: config.auth.clone(),
             key: CurrentKey::new(key),
             dummy_hash: dummy_hash.into(),

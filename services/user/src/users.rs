@@ -18,6 +18,7 @@ use crate::domain::{
 };
 use crate::events::{user_created, user_updated};
 use crate::keys::CurrentKey;
+use crate::password_checks::PasswordChecks;
 use crate::repository::{self, Attempt, UserRow};
 
 /// What the use cases work with.
@@ -27,6 +28,8 @@ pub(crate) struct Users {
     /// Wakes this process's outbox relay after a commit that staged events.
     pub(crate) waker: OutboxWaker,
     pub(crate) hashing: PasswordHashing,
+    /// The bound every CreateUser and Login passes before it hashes or writes anything.
+    pub(crate) password_checks: PasswordChecks,
     pub(crate) auth: UserAuthConfig,
     pub(crate) key: CurrentKey,
     /// Verified against when the email is unknown (see [`password::dummy_hash`]).
@@ -59,13 +62,15 @@ impl Users {
         new: NewUser,
         context: &EventContext,
     ) -> Result<UserRow, UserError> {
+        let admission = self.password_checks.admit()?;
         let cost = self.hashing;
-        // argon2id is deliberately slow: keep it off the async workers.
-        let (new, hash) = blocking(move || {
-            let hash = new.password.hash(cost);
-            (new, hash)
-        })
-        .await?;
+        let (new, hash) = admission
+            .run(move || {
+                let hash = new.password.hash(cost);
+                (new, hash)
+            })
+            .await?;
+        drop(admission);
         let hash = hash.map_err(UserError::Unexpected)?;
         let user = UserRow {
             user_id: Uuid::now_v7(),
@@ -88,10 +93,11 @@ impl Users {
     /// Login: throttled per email, the same answer (and about the same time) for an unknown
     /// email as for a wrong password, then a token signed by the current key.
     pub(crate) async fn login(&self, credentials: Credentials) -> Result<LoggedIn, UserError> {
-        let email_key = credentials.email_key();
+        // Before the attempt is recorded: a call turned away writes nothing.
+        let admission = self.password_checks.admit()?;
         let attempt = repository::reserve_login_attempt(
             &self.pool,
-            &email_key,
+            &credentials.email,
             self.auth.login_window,
             self.auth.login_max_failures,
         )
@@ -100,7 +106,7 @@ impl Users {
             return Err(UserError::TooManyFailedLogins { retry_after_secs });
         }
         let mut conn = self.pool.acquire().await?;
-        let stored = repository::find_credentials(&mut conn, &credentials.email).await?;
+        let stored = repository::find_credentials(&mut conn, credentials.email.as_str()).await?;
         drop(conn);
         let (stored, hash) = match stored {
             Some(stored) => {
@@ -110,12 +116,15 @@ impl Users {
             None => (None, self.dummy_hash.to_string()),
         };
         let candidate = credentials.password;
-        let matches = blocking(move || password::verify(&candidate, &hash)).await?;
+        let matches = admission
+            .run(move || password::verify(&candidate, &hash))
+            .await?;
+        drop(admission);
         let Some(stored) = stored.filter(|_| matches) else {
             tracing::info!("login failed");
             return Err(UserError::WrongCredentials);
         };
-        repository::clear_login_failures(&self.pool, &email_key).await?;
+        repository::clear_login_failures(&self.pool, &credentials.email).await?;
         let key = self.key.get(&self.pool).await?;
         let ttl = self.auth.token_ttl.as_secs() as i64;
         let claims = Claims::new(

@@ -1,10 +1,12 @@
-//! The JWK Set over HTTP: how the order, inventory and notification services (and any other
-//! verifier) get the user service's public keys (`AUTH_JWKS_URL`).
+//! The JWK Set over HTTP or HTTPS: how the order, inventory and notification services (and any
+//! other verifier) get the user service's public keys (`AUTH_JWKS_URL`). HTTPS uses rustls
+//! with the ring provider (the same as the broker connections') and the system's roots.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -16,26 +18,34 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest key set accepted.
 const MAX_BYTES: usize = 256 * 1024;
 
-/// A JWK Set at an `http://` URL.
+/// A JWK Set at an `http://` or `https://` URL.
 #[derive(Debug, Clone)]
 pub struct HttpJwks {
     url: http::Uri,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl HttpJwks {
-    /// A source fetching `url` (plain HTTP: the services' HTTP ports are internal).
+    /// A source fetching `url`: plain HTTP inside a cluster, HTTPS (verified against the
+    /// system's root certificates) when the key set is reached over a network one does not
+    /// trust.
     pub fn new(url: &str) -> anyhow::Result<Self> {
         let url: http::Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("AUTH_JWKS_URL={url:?} is not a URL: {e}"))?;
         anyhow::ensure!(
-            url.scheme_str() == Some("http"),
-            "AUTH_JWKS_URL={url} must be an http:// URL"
+            matches!(url.scheme_str(), Some("http" | "https")),
+            "AUTH_JWKS_URL={url} must be an http:// or https:// URL"
         );
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| anyhow::anyhow!("cannot load the system's root certificates: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(Self {
             url,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 

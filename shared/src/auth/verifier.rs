@@ -13,7 +13,8 @@
 //!
 //! A verified token is remembered by its SHA-256 until its `exp`, so a caller that sends the
 //! same token on every call pays the signature check once (measured in the README: the
-//! cached path costs a hash and a map lookup).
+//! cached path costs a hash and a map lookup). A refresh that no longer lists a `kid` (a
+//! revoked key) forgets every token verified with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -74,13 +75,20 @@ pub enum AuthError {
     BadClaim(&'static str),
 }
 
+/// A token verified before: who it names, its `exp`, the key that verified it.
+struct Verified {
+    caller: Caller,
+    exp: i64,
+    kid: Arc<str>,
+}
+
 /// Checks access tokens; share one per process (`Arc`).
 pub struct Verifier {
     source: Arc<dyn KeySource>,
     keys: RwLock<HashMap<String, Arc<DecodingKey>>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     min_refetch: Duration,
-    verified: Mutex<HashMap<[u8; 32], (Caller, i64)>>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
     validation: Validation,
 }
 
@@ -139,6 +147,12 @@ impl Verifier {
             }
         }
         let count = keys.len();
+        // A key no longer listed was revoked (or expired): its tokens stop here, cached ones
+        // included.
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, verified| keys.contains_key(&*verified.kid));
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(count)
     }
@@ -246,7 +260,15 @@ impl Verifier {
             return Err(AuthError::BadClaim("roles"));
         };
         let caller = Caller { user_id, role };
-        self.remember(digest, caller, claims.exp, now);
+        self.remember(
+            digest,
+            Verified {
+                caller,
+                exp: claims.exp,
+                kid: kid.into(),
+            },
+            now,
+        );
         Ok(caller)
     }
 
@@ -255,19 +277,19 @@ impl Verifier {
         // `exp` is the last valid second's end: the same rule as the check without leeway.
         cache
             .get(digest)
-            .filter(|(_, exp)| now < *exp)
-            .map(|(caller, _)| *caller)
+            .filter(|verified| now < verified.exp)
+            .map(|verified| verified.caller)
     }
 
-    fn remember(&self, digest: [u8; 32], caller: Caller, exp: i64, now: i64) {
+    fn remember(&self, digest: [u8; 32], verified: Verified, now: i64) {
         let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, (_, exp)| now < *exp);
+            cache.retain(|_, v| now < v.exp);
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
         }
-        cache.insert(digest, (caller, exp));
+        cache.insert(digest, verified);
     }
 }
 
@@ -446,5 +468,50 @@ mod tests {
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         assert_eq!(verifier.cached(&digest, c.exp - 1), Some(caller));
         assert_eq!(verifier.cached(&digest, c.exp), None);
+    }
+
+    /// A key set an operator changes: what `shop keys revoke` does to the JWK Set.
+    #[derive(Debug, Default)]
+    struct ChangingKeys(Mutex<JwkSet>);
+
+    #[async_trait::async_trait]
+    impl KeySource for ChangingKeys {
+        async fn fetch(&self) -> anyhow::Result<JwkSet> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_stops_its_cached_tokens_at_the_next_refresh() {
+        let (revoked, kept) = (
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+        );
+        let source = Arc::new(ChangingKeys::default());
+        *source.0.lock().unwrap() = JwkSet {
+            keys: vec![revoked.public_jwk().clone(), kept.public_jwk().clone()],
+        };
+        let verifier = Verifier::new(source.clone(), Duration::from_secs(3600));
+        verifier.refresh().await.unwrap();
+        let (doomed, fine) = (
+            revoked.sign(&claims(600)).unwrap(),
+            kept.sign(&claims(600)).unwrap(),
+        );
+        verifier
+            .verify(&doomed)
+            .await
+            .expect("verified, then cached");
+        verifier.verify(&fine).await.expect("verified, then cached");
+
+        *source.0.lock().unwrap() = JwkSet {
+            keys: vec![kept.public_jwk().clone()],
+        };
+        verifier.refresh().await.unwrap();
+
+        assert_eq!(verifier.verify(&doomed).await, Err(AuthError::UnknownKey));
+        assert!(
+            verifier.verify(&fine).await.is_ok(),
+            "the other key's tokens go on"
+        );
     }
 }

@@ -423,7 +423,21 @@ impl Subscriptions {
     pub fn is_empty(&self) -> bool {
         self.handlers.is_empty()
     }
+
+    /// `routing_key` as a metric label: one of the subscribed keys, or `other`. A delivery's
+    /// key (and its `x-original-routing-key` header) is chosen by whoever published it, and a
+    /// label from outside would let a publisher grow `/metrics` without bound.
+    pub fn metric_key<'a>(&self, routing_key: &'a str) -> &'a str {
+        if self.handlers.values().any(|(key, _)| *key == routing_key) {
+            routing_key
+        } else {
+            OTHER_LABEL
+        }
+    }
 }
+
+/// The metric label of a routing key the consumer does not subscribe to.
+pub const OTHER_LABEL: &str = "other";
 
 /// Consumes one service's queue until shutdown, reconnecting after failures.
 #[derive(Debug, Clone)]
@@ -851,11 +865,13 @@ impl Inner {
         let elapsed = started.elapsed();
         let queue = self.names.queue(&self.service);
         for (routing_key, outcome) in &settled {
+            let label = self.subscriptions.metric_key(routing_key);
             self.metrics
-                .delivery_settled(&queue, routing_key, *outcome, elapsed);
+                .delivery_settled(&queue, label, *outcome, elapsed);
         }
         for (routing_key, retry_queue) in &retries {
-            self.metrics.retry_scheduled(routing_key, retry_queue);
+            let label = self.subscriptions.metric_key(routing_key);
+            self.metrics.retry_scheduled(label, retry_queue);
         }
         Ok(())
     }

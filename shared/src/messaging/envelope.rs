@@ -1,6 +1,7 @@
 //! The wire format of an event: the AMQP properties and headers of docs/contract.md around a
 //! binary protobuf body, and the way back from a delivery to a typed event.
 
+use crate::telemetry::w3c::{bounded_tracestate, well_formed_traceparent};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use shop_proto::Event;
@@ -205,6 +206,16 @@ pub enum DecodeError {
     /// The content type is not protobuf.
     #[error("content type {0:?} is not {CONTENT_TYPE}")]
     WrongContentType(String),
+    /// A property or header the consumer must store (the `message_id`, the `correlation_id`,
+    /// `x-actor-id`) holds what cannot be stored: a control character such as NUL, or too
+    /// many characters.
+    #[error("the {name} cannot be stored: {reason}")]
+    Unstorable {
+        /// Which property or header.
+        name: &'static str,
+        /// Why not (the value shown cut, never whole).
+        reason: String,
+    },
     /// The body does not decode as the message type.
     #[error("the body is not a valid {message_type}: {reason}")]
     Payload {
@@ -257,25 +268,38 @@ impl IncomingMeta {
         {
             return Err(DecodeError::WrongContentType(ct.as_str().to_owned()));
         }
+        let correlation_id = properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        let actor_id = headers
+            .and_then(|h| header_str(h, ACTOR_ID))
+            .filter(|a| !a.is_empty());
+        storable("message_id", &message_id)?;
+        storable("correlation_id", &correlation_id)?;
+        if let Some(actor_id) = &actor_id {
+            storable("x-actor-id header", actor_id)?;
+        }
         Ok(Self {
             message_id,
             message_type,
-            correlation_id: properties
-                .correlation_id()
-                .as_ref()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
+            correlation_id,
             routing_key: headers
                 .and_then(|h| header_str(h, ORIGINAL_ROUTING_KEY))
                 .unwrap_or_else(|| routing_key.to_owned()),
             retry_count: headers
                 .and_then(|h| header_u32(h, RETRY_COUNT))
                 .unwrap_or(0),
-            actor_id: headers
-                .and_then(|h| header_str(h, ACTOR_ID))
-                .filter(|a| !a.is_empty()),
-            traceparent: headers.and_then(|h| header_str(h, TRACEPARENT)),
-            tracestate: headers.and_then(|h| header_str(h, TRACESTATE)),
+            actor_id,
+            // Trace context out of bounds is dropped, never stored or passed on: the flow
+            // starts a new trace, or goes on without the tracestate (docs/contract.md, "Bounds").
+            traceparent: headers
+                .and_then(|h| header_str(h, TRACEPARENT))
+                .and_then(|t| well_formed_traceparent(&t).map(str::to_owned)),
+            tracestate: headers
+                .and_then(|h| header_str(h, TRACESTATE))
+                .and_then(|t| bounded_tracestate(&t).map(str::to_owned)),
         })
     }
 
@@ -294,6 +318,23 @@ impl IncomingMeta {
             tracestate: self.tracestate.clone(),
         }
     }
+}
+
+/// The most characters of a message-derived id the consumer stores (a `message_id` or a
+/// `correlation_id` is a short string: at most 255 bytes anyway).
+pub const MAX_STORED_ID_CHARS: usize = 255;
+
+/// Whether a message-derived id can be stored: no control character (PostgreSQL refuses NUL in
+/// text), at most [`MAX_STORED_ID_CHARS`].
+fn storable(name: &'static str, value: &str) -> Result<(), DecodeError> {
+    let reason = if value.chars().count() > MAX_STORED_ID_CHARS {
+        format!("longer than {MAX_STORED_ID_CHARS} characters")
+    } else if value.chars().any(char::is_control) {
+        format!("{} holds a control character", crate::input::shown(value))
+    } else {
+        return Ok(());
+    };
+    Err(DecodeError::Unstorable { name, reason })
 }
 
 /// Decodes a delivery as event `E`, checking its properties first.

@@ -12,6 +12,49 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// The longest `tracestate` kept; a longer one is dropped (W3C lets a receiver drop it), so a
+/// caller cannot make every event of a flow carry kilobytes (docs/contract.md, "Bounds").
+pub const MAX_TRACESTATE_CHARS: usize = 512;
+/// The most list members a kept `tracestate` may have (W3C's own limit).
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// The longest `traceparent` looked at (version 00 has 55 characters).
+const MAX_TRACEPARENT_CHARS: usize = 256;
+
+/// `raw` when it is a `tracestate` within the bounds above, in printable ASCII; `None`
+/// (dropped) otherwise.
+pub fn bounded_tracestate(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    let kept = !raw.is_empty()
+        && raw.len() <= MAX_TRACESTATE_CHARS
+        && raw.split(',').count() <= MAX_TRACESTATE_MEMBERS
+        && raw.bytes().all(|b| (0x20..0x7f).contains(&b));
+    kept.then_some(raw)
+}
+
+/// `raw` when it has the W3C shape (`version-trace_id-parent_id-flags` in hex, more fields
+/// only in a later version); `None` otherwise, and the flow starts a new trace.
+pub fn well_formed_traceparent(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    if raw.len() > MAX_TRACEPARENT_CHARS {
+        return None;
+    }
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = raw.split('-').collect();
+    match parts.as_slice() {
+        [version, trace_id, parent_id, flags, rest @ ..]
+            if hex(version, 2)
+                && hex(trace_id, 32)
+                && hex(parent_id, 16)
+                && hex(flags, 2)
+                && (rest.is_empty() || *version != "00") =>
+        {
+            Some(raw)
+        }
+        _ => None,
+    }
+}
 
 /// [`TraceContextPropagator`] that accepts every trace flag a W3C sender may set.
 #[derive(Debug, Default)]
@@ -32,12 +75,17 @@ impl TextMapPropagator for LenientTraceContextPropagator {
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        let traceparent = extractor.get(TRACEPARENT).map(keep_only_known_flags);
+        let traceparent = extractor
+            .get(TRACEPARENT)
+            .and_then(well_formed_traceparent)
+            .map(keep_only_known_flags);
+        let tracestate = extractor.get(TRACESTATE).and_then(bounded_tracestate);
         self.inner.extract_with_context(
             cx,
             &WithTraceparent {
                 inner: extractor,
                 traceparent,
+                tracestate,
             },
         )
     }
@@ -47,16 +95,19 @@ impl TextMapPropagator for LenientTraceContextPropagator {
     }
 }
 
-/// `extractor` with its `traceparent` replaced.
+/// `extractor` with its `traceparent` and `tracestate` replaced by what is kept of them.
 struct WithTraceparent<'a> {
     inner: &'a dyn Extractor,
     traceparent: Option<String>,
+    tracestate: Option<&'a str>,
 }
 
 impl Extractor for WithTraceparent<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         if key.eq_ignore_ascii_case(TRACEPARENT) {
             self.traceparent.as_deref()
+        } else if key.eq_ignore_ascii_case(TRACESTATE) {
+            self.tracestate
         } else {
             self.inner.get(key)
         }
@@ -120,6 +171,43 @@ mod tests {
         assert!(!extract(&format!("00-{TRACE}-{SPAN}-zz")).is_valid());
         assert!(!extract(&format!("00-{}-{SPAN}-01", "0".repeat(32))).is_valid());
         assert!(!extract("garbage").is_valid());
+    }
+
+    #[test]
+    fn a_tracestate_over_its_bounds_is_dropped_and_the_trace_goes_on() {
+        let member = |i: usize| format!("k{i}=v");
+        let within = (0..32).map(member).collect::<Vec<_>>().join(",");
+        assert_eq!(bounded_tracestate(&within), Some(within.as_str()));
+        let members_33 = (0..33).map(member).collect::<Vec<_>>().join(",");
+        assert_eq!(bounded_tracestate(&members_33), None);
+        let long = format!("k={}", "v".repeat(MAX_TRACESTATE_CHARS));
+        assert_eq!(bounded_tracestate(&long), None);
+        assert_eq!(bounded_tracestate("k=v\0"), None);
+
+        let carrier = HashMap::from([
+            (TRACEPARENT.to_owned(), format!("00-{TRACE}-{SPAN}-01")),
+            (
+                TRACESTATE.to_owned(),
+                format!("k={}", "v".repeat(16 * 1024)),
+            ),
+        ]);
+        let cx = LenientTraceContextPropagator::new().extract(&carrier);
+        let span = cx.span().span_context().clone();
+        assert!(span.is_valid(), "the trace is kept");
+        assert_eq!(span.trace_state().header(), "", "its tracestate is not");
+    }
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_kept() {
+        let good = format!("00-{TRACE}-{SPAN}-01");
+        assert_eq!(well_formed_traceparent(&good), Some(good.as_str()));
+        assert_eq!(well_formed_traceparent(&format!("{good}-extra")), None);
+        assert!(well_formed_traceparent(&format!("cc-{TRACE}-{SPAN}-01-extra")).is_some());
+        assert_eq!(
+            well_formed_traceparent(&format!("00-{TRACE}-{SPAN}-0\0")),
+            None
+        );
+        assert_eq!(well_formed_traceparent(&"0".repeat(10_000)), None);
     }
 
     #[test]

@@ -62,6 +62,77 @@ async fn transient_failure_is_retried_with_growing_delay_then_succeeds() {
     h.stop().await;
 }
 
+/// docs/contract.md, "Bounds": a `message_id`, `correlation_id` or `x-actor-id` that cannot be
+/// stored (a NUL, say) is dead-lettered at once with a reason, and the messages behind it are
+/// applied as usual: before, each attempt failed on the inbox's text column and the queue stalled.
+#[tokio::test]
+async fn unstorable_properties_are_dead_lettered_at_once_and_the_messages_behind_are_applied() {
+    use shop_shared::messaging::envelope::{ACTOR_ID, long_string, with_headers};
+    // Arrange
+    let h = Harness::start(fast_config()).await;
+    let mut dlq = EventProbe::queue(&h.broker, &h.broker.names.dlq(SERVICE)).await;
+    let poison = |order_id: &str| {
+        let envelope = Envelope::new(&order(order_id), "test", &EventContext::new_flow());
+        (envelope.properties(1), envelope.payload)
+    };
+    let (id_props, id_body) = poison("nul-id");
+    let (correlation_props, correlation_body) = poison("nul-correlation");
+    let (actor_props, actor_body) = poison("nul-actor");
+
+    // Act
+    publish_raw(
+        &h.broker,
+        &[
+            (
+                OrderCreated::ROUTING_KEY,
+                id_props.with_message_id("m\0id".into()),
+                id_body,
+            ),
+            (
+                OrderCreated::ROUTING_KEY,
+                correlation_props.with_correlation_id("c\0".into()),
+                correlation_body,
+            ),
+            (
+                OrderCreated::ROUTING_KEY,
+                with_headers(&actor_props, [(ACTOR_ID, long_string("a\0"))]),
+                actor_body,
+            ),
+        ],
+    )
+    .await;
+    h.stage("after").await;
+
+    // Assert
+    eventually(WAIT, "the good message behind the poison", || async {
+        (h.effects("after").await == 1).then_some(())
+    })
+    .await;
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let dead = dlq.expect(WAIT, "a dead letter").await;
+        let count = dead
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| shop_shared::messaging::envelope::header_u32(h, RETRY_COUNT));
+        assert_eq!(count.unwrap_or(0), 0, "dead-lettered at once, never retried");
+        reasons.push(dead.header(DEATH_REASON).expect("x-death-reason"));
+    }
+    reasons.sort();
+    let joined = reasons.join(" | ");
+    for name in ["message_id", "correlation_id", "x-actor-id"] {
+        assert!(joined.contains(&format!("the {name}")), "{name}: {joined}");
+    }
+    assert!(joined.contains("cannot be stored"), "{joined}");
+    assert_eq!(
+        h.total_effects().await,
+        1,
+        "no poison message had an effect"
+    );
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn permanent_failure_and_garbage_bytes_land_in_the_dlq_and_the_consumer_keeps_going() {
     // Arrange

@@ -216,3 +216,37 @@ async fn the_outbox_gauges_show_what_waits_and_for_how_long() {
     );
     h.stop().await;
 }
+
+/// docs/contract.md, "Bounds": label values come from a fixed set. A publisher choosing the
+/// `x-original-routing-key` of 40 messages adds one series (`other`), not 40.
+#[tokio::test]
+async fn routing_keys_from_outside_are_counted_as_other() {
+    use shop_shared::messaging::envelope::{ORIGINAL_ROUTING_KEY, long_string, with_headers};
+    // Arrange
+    let h = Harness::start(fast_config()).await;
+    let count = "messaging_process_duration_seconds_count";
+    let hostile: Vec<_> = (0..40)
+        .map(|i| {
+            let envelope =
+                Envelope::new(&order(&format!("h{i}")), "test", &EventContext::new_flow());
+            (
+                OrderCreated::ROUTING_KEY,
+                with_headers(
+                    &envelope.properties(1),
+                    [(ORIGINAL_ROUTING_KEY, long_string(&format!("hostile.{i}")))],
+                ),
+                envelope.payload,
+            )
+        })
+        .collect();
+
+    // Act
+    publish_raw(&h.broker, &hostile).await;
+
+    // Assert
+    let other = [("routing_key", "other")];
+    until_at_least(&h, count, &other, 40.0).await;
+    let text = h.metrics.render();
+    assert!(!text.contains("hostile."), "{text}");
+    h.stop().await;
+}

@@ -243,6 +243,31 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits up to `limit` for the process to exit: how long it took, or `None`
+    /// when it was still running at the limit (it is killed then).
+    pub(crate) async fn terminate(
+        &mut self,
+        service: &'static str,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let mut child = self.processes.remove(service)?;
+        let start = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        while start.elapsed() < limit {
+            if child.try_wait().ok().flatten().is_some() {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub(crate) fn addr(&self, service: &str) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.ports[service]))
     }

@@ -26,6 +26,8 @@ impl ProductId {
                 "product_id must be at most {MAX_PRODUCT_ID_CHARS} characters"
             )));
         }
+        shop_shared::input::no_control("product_id", id)
+            .map_err(InventoryError::InvalidArgument)?;
         Ok(Self(id.to_owned()))
     }
 

@@ -34,9 +34,12 @@ pub(crate) async fn spawn_app() -> TestApp {
     let mut config = env.config("inventory");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
     let events = EventProbe::bind(&env.broker, &["inventory.*"]).await;
-    let app = shop_inventory::Application::build(shop_inventory::Config { service: config })
-        .await
-        .expect("build the inventory service");
+    let app = shop_inventory::Application::build(shop_inventory::Config {
+        service: config,
+        reservation_retention: shop_inventory::config::DEFAULT_RESERVATION_RETENTION,
+    })
+    .await
+    .expect("build the inventory service");
     let grpc_addr = app.grpc_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use shop_proto::order::v1::{CreateOrderRequest, LineItem};
+use shop_shared::input::no_control;
 use uuid::Uuid;
 
 use crate::OrderError;
@@ -85,6 +86,7 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
                     "items[{i}].product_id must be at most {MAX_PRODUCT_ID_CHARS} characters"
                 )));
             }
+            no_control(&format!("items[{i}].product_id"), &product_id).map_err(invalid)?;
             if item.quantity <= 0 {
                 return Err(invalid(format!(
                     "items[{i}].quantity must be at least 1, got {}",
@@ -120,6 +122,7 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
                 "idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
             )));
         }
+        no_control("idempotency_key", key).map_err(invalid)?;
         Ok(Self {
             customer_id,
             items,
@@ -131,8 +134,12 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
 
 /// Parses an id field that must be a UUID.
 pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, OrderError> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| OrderError::InvalidArgument(format!("{field} {raw:?} is not a UUID")))
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        OrderError::InvalidArgument(format!(
+            "{field} {} is not a UUID",
+            shop_shared::input::shown(raw)
+        ))
+    })
 }
 
 /// The page size of a list request: 0 means 50, at most 500, negative is invalid.
@@ -154,6 +161,7 @@ pub fn cancel_reason(raw: &str) -> Result<String, OrderError> {
             "reason must be at most {MAX_REASON_CHARS} characters"
         )));
     }
+    shop_shared::input::no_nul("reason", reason).map_err(OrderError::InvalidArgument)?;
     Ok(if reason.is_empty() {
         "cancelled by request".to_owned()
     } else {

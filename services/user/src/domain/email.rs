@@ -3,6 +3,9 @@
 
 use crate::UserError;
 
+/// The longest address (RFC 5321's limit on a path, less its angle brackets).
+const MAX_BYTES: usize = 254;
+
 /// A syntactically valid email address, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -11,14 +14,17 @@ impl Email {
     /// Validates an address.
     pub fn parse(raw: &str) -> Result<Self, UserError> {
         let email = raw.trim();
-        let invalid =
-            |why: &str| UserError::InvalidArgument(format!("email {email:?} is not valid: {why}"));
         if email.is_empty() {
             return Err(UserError::InvalidArgument("email must not be empty".into()));
         }
-        if email.len() > 254 {
-            return Err(invalid("longer than 254 characters"));
+        if email.len() > MAX_BYTES {
+            // Not echoed: the answer stays small whatever was sent.
+            return Err(UserError::InvalidArgument(format!(
+                "email is not valid: longer than {MAX_BYTES} characters"
+            )));
         }
+        let invalid =
+            |why: &str| UserError::InvalidArgument(format!("email {email:?} is not valid: {why}"));
         let Some((local, domain)) = email.split_once('@') else {
             return Err(invalid("it has no @"));
         };

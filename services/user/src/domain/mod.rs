@@ -46,8 +46,12 @@ impl UserName {
 
 /// Parses a user id (a UUID) from a request field.
 pub fn parse_user_id(raw: &str) -> Result<Uuid, UserError> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| UserError::InvalidArgument(format!("user_id {raw:?} is not a UUID")))
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        UserError::InvalidArgument(format!(
+            "user_id {} is not a UUID",
+            shop_shared::input::shown(raw)
+        ))
+    })
 }
 
 /// A valid CreateUser request.
@@ -138,9 +142,14 @@ impl Metadata {
             let key_chars = key.chars().count();
             if key_chars == 0 || key_chars > MAX_METADATA_KEY_CHARS {
                 return Err(UserError::InvalidArgument(format!(
-                    "metadata key {key:?} must have 1 to {MAX_METADATA_KEY_CHARS} characters"
+                    "metadata key {} must have 1 to {MAX_METADATA_KEY_CHARS} characters",
+                    shop_shared::input::shown(&key)
                 )));
             }
+            shop_shared::input::no_control("metadata key", &key)
+                .map_err(UserError::InvalidArgument)?;
+            shop_shared::input::no_nul(&format!("metadata value of {key:?}"), &value)
+                .map_err(UserError::InvalidArgument)?;
             if value.chars().count() > MAX_METADATA_VALUE_CHARS {
                 return Err(UserError::InvalidArgument(format!(
                     "metadata value of {key:?} must have at most {MAX_METADATA_VALUE_CHARS} characters"
@@ -162,11 +171,11 @@ impl Metadata {
     }
 }
 
-/// A Login request with both fields present. The email is only trimmed: an address that
-/// could never have been registered is simply unknown (UNAUTHENTICATED, like any other).
+/// A Login request with both fields present and an email CreateUser would accept: an address
+/// that could never have been registered is refused before anything is hashed or stored.
 pub struct Credentials {
-    /// The email as given, trimmed.
-    pub email: String,
+    /// The email, validated as CreateUser validates it.
+    pub email: Email,
     /// The password as given. Never printed.
     pub password: String,
 }
@@ -180,28 +189,25 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    /// The throttling key: the email lower-cased (emails are unique case-insensitively).
-    pub fn email_key(&self) -> String {
-        self.email.to_lowercase()
-    }
-}
-
 impl TryFrom<LoginRequest> for Credentials {
     type Error = UserError;
 
     fn try_from(r: LoginRequest) -> Result<Self, Self::Error> {
-        let email = r.email.trim();
-        if email.is_empty() {
-            return Err(UserError::InvalidArgument("email must not be empty".into()));
-        }
+        let email = Email::parse(&r.email)?;
         if r.password.is_empty() {
             return Err(UserError::InvalidArgument(
                 "password must not be empty".into(),
             ));
         }
+        shop_shared::input::no_nul("password", &r.password).map_err(UserError::InvalidArgument)?;
+        if r.password.len() > password::MAX_BYTES {
+            return Err(UserError::InvalidArgument(format!(
+                "password must be at most {} bytes",
+                password::MAX_BYTES
+            )));
+        }
         Ok(Self {
-            email: email.to_owned(),
+            email,
             password: r.password,
         })
     }
@@ -263,6 +269,8 @@ mod tests {
         assert!(Metadata::parse(map(&[(&"k".repeat(65), "v".into())])).is_err());
         assert!(Metadata::parse(map(&[("k", "v".repeat(256))])).is_ok());
         assert!(Metadata::parse(map(&[("k", "v".repeat(257))])).is_err());
+        assert!(Metadata::parse(map(&[("k\n", "v".into())])).is_err());
+        assert!(Metadata::parse(map(&[("k", "v\u{0}".into())])).is_err());
     }
 
     #[test]
@@ -288,8 +296,15 @@ mod tests {
         };
         assert!(login(" ", "secret-pw").is_err());
         assert!(login("a@b.com", "").is_err());
+        let huge = format!("{}@example.com", "a".repeat(1 << 20));
+        assert!(
+            login(&huge, "secret-pw").is_err(),
+            "a 1 MiB email is refused"
+        );
+        assert!(login("no-at-sign", "secret-pw").is_err());
+        assert!(login("a\u{0}@example.com", "secret-pw").is_err());
         let ok = login(" Ada@Example.com ", "secret-pw").unwrap();
-        assert_eq!(ok.email_key(), "ada@example.com");
+        assert_eq!(ok.email.as_str(), "Ada@Example.com");
         assert!(!format!("{ok:?}").contains("secret-pw"));
     }
 

@@ -37,6 +37,7 @@ impl Password {
                 "password must be at most {MAX_BYTES} bytes"
             )));
         }
+        shop_shared::input::no_nul("password", &raw).map_err(UserError::InvalidArgument)?;
         Ok(Self(raw))
     }
 
@@ -85,6 +86,7 @@ mod tests {
         assert!(Password::parse("1234567".into()).is_err());
         assert!(Password::parse("x".repeat(MAX_BYTES + 1)).is_err());
         assert!(Password::parse("12345678".into()).is_ok());
+        assert!(Password::parse("1234\u{0}5678".into()).is_err());
     }
 
     #[test]

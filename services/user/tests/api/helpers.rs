@@ -40,6 +40,7 @@ pub(crate) fn test_config(env: &TestEnv) -> shop_user::Config {
             memory_kib: 64,
             iterations: 1,
         },
+        password_checks: shop_user::config::PasswordCheckLimits::default(),
         auth: UserAuthConfig {
             admin: Some(AdminAccount {
                 email: STAFF_EMAIL.into(),

@@ -7,5 +7,6 @@ mod get_user;
 mod update_user;
 
 mod authorization;
+mod bounds;
 mod keys;
 mod login;

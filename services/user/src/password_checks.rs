@@ -1,0 +1,122 @@
+//! The one gate every password check (an argon2id hash or verification, 19 MiB of memory
+//! each by default) passes through. CreateUser and Login are public: without a bound, a few
+//! hundred concurrent calls need gigabytes. At most `concurrency` checks run at once, at most
+//! `queue` more wait for a slot, and a call beyond that is answered RESOURCE_EXHAUSTED at once,
+//! before it has written anything (docs/contract.md, "Bounds").
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::UserError;
+use crate::config::PasswordCheckLimits;
+
+/// The gate, shared by every call of the process.
+#[derive(Debug, Clone)]
+pub(crate) struct PasswordChecks {
+    /// Running and waiting calls together: `concurrency + queue` permits.
+    admitted: Arc<Semaphore>,
+    /// Running checks: `concurrency` permits.
+    running: Arc<Semaphore>,
+}
+
+/// A call let through the gate: it may run password checks until it is dropped.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    _admitted: OwnedSemaphorePermit,
+    running: Arc<Semaphore>,
+}
+
+impl PasswordChecks {
+    pub(crate) fn new(limits: PasswordCheckLimits) -> Self {
+        let concurrency = limits.concurrency.max(1);
+        Self {
+            admitted: Arc::new(Semaphore::new(concurrency + limits.queue)),
+            running: Arc::new(Semaphore::new(concurrency)),
+        }
+    }
+
+    /// Lets the call in, or answers at once that too many checks are in progress. Call it
+    /// before the call writes anything.
+    pub(crate) fn admit(&self) -> Result<Admission, UserError> {
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| UserError::TooManyPasswordChecks)?;
+        Ok(Admission {
+            _admitted: admitted,
+            running: Arc::clone(&self.running),
+        })
+    }
+}
+
+impl Admission {
+    /// Runs the CPU- and memory-bound `check` on the blocking pool once a running slot is free.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, UserError> {
+        let slot = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|e| UserError::Unexpected(e.into()))?;
+        tokio::task::spawn_blocking(move || {
+            let result = check();
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|e| UserError::Unexpected(e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_beyond_the_running_and_waiting_ones_are_turned_away_at_once() {
+        let checks = PasswordChecks::new(PasswordCheckLimits {
+            concurrency: 2,
+            queue: 3,
+        });
+        let admitted: Vec<_> = (0..5).map(|_| checks.admit().expect("admitted")).collect();
+        assert!(matches!(
+            checks.admit(),
+            Err(UserError::TooManyPasswordChecks)
+        ));
+        drop(admitted);
+        assert!(checks.admit().is_ok(), "a finished call frees its place");
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_concurrency_run_at_once() {
+        let checks = PasswordChecks::new(PasswordCheckLimits {
+            concurrency: 2,
+            queue: 10,
+        });
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let admission = checks.admit().expect("admitted");
+            let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+            calls.spawn(async move {
+                admission
+                    .run(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        peak.fetch_max(now, SeqCst);
+                        // Work that takes a while, so that the calls overlap.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        running.fetch_sub(1, SeqCst);
+                    })
+                    .await
+            });
+        }
+        while let Some(result) = calls.join_next().await {
+            result.expect("joined").expect("ran");
+        }
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "{peak} checks ran at once");
+    }
+}
