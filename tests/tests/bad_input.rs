@@ -192,8 +192,8 @@ async fn every_user_rpc_answers_bad_input_with_the_contract_code() {
     for (what, email) in [
         ("Login NUL in email", "a\0b@example.com".to_owned()),
         (
-            "Login 1 MiB email",
-            format!("{}@example.com", huge(1 << 20)),
+            "Login 1 MB email",
+            format!("{}@example.com", huge(1_000_000)),
         ),
         ("Login email without @", "nope".to_owned()),
     ] {
