@@ -91,3 +91,18 @@ fn to_proto(row: NotificationRow) -> Notification {
         create_time: Some(timestamp(row.created_at)),
     }
 }
+
+/// Fuzzing ListNotifications' validation (proptest): any input never panics.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn list_notifications(user_id in ".{0,64}", page_size in any::<i32>(), page_token in ".{0,64}") {
+            let _ = ListQuery::try_from(ListNotificationsRequest { user_id, page_size, page_token });
+        }
+    }
+}

@@ -19,6 +19,8 @@
 pub mod connection;
 pub mod consumer;
 pub mod envelope;
+#[cfg(test)]
+mod envelope_fuzz;
 pub mod link;
 pub mod names;
 pub mod outbox;

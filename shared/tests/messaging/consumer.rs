@@ -116,7 +116,11 @@ async fn unstorable_properties_are_dead_lettered_at_once_and_the_messages_behind
             .headers()
             .as_ref()
             .and_then(|h| shop_shared::messaging::envelope::header_u32(h, RETRY_COUNT));
-        assert_eq!(count.unwrap_or(0), 0, "dead-lettered at once, never retried");
+        assert_eq!(
+            count.unwrap_or(0),
+            0,
+            "dead-lettered at once, never retried"
+        );
         reasons.push(dead.header(DEATH_REASON).expect("x-death-reason"));
     }
     reasons.sort();

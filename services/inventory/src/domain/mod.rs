@@ -95,3 +95,22 @@ mod tests {
         );
     }
 }
+
+/// Fuzzing AdjustStock's validation (proptest): any input never panics, and an accepted product
+/// id holds no control character.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn adjust_stock(product_id in prop_oneof![".{0,200}", "[a-c \u{0}\n]{0,8}"], delta in any::<i64>()) {
+            if let Ok(adjustment) = StockAdjustment::try_from(AdjustStockRequest { product_id, delta }) {
+                prop_assert!(!adjustment.product_id.as_str().chars().any(char::is_control));
+                prop_assert!(adjustment.delta != 0);
+            }
+        }
+    }
+}

@@ -230,3 +230,48 @@ mod tests {
         assert!(page_size(-1).is_err());
     }
 }
+
+/// Fuzzing the validation of every order request (proptest): any input never panics, and what
+/// is accepted holds no control character and adds up.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,200}", "[a-c \u{0}\n\u{7f}]{0,8}", "[0-9a-f-]{36}"]
+    }
+
+    prop_compose! {
+        fn item()(product_id in text(), quantity in any::<i32>(), unit_price_cents in any::<i64>()) -> LineItem {
+            LineItem { product_id, quantity, unit_price_cents }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn create_order(customer in prop_oneof![text(), Just(Uuid::now_v7().to_string())], items in proptest::collection::vec(item(), 0..4), key in text()) {
+            let request = CreateOrderRequest { customer_id: customer, items, idempotency_key: key };
+            if let Ok(order) = NewOrder::try_from(request) {
+                let mut total = 0i64;
+                for item in &order.items {
+                    prop_assert!(!item.product_id.is_empty());
+                    prop_assert!(!item.product_id.chars().any(char::is_control));
+                    total += i64::from(item.quantity) * item.unit_price_cents;
+                }
+                prop_assert_eq!(total, order.total_cents);
+                prop_assert!(order.idempotency_key.as_deref().is_none_or(|k| !k.chars().any(char::is_control)));
+            }
+        }
+
+        #[test]
+        fn cancel_reason_and_ids(reason in text(), id in text()) {
+            if let Ok(reason) = cancel_reason(&reason) {
+                prop_assert!(!reason.contains('\0') && reason.chars().count() <= MAX_REASON_CHARS);
+            }
+            let _ = parse_id("order_id", &id);
+            let _ = PageToken::parse(&id);
+        }
+    }
+}

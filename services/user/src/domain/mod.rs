@@ -314,3 +314,63 @@ mod tests {
         assert!(parse_user_id("0190f5a0-0000-7000-8000-000000000000").is_ok());
     }
 }
+
+/// Fuzzing the validation of every user request (proptest): any text never panics, and what is
+/// accepted holds no control character (NUL above all) and stays within its bounds.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,300}",
+            "[a-zA-Z@. \u{0}\n\u{1b}]{0,30}",
+            "[a-z]{1,10}@[a-z]{1,10}\\.com"
+        ]
+    }
+
+    fn clean(value: &str) -> bool {
+        !value.chars().any(char::is_control)
+    }
+
+    proptest! {
+        #[test]
+        fn create_user(email in text(), name in text(), password in text(), key in text(), value in text(), given in proptest::option::of(text())) {
+            let request = CreateUserRequest {
+                email,
+                name,
+                password,
+                metadata: [(key, value)].into_iter().collect(),
+                given_name: given,
+                ..Default::default()
+            };
+            if let Ok(new) = NewUser::try_from(request) {
+                prop_assert!(clean(new.email.as_str()) && new.email.as_str().len() <= 254);
+                prop_assert!(clean(new.name.as_str()));
+                prop_assert!(!new.password.expose().contains('\0'));
+                for (key, value) in new.profile.metadata.entries() {
+                    prop_assert!(clean(key) && !value.contains('\0'));
+                }
+                prop_assert!(new.profile.given_name.as_deref().is_none_or(clean));
+            }
+        }
+
+        #[test]
+        fn login(email in text(), password in text()) {
+            if let Ok(credentials) = Credentials::try_from(LoginRequest { email, password }) {
+                prop_assert!(clean(credentials.email.as_str()));
+                prop_assert!(!credentials.password.contains('\0'));
+            }
+        }
+
+        #[test]
+        fn update_user(id in text(), email in proptest::option::of(text()), name in proptest::option::of(text())) {
+            if let Ok(patch) = UserPatch::try_from(UpdateUserRequest { user_id: id, email, name }) {
+                prop_assert!(patch.email.as_ref().is_none_or(|e| clean(e.as_str())));
+                prop_assert!(patch.name.as_ref().is_none_or(|n| clean(n.as_str())));
+            }
+        }
+    }
+}
