@@ -11,16 +11,15 @@ pub mod replay;
 
 use std::io::{BufRead as _, IsTerminal as _, Write};
 
-use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shop_shared::config::AmqpConfig;
 
 use crate::broker::Broker;
 use crate::decoded::{self, Decoder};
-use dead_letter::{DeadLetter, groups};
+use dead_letter::{DeadLetter, Groups};
 use held::Held;
-use replay::{Observer, Outcome};
+use replay::{Chooser, Observer, Outcome, Pick};
 
 /// The consuming queues `shop dlq list` looks at without being told: shop's own and the
 /// examples' defaults. AMQP 0-9-1 cannot list a broker's queues; name others with `--queue`.
@@ -119,13 +118,6 @@ struct PurgePick {
     all: bool,
 }
 
-/// Which messages a command acts on.
-enum Pick<'a> {
-    Ids(&'a [String]),
-    All,
-    Group(usize),
-}
-
 /// Runs `shop dlq …`, printing to `out`.
 pub async fn run(args: DlqArgs, config: &AmqpConfig, out: &mut dyn Write) -> anyhow::Result<()> {
     let decoder = Decoder::new()?;
@@ -200,21 +192,31 @@ async fn list(
             continue;
         }
         found += 1;
-        let held = Held::take(broker, &dlq, decoder).await?;
-        let letters: Vec<DeadLetter> = held.letters.iter().map(|h| h.letter.clone()).collect();
-        held.release().await;
-        let groups = groups(&letters);
+        let mut held = Held::take(broker, &dlq).await?;
+        let mut groups = Groups::default();
+        let read = async {
+            while let Some(held_letter) = held.next(decoder).await? {
+                groups.add(&held_letter.letter);
+                held.keep(held_letter).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let depth = held.taken;
+        held.release().await?;
+        read?;
+        let groups = groups.into_vec();
         if json {
             let line = json!({
                 "queue": dlq,
                 "consumer_queue": queue,
-                "depth": letters.len(),
+                "depth": depth,
                 "groups": groups.iter().map(dead_letter::Group::json).collect::<Vec<_>>(),
             });
             writeln!(out, "{line}")?;
             continue;
         }
-        writeln!(out, "{dlq}: {}", count(letters.len(), "message"))?;
+        writeln!(out, "{dlq}: {}", count(depth, "message"))?;
         for group in &groups {
             writeln!(
                 out,
@@ -252,31 +254,42 @@ async fn show(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let dlq = broker.names.dlq(consuming_queue(queue));
-    let held = Held::take(broker, &dlq, decoder).await?;
-    let letters: Vec<DeadLetter> = held
-        .letters
-        .iter()
-        .take(limit.unwrap_or(usize::MAX))
-        .map(|h| h.letter.clone())
-        .collect();
-    let depth = held.letters.len();
-    held.release().await;
-    if json {
-        for letter in &letters {
-            writeln!(out, "{}", letter.json())?;
+    let mut held = Held::take(broker, &dlq).await?;
+    let result = show_held(&mut held, decoder, limit.unwrap_or(usize::MAX), json, out).await;
+    held.release().await?;
+    result
+}
+
+/// Writes the first `limit` held messages as they come, then reads the rest without keeping
+/// them (the queue is taken whole, so that it goes back in its order).
+async fn show_held(
+    held: &mut Held,
+    decoder: &Decoder,
+    limit: usize,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if !json {
+        writeln!(
+            out,
+            "{}: {}, showing {}",
+            held.dlq,
+            count(held.depth, "message"),
+            held.depth.min(limit)
+        )?;
+    }
+    while held.taken < limit {
+        let Some(held_letter) = held.next(decoder).await? else {
+            return Ok(());
+        };
+        if json {
+            writeln!(out, "{}", held_letter.letter.json())?;
+        } else {
+            write_letter(out, &held_letter.letter)?;
         }
-        return Ok(());
+        held.keep(held_letter).await?;
     }
-    writeln!(
-        out,
-        "{dlq}: {}, showing {}",
-        count(depth, "message"),
-        letters.len()
-    )?;
-    for letter in &letters {
-        write_letter(out, letter)?;
-    }
-    Ok(())
+    held.keep_rest(decoder).await
 }
 
 fn write_letter(out: &mut dyn Write, letter: &DeadLetter) -> std::io::Result<()> {
@@ -339,27 +352,24 @@ async fn replay_command(
             " (replay sends messages back to the queue they died in)",
         )
         .await?;
-    let held = Held::take(broker, &dlq, decoder).await?;
-    let chosen = match choose(&held, &pick) {
-        Ok(chosen) => chosen,
-        Err(e) => {
-            held.release().await;
-            return Err(e);
-        }
-    };
+    let mut held = Held::take(broker, &dlq).await?;
     let mut observer = Printer::new(options.json, options.dry_run, options.max_replays, out);
     let result = replay::replay(
-        &held,
-        &chosen,
-        &target,
-        options.max_replays,
-        options.dry_run,
+        &mut held,
+        decoder,
+        pick,
+        replay::Options {
+            queue: &target,
+            max_replays: options.max_replays,
+            dry_run: options.dry_run,
+        },
         &mut observer,
     )
     .await;
-    let depth = held.letters.len();
-    held.release().await;
+    let depth = held.taken;
+    let released = held.release().await;
     let summary = result?;
+    released?;
     observer.bar.finish_and_clear();
     let left = depth - if options.dry_run { 0 } else { summary.replayed };
     let verb = if options.dry_run {
@@ -415,17 +425,22 @@ impl<'a> Printer<'a> {
 
 impl Observer for Printer<'_> {
     fn started(&mut self, total: usize) {
-        // Drawn on stderr, and only when it is a terminal and the replay is large.
+        // Drawn on stderr, and only when it is a terminal and the queue is large.
         if total >= 100 && !self.dry_run && std::io::stderr().is_terminal() {
             self.bar = ProgressBar::new(total as u64).with_style(
-                ProgressStyle::with_template("replaying {bar:40} {pos}/{len} ({eta} left)")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "replaying {bar:40} {pos}/{len} looked at ({eta} left)",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
         }
     }
 
-    fn finished(&mut self, letter: &DeadLetter, outcome: &Outcome) {
+    fn looked(&mut self) {
         self.bar.inc(1);
+    }
+
+    fn finished(&mut self, letter: &DeadLetter, outcome: &Outcome) {
         if *outcome == Outcome::OverLimit {
             self.bar.suspend(|| {
                 eprintln!(
@@ -461,60 +476,6 @@ impl Observer for Printer<'_> {
     }
 }
 
-/// The indices of the held messages `pick` names; fails, choosing nothing, when it names a
-/// message or a group that is not there.
-fn choose(held: &Held, pick: &Pick<'_>) -> anyhow::Result<Vec<usize>> {
-    let letters: Vec<&DeadLetter> = held.letters.iter().map(|h| &h.letter).collect();
-    match pick {
-        Pick::All => Ok((0..letters.len()).collect()),
-        Pick::Ids(ids) => {
-            let missing: Vec<&str> = ids
-                .iter()
-                .filter(|id| {
-                    !letters
-                        .iter()
-                        .any(|l| l.view.message_id.as_deref() == Some(id))
-                })
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                anyhow::bail!(
-                    "not in {}: {}; nothing was done (`shop dlq show` lists the ids)",
-                    held.dlq,
-                    missing.join(", ")
-                );
-            }
-            Ok((0..letters.len())
-                .filter(|&i| {
-                    letters[i]
-                        .view
-                        .message_id
-                        .as_ref()
-                        .is_some_and(|id| ids.contains(id))
-                })
-                .collect())
-        }
-        Pick::Group(number) => {
-            let owned: Vec<DeadLetter> = letters.iter().map(|l| (*l).clone()).collect();
-            let groups = groups(&owned);
-            let group = groups
-                .iter()
-                .find(|g| g.number == *number)
-                .with_context(|| {
-                    format!(
-                        "{} has {} (group {number} asked for); nothing was done (`shop dlq list` shows them)",
-                        held.dlq,
-                        count(groups.len(), "group")
-                    )
-                })?;
-            let key = (group.message_type.clone(), group.reason.clone());
-            Ok((0..letters.len())
-                .filter(|&i| letters[i].group_key() == key)
-                .collect())
-        }
-    }
-}
-
 async fn purge(
     broker: &Broker,
     decoder: &Decoder,
@@ -524,19 +485,77 @@ async fn purge(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let dlq = broker.names.dlq(consuming_queue(queue));
-    let held = Held::take(broker, &dlq, decoder).await?;
-    let result = purge_held(&held, &pick, yes, out).await;
-    held.release().await;
+    let mut held = Held::take(broker, &dlq).await?;
+    let result = purge_held(&mut held, decoder, pick, yes, out).await;
+    held.release().await?;
     result
 }
 
+/// A message chosen for deletion: what the question and the answer name of it.
+struct Doomed {
+    tag: u64,
+    id: String,
+    message_type: String,
+}
+
 async fn purge_held(
-    held: &Held,
-    pick: &Pick<'_>,
+    held: &mut Held,
+    decoder: &Decoder,
+    pick: Pick<'_>,
     yes: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let chosen = choose(held, pick)?;
+    if matches!(pick, Pick::All) && !yes && held.depth > 0 {
+        // Everything: asked by the count first, then deleted as it is read (a deep queue is
+        // never held whole).
+        eprintln!(
+            "about to delete all {} of {} for good",
+            count(held.depth, "message"),
+            held.dlq
+        );
+        confirm_deletion()?;
+    }
+    let mut chooser = Chooser::new(pick);
+    let mut chosen = Vec::new();
+    let mut deleted = 0;
+    while let Some(held_letter) = held.next(decoder).await? {
+        if !chooser.takes(&held_letter.letter) {
+            held.keep(held_letter).await?;
+        } else if matches!(pick, Pick::All) {
+            held.remove(held_letter.tag).await?;
+            deleted += 1;
+            let letter = &held_letter.letter;
+            writeln!(out, "  {}  {}", letter.id(), letter.type_name())?;
+        } else {
+            anyhow::ensure!(
+                chosen.len() < held::WINDOW,
+                "more than {} of the chosen ids are in {}: purge at most {} at a time (or --all); nothing was deleted",
+                held::WINDOW,
+                held.dlq,
+                held::WINDOW
+            );
+            chosen.push(Doomed {
+                tag: held_letter.tag,
+                id: held_letter.letter.id().to_owned(),
+                message_type: held_letter.letter.type_name().to_owned(),
+            });
+        }
+    }
+    if matches!(pick, Pick::All) {
+        if deleted == 0 {
+            writeln!(out, "{} is empty: nothing to delete", held.dlq)?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "deleted {} from {}",
+            count(deleted, "message"),
+            held.dlq
+        )?;
+        writeln!(out, "left in {}: 0", held.dlq)?;
+        return Ok(());
+    }
+    chooser.check(&held.dlq, "nothing was deleted")?;
     if chosen.is_empty() {
         writeln!(out, "{} is empty: nothing to delete", held.dlq)?;
         return Ok(());
@@ -547,19 +566,13 @@ async fn purge_held(
             count(chosen.len(), "message"),
             held.dlq
         );
-        for &i in &chosen {
-            let letter = &held.letters[i].letter;
-            eprintln!("  {}  {}", letter.id(), letter.type_name());
+        for doomed in &chosen {
+            eprintln!("  {}  {}", doomed.id, doomed.message_type);
         }
-        eprint!("delete them? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
-            anyhow::bail!("not confirmed: nothing was deleted (pass --yes to skip the question)");
-        }
+        confirm_deletion()?;
     }
-    for &i in &chosen {
-        held.remove(held.letters[i].tag).await?;
+    for doomed in &chosen {
+        held.remove(doomed.tag).await?;
     }
     writeln!(
         out,
@@ -567,16 +580,21 @@ async fn purge_held(
         count(chosen.len(), "message"),
         held.dlq
     )?;
-    for &i in &chosen {
-        let letter = &held.letters[i].letter;
-        writeln!(out, "  {}  {}", letter.id(), letter.type_name())?;
+    for doomed in &chosen {
+        writeln!(out, "  {}  {}", doomed.id, doomed.message_type)?;
     }
-    writeln!(
-        out,
-        "left in {}: {}",
-        held.dlq,
-        held.letters.len() - chosen.len()
-    )?;
+    writeln!(out, "left in {}: {}", held.dlq, held.taken - chosen.len())?;
+    Ok(())
+}
+
+/// Asks on the terminal whether to delete; fails unless the answer is yes.
+fn confirm_deletion() -> anyhow::Result<()> {
+    eprint!("delete them? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+        anyhow::bail!("not confirmed: nothing was deleted (pass --yes to skip the question)");
+    }
     Ok(())
 }
 

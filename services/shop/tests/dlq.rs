@@ -422,15 +422,18 @@ async fn a_replay_stopped_between_the_confirm_and_the_removal_loses_nothing() {
     let tool = shop::broker::Broker::connect(&config(&broker), "dlq-test")
         .await
         .unwrap();
-    let held = Held::take(&tool, &broker.names.dlq("inventory"), &decoder)
+    let mut held = Held::take(&tool, &broker.names.dlq("inventory"))
         .await
         .unwrap();
     let summary = replay::replay(
-        &held,
-        &[0, 1, 2],
-        &broker.names.queue("inventory"),
-        3,
-        false,
+        &mut held,
+        &decoder,
+        replay::Pick::All,
+        replay::Options {
+            queue: &broker.names.queue("inventory"),
+            max_replays: 3,
+            dry_run: false,
+        },
         &mut StopAfterFirstConfirm,
     )
     .await
@@ -514,4 +517,139 @@ async fn the_command_fails_clearly() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains(&placed[0].message_id), "{stdout}");
     assert!(dlq_ids(&broker).await.is_empty());
+}
+
+/// Publishes `count` dead letters of about 1 KB each to the inventory's DLQ in windows of
+/// confirms (the one-at-a-time placer would take minutes), with two reasons alternating.
+async fn place_many(broker: &TestBroker, count: usize) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = broker.connect("bulk-placer").await;
+    let channel = conn.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let dlq = broker.names.dlq("inventory");
+    let mut event = OrderCreated {
+        order_id: uuid::Uuid::now_v7().to_string(),
+        customer_id: "c-1".into(),
+        ..OrderCreated::default()
+    };
+    event.items = (0..20)
+        .map(|i| LineItem {
+            product_id: format!("product-{i:040}"),
+            quantity: 1,
+            unit_price_cents: 100,
+        })
+        .collect();
+    let mut next = 0;
+    while next < count {
+        let window = (count - next).min(2_000);
+        let mut confirms = Vec::with_capacity(window);
+        for i in next..next + window {
+            let envelope = Envelope::new(&event, "order", &EventContext::new_flow());
+            let reason = if i % 2 == 0 {
+                format!("handler failed: stock row {i} is locked")
+            } else {
+                "the body is not a valid shop.order.v1.OrderCreated".to_owned()
+            };
+            let properties = envelope::with_headers(
+                &envelope.properties(0),
+                [
+                    (envelope::DEATH_REASON, envelope::long_string(&reason)),
+                    (envelope::RETRY_COUNT, AMQPValue::LongInt(5)),
+                    (
+                        envelope::ORIGINAL_ROUTING_KEY,
+                        envelope::long_string("order.created"),
+                    ),
+                ],
+            );
+            let confirm = channel
+                .basic_publish(
+                    "",
+                    &dlq,
+                    BasicPublishOptions::default(),
+                    &envelope.payload,
+                    properties,
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirmed");
+        }
+        next += window;
+    }
+    let _ = conn.close(200, "placed").await;
+}
+
+/// Runs the real binary under `/usr/bin/time`; returns its stdout and its peak resident
+/// memory in MiB.
+fn shop_measured(broker: &TestBroker, args: &[&str]) -> (String, u64) {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kib %M"])
+        .arg(env!("CARGO_BIN_EXE_shop"))
+        .args(args)
+        .env("AMQP_URL", &broker.url)
+        .env("AMQP_PREFIX", &broker.names.prefix)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shop under /usr/bin/time (Debian's package `time`)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "shop {args:?} failed: {stderr}");
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        kib / 1024,
+    )
+}
+
+/// 100,000 dead letters of about 1 KB (100 MB of bodies, several hundred MB once decoded):
+/// `list` and `replay --all` read them one at a time and keep only what they print, so the
+/// command's memory stays far below the queue's size.
+#[tokio::test]
+async fn a_dlq_of_100000_messages_is_listed_and_replayed_in_bounded_memory() {
+    const COUNT: usize = 100_000;
+    const BOUND_MIB: u64 = 96;
+    let broker = inventory_topology().await;
+    place_many(&broker, COUNT).await;
+
+    let (out, listed_mib) = shop_measured(&broker, &["dlq", "list", "--json"]);
+    let inventory = json_lines(&out)
+        .into_iter()
+        .find(|q| q["queue"] == broker.names.dlq("inventory").as_str())
+        .expect("inventory.dlq listed");
+    assert_eq!(inventory["depth"], COUNT);
+    assert_eq!(inventory["groups"][0]["count"], COUNT / 2);
+    assert_eq!(inventory["groups"][1]["count"], COUNT / 2);
+    eprintln!("shop dlq list of {COUNT} messages: peak RSS {listed_mib} MiB");
+    assert!(
+        listed_mib < BOUND_MIB,
+        "list took {listed_mib} MiB for {COUNT} messages"
+    );
+
+    let (out, replayed_mib) = shop_measured(&broker, &["dlq", "replay", "inventory", "--all"]);
+    assert!(out.contains(&format!("replayed {COUNT} messages")), "{out}");
+    eprintln!("shop dlq replay --all of {COUNT} messages: peak RSS {replayed_mib} MiB");
+    assert!(
+        replayed_mib < BOUND_MIB,
+        "replay took {replayed_mib} MiB for {COUNT} messages"
+    );
+    let tool = shop::broker::Broker::connect(&config(&broker), "dlq-test")
+        .await
+        .unwrap();
+    assert_eq!(
+        tool.depth(&broker.names.dlq("inventory")).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        tool.depth(&broker.names.queue("inventory")).await.unwrap(),
+        Some(COUNT as u32)
+    );
+    tool.close().await;
 }

@@ -55,6 +55,19 @@ impl HttpJwks {
     }
 }
 
+/// `error` and its causes, `: `-separated: hyper's own message ("client error (Connect)") does
+/// not say why, its causes do ("invalid peer certificate: UnknownIssuer").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
 #[async_trait::async_trait]
 impl KeySource for HttpJwks {
     async fn fetch(&self) -> anyhow::Result<JwkSet> {
@@ -63,7 +76,7 @@ impl KeySource for HttpJwks {
                 .client
                 .get(self.url.clone())
                 .await
-                .map_err(|e| anyhow::anyhow!("GET {}: {e}", self.url))?;
+                .map_err(|e| anyhow::anyhow!("GET {}: {}", self.url, with_causes(&e)))?;
             anyhow::ensure!(
                 response.status().is_success(),
                 "GET {}: HTTP {}",

@@ -47,8 +47,9 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::{self, DecodeError, Envelope, EventContext, IncomingMeta};
 use super::link::{Link, note_generation};
 use super::outbox::OutboxWaker;
-use super::{Names, connection, outbox, topology};
+use super::{Names, connection, outbox, quarantine, topology};
 use crate::config::MessagingConfig;
+use crate::input;
 use crate::metrics::{Metrics, Outcome};
 use crate::telemetry::propagation::{TraceFields, continue_trace};
 use tracing::Instrument as _;
@@ -643,7 +644,51 @@ impl Inner {
                 let _ = channel.close(200, "consumer stopping").await;
             }
         }
-        result
+        match result {
+            Err(error) if quarantine::is_parse_error(&error) => {
+                tracing::warn!(consumer = %self.service, error = %format!("{error:#}"), "the AMQP client could not read a delivery; looking for it at the head of the queue");
+                if self.quarantine().await {
+                    // The poison is gone: reconnect at once, as after useful work.
+                    Ok(true)
+                } else {
+                    Err(error)
+                }
+            }
+            result => result,
+        }
+    }
+
+    /// Looks for a message lapin cannot parse at the head of the service's queue and moves it
+    /// to the DLQ (see [`quarantine`]); true when one was moved. Every delivery that could
+    /// have been in flight with it is looked at: the prefetch of every consuming channel.
+    async fn quarantine(&self) -> bool {
+        let queue = self.names.queue(&self.service);
+        let dlq = self.names.dlq(&self.service);
+        let look_at = usize::from(self.config.prefetch.max(1)) * self.config.concurrency.max(1);
+        let mut failure = None;
+        for node in connection::node_urls(self.link.url()) {
+            match quarantine::dead_letter_unreadable(node, &queue, &dlq, look_at).await {
+                Ok(quarantine::Found::DeadLettered { routing_key, error }) => {
+                    tracing::warn!(consumer = %self.service, queue = %queue, dlq = %dlq, routing_key = %input::shown(&routing_key), reason = %error, "a delivery the AMQP client cannot read was copied to the DLQ and removed");
+                    self.metrics.delivery_settled(
+                        &queue,
+                        OTHER_LABEL,
+                        Outcome::DeadLettered,
+                        Duration::ZERO,
+                    );
+                    return true;
+                }
+                Ok(quarantine::Found::Nothing { looked_at }) => {
+                    tracing::info!(consumer = %self.service, queue = %queue, looked_at, "no unreadable delivery at the head of the queue");
+                    return false;
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        if let Some(error) = failure {
+            tracing::warn!(consumer = %self.service, queue = %queue, error = %error, "could not look for the unreadable delivery; the queue's delivery limit ({}) dead-letters it", topology::DELIVERY_LIMIT);
+        }
+        false
     }
 
     /// Opens the consuming channels (each recorded in `channels`) and runs their loops and

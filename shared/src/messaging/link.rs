@@ -85,6 +85,11 @@ impl Link {
         }
     }
 
+    /// The broker URL (one, or a cluster's nodes separated by commas).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
     /// The connections' name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -9,6 +9,7 @@
 //! - [`consumer`] — subscriptions, the inbox, batching, retries and dead-lettering.
 //! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.
 //! - [`link`] — the two connections of a process (publish, consume) its sessions share.
+//! - [`quarantine`] — a delivery the AMQP client cannot parse, moved to the DLQ unread.
 //! - [`retry`] — the backoff policy of transient failures.
 //! - [`shapes`] — one event staged in several shapes (a v1 beside its v2), one message id.
 //!
@@ -24,6 +25,7 @@ mod envelope_fuzz;
 pub mod link;
 pub mod names;
 pub mod outbox;
+pub mod quarantine;
 pub mod retry;
 pub mod shapes;
 pub mod topology;

@@ -62,6 +62,90 @@ async fn transient_failure_is_retried_with_growing_delay_then_succeeds() {
     h.stop().await;
 }
 
+/// docs/contract.md, "Bounds": a message whose properties the AMQP client cannot parse (here a
+/// `message_id` that is not UTF-8) makes lapin drop the whole consuming connection. Without
+/// the quarantine it came back first on every reconnect, until the queue's delivery limit (50
+/// reconnects with backoff, minutes) dead-lettered it together with the messages in flight
+/// around it; now it is in the DLQ after one failed delivery, readable, and the messages behind
+/// it are applied once each.
+#[tokio::test]
+async fn a_message_the_amqp_client_cannot_parse_reaches_the_dlq_at_once_and_the_others_are_applied()
+{
+    // Arrange: the poison first in the queue, ten good messages behind it, all before the
+    // consumer starts, so they arrive in one burst with it.
+    let mut h = Harness::idle(fast_config()).await;
+    let consumer = h.consumer();
+    consumer.declare().await.expect("declare the topology");
+    let mut dlq = EventProbe::queue(&h.broker, &h.broker.names.dlq(SERVICE)).await;
+    let poison = Envelope::new(&order("unreadable"), "test", &EventContext::new_flow());
+    shop_shared::messaging::quarantine::publish_with_raw_message_id(
+        &h.broker.url,
+        &h.broker.names.exchange(),
+        OrderCreated::ROUTING_KEY,
+        b"m-\xff\xfe-id",
+        &poison.payload,
+    )
+    .await
+    .expect("publish the unreadable message");
+    let good: Vec<_> = (0..10)
+        .map(|i| {
+            let envelope = Envelope::new(
+                &order(&format!("behind-{i}")),
+                "test",
+                &EventContext::new_flow(),
+            );
+            (
+                OrderCreated::ROUTING_KEY,
+                envelope.properties(1),
+                envelope.payload,
+            )
+        })
+        .collect();
+    publish_raw(&h.broker, &good).await;
+
+    // Act
+    h.spawn_consumer(consumer).await;
+    h.spawn_relay();
+
+    // Assert: the poison is in the DLQ, readable, with its reason and its raw properties.
+    let dead = dlq
+        .expect(WAIT, "the unreadable message, copied to the DLQ")
+        .await;
+    let reason = dead.header(DEATH_REASON).expect("x-death-reason");
+    assert!(reason.contains("cannot read"), "{reason}");
+    assert_eq!(dead.body, poison.payload, "its body as it was");
+    let raw = dead
+        .header(shop_shared::messaging::quarantine::ORIGINAL_PROPERTIES)
+        .expect("the original properties");
+    assert!(
+        raw.contains("6d2dfffe2d6964"),
+        "the message_id's bytes: {raw}"
+    );
+    assert_eq!(
+        dead.header(ORIGINAL_ROUTING_KEY).as_deref(),
+        Some(OrderCreated::ROUTING_KEY)
+    );
+    // Every message behind it applied once; the consumer goes on.
+    eventually(WAIT, "the ten messages behind it", || async {
+        (h.total_effects().await == 10).then_some(())
+    })
+    .await;
+    for i in 0..10 {
+        assert_eq!(h.recorder.attempts(&format!("behind-{i}")).len(), 1);
+    }
+    h.stage("later").await;
+    eventually(WAIT, "a message published afterwards", || async {
+        (h.effects("later").await == 1).then_some(())
+    })
+    .await;
+    assert!(
+        dlq.next(Duration::from_millis(300)).await.is_none(),
+        "nothing else was dead-lettered"
+    );
+    assert_eq!(h.effects("unreadable").await, 0);
+    h.stop().await;
+}
+
 /// docs/contract.md, "Bounds": a `message_id`, `correlation_id` or `x-actor-id` that cannot be
 /// stored (a NUL, say) is dead-lettered at once with a reason, and the messages behind it are
 /// applied as usual: before, each attempt failed on the inbox's text column and the queue stalled.

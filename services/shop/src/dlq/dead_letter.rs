@@ -134,19 +134,27 @@ impl Group {
     }
 }
 
-/// Sorts `letters` (in queue order) into groups numbered by first appearance.
-pub fn groups(letters: &[DeadLetter]) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    for letter in letters {
+/// Dead letters sorted into groups as they come, in queue order, numbered by first
+/// appearance: a group's number is known as soon as its first message is seen, so a command
+/// can act on group N while it reads the queue.
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: Vec<Group>,
+}
+
+impl Groups {
+    /// Counts `letter` in its group; returns the group's number.
+    pub fn add(&mut self, letter: &DeadLetter) -> usize {
         let (message_type, reason) = letter.group_key();
-        let index = match groups
+        let index = match self
+            .groups
             .iter()
             .position(|g| g.message_type == message_type && g.reason == reason)
         {
             Some(index) => index,
             None => {
-                groups.push(Group {
-                    number: groups.len() + 1,
+                self.groups.push(Group {
+                    number: self.groups.len() + 1,
                     message_type,
                     reason,
                     count: 0,
@@ -154,18 +162,33 @@ pub fn groups(letters: &[DeadLetter]) -> Vec<Group> {
                     newest: None,
                     message_ids: Vec::new(),
                 });
-                groups.len() - 1
+                self.groups.len() - 1
             }
         };
-        let group = &mut groups[index];
+        let group = &mut self.groups[index];
         group.count += 1;
         group.message_ids.push(letter.id().to_owned());
         if let Some(at) = letter.died_at {
             group.oldest = Some(group.oldest.map_or(at, |o| o.min(at)));
             group.newest = Some(group.newest.map_or(at, |n| n.max(at)));
         }
+        group.number
     }
-    groups
+
+    /// How many groups so far.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether no message was seen.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The groups, by number.
+    pub fn into_vec(self) -> Vec<Group> {
+        self.groups
+    }
 }
 
 /// `reason` with what differs from message to message masked, so that messages that failed

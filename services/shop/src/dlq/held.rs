@@ -1,14 +1,29 @@
 //! A dead-letter queue's messages taken in hand without the risk of losing one: a single
-//! exclusive consumer receives everything that was in the queue when it looked and holds every
-//! message unacknowledged. What is acknowledged leaves the queue; everything else goes back
-//! when the channel closes, in the order it was delivered, and so does everything if the
-//! process dies half way. A message that arrives meanwhile ends up ahead of those returned.
+//! exclusive consumer receives everything that was in the queue when it looked, and the command
+//! looks at them one at a time. What it removes (a replayed or purged message) is acknowledged;
+//! what it keeps stays in the queue, in its order, whatever the queue's depth, in one of two
+//! ways:
+//!
+//! - **Held**, up to [`WINDOW`] messages: kept messages stay unacknowledged and go back when the
+//!   channel closes (or the process dies), in order.
+//! - **Moved to the back**, beyond that: a channel cannot hold more unacknowledged messages
+//!   than its prefetch, and the client buffers what the broker pushes, so a deeper queue is read
+//!   through a window and every message kept is copied, byte for byte, to the back of the queue
+//!   (confirmed before the original is acknowledged, in windows of [`COPIES`]). Once the pass is
+//!   over the queue holds the same messages in the same order. Stopped half way, nothing is
+//!   lost; at worst the copies of one window are there twice.
+//!
+//! So a command's memory is bounded by the window, not by the queue (a 100,000-message DLQ is
+//! measured in `services/shop/tests/dlq.rs`).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+};
+use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
@@ -20,6 +35,11 @@ use crate::decoded::Decoder;
 /// consumer may have taken some meanwhile.
 const IDLE: Duration = Duration::from_secs(5);
 const CONSUMER_TAG: &str = "shop-dlq";
+/// The most messages held unacknowledged at once (the consumer's prefetch): a queue up to this
+/// deep is held whole; a deeper one is moved to its back as it is read.
+pub const WINDOW: usize = 1_000;
+/// Copies to the back of the queue published before their confirms are awaited.
+const COPIES: usize = 128;
 
 /// One message in hand.
 #[derive(Debug)]
@@ -34,43 +54,57 @@ pub struct HeldLetter {
     pub body: Vec<u8>,
 }
 
-/// The messages of one DLQ, held.
+/// One DLQ taken in hand: its messages come one at a time ([`Held::next`]); each is then
+/// removed ([`Held::remove`]) or kept ([`Held::keep`]).
 #[derive(Debug)]
 pub struct Held {
     channel: Channel,
+    consumer: Option<lapin::Consumer>,
     /// The queue they are from.
     pub dlq: String,
-    /// In queue order.
-    pub letters: Vec<HeldLetter>,
+    /// How many the queue held when it was taken.
+    pub depth: usize,
+    /// How many have come so far.
+    pub taken: usize,
+    /// Whether kept messages are moved to the back (the queue is deeper than the window).
+    moving: bool,
+    /// Copies to the back published, with the original's tag, their confirms not yet awaited.
+    copies: Vec<(u64, PublisherConfirm)>,
 }
 
 impl Held {
-    /// Takes every message of `dlq`, which must exist. Always all of them: the broker puts a
+    /// Takes `dlq`, which must exist: every message in it when it was looked at comes through
+    /// [`Held::next`]. A command reads them all before it releases them: the broker puts a
     /// returned message behind the ones still in the queue, so only a queue taken whole goes
     /// back in its order.
-    pub async fn take(broker: &Broker, dlq: &str, decoder: &Decoder) -> anyhow::Result<Self> {
+    pub async fn take(broker: &Broker, dlq: &str) -> anyhow::Result<Self> {
         let depth = broker
             .existing_depth(
                 dlq,
                 " (shop dlq takes a consuming queue, e.g. `inventory`, whose dead letters are in `inventory.dlq`; `shop dlq list` shows them)",
             )
             .await?;
-        let want = depth as usize;
         let channel = broker.channel().await?;
         let mut held = Self {
             channel,
+            consumer: None,
             dlq: dlq.to_owned(),
-            letters: Vec::with_capacity(want),
+            depth: depth as usize,
+            taken: 0,
+            moving: depth as usize > WINDOW,
+            copies: Vec::new(),
         };
-        if want == 0 {
+        if held.depth == 0 {
             return Ok(held);
         }
-        // As many in flight as there are; above u16::MAX, no limit.
-        let prefetch = u16::try_from(want).unwrap_or(0);
+        // What the client buffers is bounded by the prefetch, and what the command holds counts
+        // against it too (a quorum queue gives a prefetch of 0 a credit of 2,000, not
+        // "unlimited").
+        let prefetch = u16::try_from(held.depth.min(WINDOW)).unwrap_or(u16::MAX);
         held.channel
             .basic_qos(prefetch, BasicQosOptions { global: false })
             .await?;
-        let mut consumer = held
+        let consumer = held
             .channel
             .basic_consume(
                 dlq,
@@ -90,28 +124,98 @@ impl Held {
                 ),
                 _ => anyhow::Error::new(e).context(format!("cannot consume from {dlq}")),
             })?;
-        while held.letters.len() < want {
-            let delivery = match tokio::time::timeout(IDLE, consumer.next()).await {
-                Ok(Some(delivery)) => delivery.with_context(|| format!("reading {dlq}"))?,
-                Ok(None) | Err(_) => break,
-            };
-            held.letters.push(HeldLetter {
-                tag: delivery.delivery_tag,
-                letter: DeadLetter::read(
-                    decoder,
-                    &delivery.properties,
-                    delivery.routing_key.as_str(),
-                    &delivery.data,
-                ),
-                properties: delivery.properties,
-                body: delivery.data,
-            });
-        }
-        // No more pushes; what is held stays held until acknowledged or the channel closes.
-        held.channel
-            .basic_cancel(CONSUMER_TAG, BasicCancelOptions { nowait: false })
-            .await?;
+        held.consumer = Some(consumer);
         Ok(held)
+    }
+
+    /// The next message in queue order, read and decoded; `None` once all that the queue held
+    /// have come (or none came for a while: another consumer may have taken some meanwhile).
+    pub async fn next(&mut self, decoder: &Decoder) -> anyhow::Result<Option<HeldLetter>> {
+        let delivery = match self.consumer.as_mut() {
+            Some(consumer) if self.taken < self.depth => {
+                match tokio::time::timeout(IDLE, consumer.next()).await {
+                    Ok(Some(delivery)) => {
+                        Some(delivery.with_context(|| format!("reading {}", self.dlq))?)
+                    }
+                    Ok(None) | Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(delivery) = delivery else {
+            // No more pushes (the copies at the back are not read again); what is held stays
+            // held until acknowledged or the channel closes.
+            if self.consumer.take().is_some() {
+                self.channel
+                    .basic_cancel(CONSUMER_TAG, BasicCancelOptions { nowait: false })
+                    .await?;
+            }
+            return Ok(None);
+        };
+        self.taken += 1;
+        Ok(Some(HeldLetter {
+            tag: delivery.delivery_tag,
+            letter: DeadLetter::read(
+                decoder,
+                &delivery.properties,
+                delivery.routing_key.as_str(),
+                &delivery.data,
+            ),
+            properties: delivery.properties,
+            body: delivery.data,
+        }))
+    }
+
+    /// Keeps `held_letter` in the queue, in its place: held, or copied to the back (see the
+    /// module's doc).
+    pub async fn keep(&mut self, held_letter: HeldLetter) -> anyhow::Result<()> {
+        if !self.moving {
+            return Ok(()); // held: it goes back when the channel closes
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                "",
+                &self.dlq,
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &held_letter.body,
+                held_letter.properties,
+            )
+            .await
+            .with_context(|| format!("cannot copy a message to the back of {}", self.dlq))?;
+        self.copies.push((held_letter.tag, confirm));
+        if self.copies.len() >= COPIES {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Awaits the confirms of the copies sent to the back and removes each original.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        for (tag, confirm) in std::mem::take(&mut self.copies) {
+            match confirm
+                .await
+                .with_context(|| format!("copying to the back of {}", self.dlq))?
+            {
+                Confirmation::Ack(None) => self.remove(tag).await?,
+                _ => anyhow::bail!(
+                    "the broker did not confirm a copy to the back of {}; its original stays",
+                    self.dlq
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every message still to come and keeps each.
+    pub async fn keep_rest(&mut self, decoder: &Decoder) -> anyhow::Result<()> {
+        while let Some(held_letter) = self.next(decoder).await? {
+            self.keep(held_letter).await?;
+        }
+        Ok(())
     }
 
     /// The channel the messages are held on (copies are published on it too).
@@ -127,8 +231,11 @@ impl Held {
             .with_context(|| format!("cannot remove a message from {}", self.dlq))
     }
 
-    /// Gives every message not removed back to the queue, in order.
-    pub async fn release(self) {
+    /// Settles the copies still in flight, then gives every message held back to the queue,
+    /// in order. Fails when a copy was not confirmed (its original goes back: nothing lost).
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        let settled = self.settle().await;
         let _ = self.channel.close(200, "released").await;
+        settled
     }
 }

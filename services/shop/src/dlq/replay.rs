@@ -8,6 +8,7 @@
 //! stopped at any point, a replay loses nothing and at worst sends one copy twice, which the
 //! inbox absorbs.
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use anyhow::Context as _;
@@ -17,8 +18,9 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use shop_shared::messaging::envelope;
 
-use super::dead_letter::DeadLetter;
-use super::held::{Held, HeldLetter};
+use super::dead_letter::{DeadLetter, Groups};
+use super::held::{Held, HeldLetter, WINDOW as HELD_AT_MOST};
+use crate::decoded::Decoder;
 
 /// Copies published before their confirms are awaited: enough to keep the broker busy.
 const WINDOW: usize = 128;
@@ -60,16 +62,99 @@ impl Outcome {
     }
 }
 
+/// Which messages a command acts on.
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// The messages with these ids.
+    Ids(&'a [String]),
+    /// Every message.
+    All,
+    /// The messages of group N of `shop dlq list`.
+    Group(usize),
+}
+
+/// Decides, one message at a time in queue order, whether a [`Pick`] takes it, and at the end
+/// whether the pick named something that was not there.
+#[derive(Debug)]
+pub struct Chooser<'a> {
+    pick: Pick<'a>,
+    groups: Groups,
+    found: HashSet<String>,
+}
+
+impl<'a> Chooser<'a> {
+    /// Chooses by `pick`.
+    pub fn new(pick: Pick<'a>) -> Self {
+        Self {
+            pick,
+            groups: Groups::default(),
+            found: HashSet::new(),
+        }
+    }
+
+    /// Whether the pick takes `letter` (the next message in queue order).
+    pub fn takes(&mut self, letter: &DeadLetter) -> bool {
+        match self.pick {
+            Pick::All => true,
+            Pick::Group(number) => self.groups.add(letter) == number,
+            Pick::Ids(ids) => {
+                let taken = letter
+                    .view
+                    .message_id
+                    .as_ref()
+                    .is_some_and(|id| ids.contains(id));
+                if taken {
+                    self.found.insert(letter.id().to_owned());
+                }
+                taken
+            }
+        }
+    }
+
+    /// Once every message was looked at: fails when the pick named a message or a group that
+    /// was not there (`done` says what was done anyway).
+    pub fn check(&self, dlq: &str, done: &str) -> anyhow::Result<()> {
+        match self.pick {
+            Pick::All => Ok(()),
+            Pick::Ids(ids) => {
+                let missing: Vec<&str> = ids
+                    .iter()
+                    .filter(|id| !self.found.contains(id.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    anyhow::bail!(
+                        "not in {dlq}: {}; {done} (`shop dlq show` lists the ids)",
+                        missing.join(", ")
+                    )
+                }
+            }
+            Pick::Group(number) if number == 0 || number > self.groups.len() => {
+                let groups = self.groups.len();
+                anyhow::bail!(
+                    "{dlq} has {groups} group{} (group {number} asked for); {done} (`shop dlq list` shows them)",
+                    if groups == 1 { "" } else { "s" }
+                )
+            }
+            Pick::Group(_) => Ok(()),
+        }
+    }
+}
+
 /// Told about every step; the command's progress bar and lines, or a test.
 pub trait Observer {
-    /// `total` messages were chosen.
+    /// The DLQ holds `total` messages, which are looked at one by one.
     fn started(&mut self, _total: usize) {}
+    /// One more message was looked at.
+    fn looked(&mut self) {}
     /// The broker confirmed the copy of `letter`, which is still in the DLQ: returning
     /// `Break` stops here, as a killed process would.
     fn confirmed(&mut self, _letter: &DeadLetter) -> ControlFlow<()> {
         ControlFlow::Continue(())
     }
-    /// `letter` is done with.
+    /// `letter`, chosen, is done with.
     fn finished(&mut self, letter: &DeadLetter, outcome: &Outcome);
 }
 
@@ -84,35 +169,112 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
-/// Replays `chosen` (indices into `held.letters`) to `queue`.
+/// How a replay goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// The consuming queue the copies go to.
+    pub queue: &'a str,
+    /// A message replayed this many times already stays.
+    pub max_replays: u32,
+    /// Say what would be replayed; change nothing.
+    pub dry_run: bool,
+}
+
+/// Replays what `pick` chooses of the held DLQ to `options.queue`, reading the queue once in
+/// order: copies go in windows of [`WINDOW`] as the messages come, so memory holds at most a
+/// window of bodies, whatever the queue's depth. Messages chosen by id are first gathered (as
+/// many as ids were given) so that an id that is not there fails the command with nothing done.
 pub async fn replay(
-    held: &Held,
-    chosen: &[usize],
-    queue: &str,
-    max_replays: u32,
-    dry_run: bool,
+    held: &mut Held,
+    decoder: &Decoder,
+    pick: Pick<'_>,
+    options: Options<'_>,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Summary> {
-    observer.started(chosen.len());
-    let mut summary = Summary::default();
-    let mut due = Vec::new();
-    for &index in chosen {
-        let held_letter = &held.letters[index];
-        let letter = &held_letter.letter;
-        if letter.replayed_count >= max_replays {
-            summary.skipped += 1;
-            observer.finished(letter, &Outcome::OverLimit);
-        } else if dry_run {
-            summary.replayed += 1;
-            observer.finished(letter, &Outcome::WouldReplay);
-        } else {
-            due.push(held_letter);
+    observer.started(held.depth);
+    let mut chooser = Chooser::new(pick);
+    let mut run = Run {
+        options,
+        replayed_at: envelope::rfc3339_now(),
+        due: Vec::new(),
+        summary: Summary::default(),
+    };
+    let gather = matches!(pick, Pick::Ids(_));
+    let mut gathered = Vec::new();
+    while let Some(held_letter) = held.next(decoder).await? {
+        observer.looked();
+        if !chooser.takes(&held_letter.letter) {
+            held.keep(held_letter).await?;
+            continue;
+        }
+        if gather {
+            // Held until every id was looked for: as many as ids were given, within the window.
+            anyhow::ensure!(
+                gathered.len() < HELD_AT_MOST,
+                "more than {HELD_AT_MOST} of the chosen ids are in {}: replay at most {HELD_AT_MOST} at a time (or --all, --group); nothing was done",
+                held.dlq
+            );
+            gathered.push(held_letter);
+        } else if run.offer(held, held_letter, observer).await?.is_break() {
+            return Ok(run.summary);
         }
     }
-    let replayed_at = envelope::rfc3339_now();
-    for window in due.chunks(WINDOW) {
+    chooser.check(&held.dlq, "nothing was done")?;
+    for held_letter in gathered {
+        if run.offer(held, held_letter, observer).await?.is_break() {
+            return Ok(run.summary);
+        }
+    }
+    // Interrupted or not, the summary says so.
+    let _ = run.flush(held, observer).await?;
+    Ok(run.summary)
+}
+
+/// A replay in progress: the copies due to be published, and the counts so far.
+struct Run<'a> {
+    options: Options<'a>,
+    replayed_at: String,
+    due: Vec<HeldLetter>,
+    summary: Summary,
+}
+
+impl Run<'_> {
+    /// Takes one chosen message: skipped, counted (dry run) or due; a full window is sent.
+    async fn offer(
+        &mut self,
+        held: &mut Held,
+        held_letter: HeldLetter,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<ControlFlow<()>> {
+        let letter = &held_letter.letter;
+        if letter.replayed_count >= self.options.max_replays {
+            self.summary.skipped += 1;
+            observer.finished(letter, &Outcome::OverLimit);
+            held.keep(held_letter).await?;
+        } else if self.options.dry_run {
+            self.summary.replayed += 1;
+            observer.finished(letter, &Outcome::WouldReplay);
+            held.keep(held_letter).await?;
+        } else {
+            self.due.push(held_letter);
+            if self.due.len() >= WINDOW {
+                return self.flush(held, observer).await;
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Publishes the due copies, awaits their confirms and removes each original once its
+    /// copy is confirmed.
+    async fn flush(
+        &mut self,
+        held: &Held,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<ControlFlow<()>> {
+        let queue = self.options.queue;
+        let window = std::mem::take(&mut self.due);
         let mut confirms = Vec::with_capacity(window.len());
-        for held_letter in window {
+        for held_letter in &window {
             let confirm = held
                 .channel()
                 .basic_publish(
@@ -123,13 +285,13 @@ pub async fn replay(
                         immediate: false,
                     },
                     &held_letter.body,
-                    copy_properties(held_letter, &replayed_at),
+                    copy_properties(held_letter, &self.replayed_at),
                 )
                 .await
                 .with_context(|| format!("cannot publish to {queue}"))?;
-            confirms.push((held_letter, confirm));
+            confirms.push(confirm);
         }
-        for (held_letter, confirm) in confirms {
+        for (held_letter, confirm) in window.iter().zip(confirms) {
             let letter = &held_letter.letter;
             match confirm
                 .await
@@ -148,15 +310,15 @@ pub async fn replay(
                 ),
             }
             if observer.confirmed(letter).is_break() {
-                summary.interrupted = true;
-                return Ok(summary);
+                self.summary.interrupted = true;
+                return Ok(ControlFlow::Break(()));
             }
             held.remove(held_letter.tag).await?;
-            summary.replayed += 1;
+            self.summary.replayed += 1;
             observer.finished(letter, &Outcome::Replayed);
         }
+        Ok(ControlFlow::Continue(()))
     }
-    Ok(summary)
 }
 
 /// The copy's properties: every property and header of the original except the death
