@@ -79,6 +79,10 @@ impl Latency {
 }
 
 /// Starts `shop serve <service>` with `env`; returns the process and a channel to its port.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is returned; the caller kills and waits for it"
+)]
 async fn serve(
     service: &str,
     env: &[(String, String)],

@@ -3,8 +3,13 @@
 //! hundred concurrent calls need gigabytes. At most `concurrency` checks run at once, at most
 //! `queue` more wait for a slot, and a call beyond that is answered RESOURCE_EXHAUSTED at once,
 //! before it has written anything (docs/contract.md, "Bounds").
+//!
+//! The checks run on threads of their own, `concurrency` of them, at a lower scheduling
+//! priority (nice +10): a flood of logins takes the CPU only when nothing else wants it, so the
+//! other calls of the process, and the other services on the machine, keep their latency (the
+//! README's Bounds section has the figures).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -18,6 +23,71 @@ pub(crate) struct PasswordChecks {
     admitted: Arc<Semaphore>,
     /// Running checks: `concurrency` permits.
     running: Arc<Semaphore>,
+    /// The checks' threads; they stop when the last clone of the gate is dropped.
+    threads: CheckThreads,
+}
+
+/// A check handed to the threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `concurrency` threads at a lower priority, taking checks from one channel.
+#[derive(Debug, Clone)]
+struct CheckThreads {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// How much lower than the rest of the process the checks run (nice +10: about a tenth of
+/// the CPU share of a normal thread when both want it).
+const NICE: libc::c_int = 10;
+
+impl CheckThreads {
+    fn start(count: usize) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..count {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A check that panics answers nothing (its caller gets an
+                            // error); the thread goes on.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return, // the gate is gone
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password-check thread");
+            }
+        }
+        Self { jobs }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by [`NICE`] (on Linux, `setpriority` with a
+/// thread id applies to that thread alone). A failure only costs the neighbours some latency.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread, no pointers.
+        let done = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, now.saturating_add(NICE))
+        };
+        if done != 0 {
+            tracing::warn!("cannot lower the password-check thread's priority");
+        }
+    }
 }
 
 /// A call let through the gate: it may run password checks until it is dropped.
@@ -25,6 +95,7 @@ pub(crate) struct PasswordChecks {
 pub(crate) struct Admission {
     _admitted: OwnedSemaphorePermit,
     running: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl PasswordChecks {
@@ -33,6 +104,7 @@ impl PasswordChecks {
         Self {
             admitted: Arc::new(Semaphore::new(concurrency + limits.queue)),
             running: Arc::new(Semaphore::new(concurrency)),
+            threads: CheckThreads::start(concurrency),
         }
     }
 
@@ -45,12 +117,13 @@ impl PasswordChecks {
         Ok(Admission {
             _admitted: admitted,
             running: Arc::clone(&self.running),
+            jobs: self.threads.jobs.clone(),
         })
     }
 }
 
 impl Admission {
-    /// Runs the CPU- and memory-bound `check` on the blocking pool once a running slot is free.
+    /// Runs the CPU- and memory-bound `check` on a check thread once a running slot is free.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         check: impl FnOnce() -> T + Send + 'static,
@@ -59,13 +132,18 @@ impl Admission {
             .acquire_owned()
             .await
             .map_err(|e| UserError::Unexpected(e.into()))?;
-        tokio::task::spawn_blocking(move || {
-            let result = check();
-            drop(slot);
-            result
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(check());
+                drop(slot);
+            }))
+            .map_err(|_| {
+                UserError::Unexpected(anyhow::anyhow!("the password-check threads are gone"))
+            })?;
+        result.await.map_err(|_| {
+            UserError::Unexpected(anyhow::anyhow!("a password check ended without an answer"))
         })
-        .await
-        .map_err(|e| UserError::Unexpected(e.into()))
     }
 }
 

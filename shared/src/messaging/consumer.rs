@@ -686,7 +686,7 @@ impl Inner {
             }
         }
         if let Some(error) = failure {
-            tracing::warn!(consumer = %self.service, queue = %queue, error = %error, "could not look for the unreadable delivery; the queue's delivery limit ({}) dead-letters it", topology::DELIVERY_LIMIT);
+            tracing::error!(consumer = %self.service, queue = %queue, error = %error, "could not look for the unreadable delivery: it stays at the head of the queue and the consumer keeps reconnecting until it is removed (shop dlq cannot read it either; `rabbitmqctl purge_queue` or a client that can)");
         }
         false
     }
