@@ -4,6 +4,7 @@
 //! PENDING ─inventory.reserved─▶ CONFIRMED ─CancelOrder─▶ CANCELLED
 //! PENDING ─inventory.reservation_failed─▶ REJECTED
 //! PENDING ─CancelOrder─▶ CANCELLED
+//! PENDING ─its reservation deadline─▶ CANCELLED
 //! ```
 //! An inventory answer for an order that is no longer PENDING (cancelled meanwhile, or a
 //! repeated answer) changes nothing (docs/contract.md, "Order saga").
@@ -68,6 +69,18 @@ pub fn on_answer(status: OrderStatus, answer: Answer) -> Option<OrderStatus> {
     }
 }
 
+/// The order's reservation deadline arrived (its scheduled message: the inventory did not
+/// answer within `ORDER_RESERVATION_TIMEOUT_S`): CANCELLED (publish `order.cancelled` with the
+/// timeout as the reason) if the order is still PENDING, `None` otherwise. The deadline is
+/// cancelled when an answer settles the order, but that cancellation may lose the race against
+/// its publication, so a deadline for a settled order must change nothing.
+pub fn on_deadline(status: OrderStatus) -> Option<OrderStatus> {
+    match status {
+        OrderStatus::Pending => Some(OrderStatus::Cancelled),
+        OrderStatus::Confirmed | OrderStatus::Rejected | OrderStatus::Cancelled => None,
+    }
+}
+
 /// CancelOrder on an order in `status`: CANCELLED (publish `order.cancelled`), or the status
 /// that forbids it (FAILED_PRECONDITION).
 pub fn cancel(status: OrderStatus) -> Result<OrderStatus, OrderStatus> {
@@ -93,6 +106,21 @@ mod tests {
         );
         assert_eq!(on_answer(OrderStatus::Cancelled, Answer::Reserved), None);
         assert_eq!(on_answer(OrderStatus::Confirmed, Answer::Reserved), None);
+    }
+
+    #[test]
+    fn only_a_pending_order_is_cancelled_by_its_deadline() {
+        assert_eq!(
+            on_deadline(OrderStatus::Pending),
+            Some(OrderStatus::Cancelled)
+        );
+        for settled in [
+            OrderStatus::Confirmed,
+            OrderStatus::Rejected,
+            OrderStatus::Cancelled,
+        ] {
+            assert_eq!(on_deadline(settled), None);
+        }
     }
 
     #[test]

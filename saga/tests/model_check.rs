@@ -39,6 +39,13 @@ const MAX_DELIVERIES: u8 = 2;
 /// How many extra deliveries one run may have, over all its messages: any message may arrive
 /// twice, and so may any two (every pair is explored). Bounded so the search stays in minutes.
 const DUPLICATES: u8 = 2;
+/// How many of the orders have a reservation deadline (the first ones): each deadline's
+/// message may arrive at any point after its order was placed (its consumer takes queued
+/// messages in any order), including after the order was settled: the model never lets the
+/// cancellation of a deadline win its race against the publication, a superset of what
+/// happens. One deadline keeps the search in seconds; every interleaving of it with the other
+/// two orders' messages is explored.
+const DEADLINES: u8 = 1;
 /// The stock put in.
 const STOCK: [(&str, i64); 2] = [("a", 2), ("b", 1)];
 /// The orders' lines: together they want more than there is.
@@ -50,6 +57,8 @@ const N: usize = ORDERS.len();
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Msg {
     Created(u8),
+    /// The order's reservation deadline (a scheduled message to the order service itself).
+    Deadline(u8),
     Cancelled(u8),
     Reserved(u8),
     Failed(u8),
@@ -62,6 +71,7 @@ impl Msg {
     fn order(self) -> u8 {
         match self {
             Self::Created(o)
+            | Self::Deadline(o)
             | Self::Cancelled(o)
             | Self::Reserved(o)
             | Self::Failed(o)
@@ -75,7 +85,7 @@ impl Msg {
     fn queue(self) -> Option<Service> {
         match self {
             Self::Created(_) | Self::Cancelled(_) => Some(Service::Inventory),
-            Self::Reserved(_) | Self::Failed(_) => Some(Service::Order),
+            Self::Reserved(_) | Self::Failed(_) | Self::Deadline(_) => Some(Service::Order),
             Self::Released(_) | Self::Confirmed(_) | Self::Rejected(_) => None,
         }
     }
@@ -252,13 +262,20 @@ fn order_batch(s: &mut State, batch: &[Msg]) -> Result<(), String> {
             continue;
         }
         let o = msg.order();
+        let Some(status) = s.orders[o as usize] else {
+            return Err(format!("{msg:?} about O{o}, which was never placed"));
+        };
         let answer = match msg {
             Msg::Reserved(_) => Answer::Reserved,
             Msg::Failed(_) => Answer::Failed,
+            Msg::Deadline(_) => {
+                if let Some(cancelled) = order::on_deadline(status) {
+                    s.orders[o as usize] = Some(cancelled);
+                    stage(s, Service::Order, Msg::Cancelled(o))?;
+                }
+                continue;
+            }
             other => return Err(format!("the order service does not consume {other:?}")),
-        };
-        let Some(status) = s.orders[o as usize] else {
-            return Err(format!("an answer about O{o}, which was never placed"));
         };
         if let Some(settled) = order::on_answer(status, answer) {
             s.orders[o as usize] = Some(settled);
@@ -317,7 +334,16 @@ fn successors(s: &State) -> Vec<(Action, Result<State, String>)> {
             None => {
                 let mut t = s.clone();
                 t.orders[o as usize] = Some(OrderStatus::Pending);
-                let staged = stage(&mut t, Service::Order, Msg::Created(o)).map(|()| t);
+                // The order, its order.created and its deadline in one transaction.
+                let staged = stage(&mut t, Service::Order, Msg::Created(o))
+                    .and_then(|()| {
+                        if o < DEADLINES {
+                            stage(&mut t, Service::Order, Msg::Deadline(o))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map(|()| t);
                 next.push((Action::Place(o), staged));
             }
             Some(status) => {

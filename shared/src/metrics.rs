@@ -37,6 +37,10 @@ pub const PROCESS_DURATION: &str = "messaging_process_duration_seconds";
 pub const OUTBOX_PENDING: &str = "shop_outbox_pending_messages";
 /// Age of the oldest pending outbox row.
 pub const OUTBOX_OLDEST_AGE: &str = "shop_outbox_oldest_pending_age_seconds";
+/// Gauge: messages staged for a later time and not yet due.
+pub const OUTBOX_SCHEDULED: &str = "shop_outbox_scheduled_messages";
+/// Gauge: how long the oldest due, unpublished message has been due (0 when none).
+pub const OUTBOX_OVERDUE: &str = "shop_outbox_overdue_seconds";
 /// Outbox rows parked after too many failed publishes.
 pub const OUTBOX_DEAD: &str = "shop_outbox_dead_messages";
 /// Publishes of outbox rows that failed (the row is tried again later).
@@ -167,7 +171,7 @@ impl Metrics {
             );
             describe_gauge!(
                 OUTBOX_PENDING,
-                "Outbox rows staged and not yet published (sampled)"
+                "Outbox rows due and not yet published (sampled; scheduled rows count once due)"
             );
             describe_gauge!(
                 OUTBOX_OLDEST_AGE,
@@ -177,6 +181,15 @@ impl Metrics {
             describe_gauge!(
                 OUTBOX_DEAD,
                 "Outbox rows parked after too many failed publishes (sampled)"
+            );
+            describe_gauge!(
+                OUTBOX_SCHEDULED,
+                "Messages staged for a later time and not yet due (sampled)"
+            );
+            describe_gauge!(
+                OUTBOX_OVERDUE,
+                Unit::Seconds,
+                "How long the oldest due, unpublished message has been due, 0 when none (sampled)"
             );
             describe_counter!(
                 OUTBOX_PUBLISH_FAILURES,
@@ -293,8 +306,27 @@ impl Metrics {
         self.with(|| {
             metrics::gauge!(OUTBOX_PENDING).set(pending as f64);
             metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest_age.as_secs_f64());
+            // A row is due from its creation, or from its `due_at` when scheduled: the oldest
+            // pending row's age is how long it has been due.
+            metrics::gauge!(OUTBOX_OVERDUE).set(oldest_age.as_secs_f64());
             metrics::gauge!(OUTBOX_DEAD).set(dead as f64);
         });
+    }
+
+    /// Shows the counter `name` at 0 before anything is counted (so a scrape or an alert sees
+    /// it from the start).
+    pub fn zero(&self, name: &'static str) {
+        self.with(|| metrics::counter!(name).increment(0));
+    }
+
+    /// Adds one to the counter `name` (a name fixed in the code, never from input).
+    pub fn count(&self, name: &'static str) {
+        self.with(|| metrics::counter!(name).increment(1));
+    }
+
+    /// The sampled number of scheduled messages not yet due.
+    pub fn schedule_sampled(&self, scheduled: i64) {
+        self.with(|| metrics::gauge!(OUTBOX_SCHEDULED).set(scheduled as f64));
     }
 
     /// The sampled inbox size.

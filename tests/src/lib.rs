@@ -160,6 +160,7 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
         },
         order: shop_order::Config {
             service: service_config("order", &dbs[1], &broker),
+            reservation_timeout: shop_order::config::DEFAULT_RESERVATION_TIMEOUT,
         },
         inventory: shop_inventory::Config {
             service: service_config("inventory", &dbs[2], &broker),

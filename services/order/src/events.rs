@@ -6,6 +6,13 @@
 //!   newest value of each field wins, whatever the arrival order).
 //! - `inventory.reserved` → PENDING becomes CONFIRMED, `order.confirmed`.
 //! - `inventory.reservation_failed` → PENDING becomes REJECTED, `order.rejected`.
+//! - `order.reservation_deadline` (the order's own scheduled message, staged with the order)
+//!   → PENDING becomes CANCELLED with the timeout as the reason, `order.cancelled`
+//!   ([`shop_saga::order::on_deadline`]).
+//!
+//! An answer that settles an order cancels its deadline in the same transaction; a deadline
+//! that comes anyway (its cancellation lost the race against its publication) finds the order
+//! settled and changes nothing.
 //!
 //! An inventory answer for an order that is no longer PENDING (it was cancelled meanwhile, or
 //! the answer is a duplicate) changes nothing ([`shop_saga::order::on_answer`]).
@@ -19,13 +26,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use shop_proto::Event as _;
 use shop_proto::inventory::v1::{StockReservationFailed, StockReserved};
-use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected};
+use shop_proto::order::v1::{
+    OrderCancelled, OrderConfirmed, OrderCreated, OrderRejected, ReservationDeadline,
+};
 use shop_proto::user::v1::{UserCreated, UserUpdated};
 use shop_saga::contact::ContactChange;
-use shop_saga::order::{Answer, on_answer};
+use shop_saga::order::{Answer, on_answer, on_deadline};
 use shop_shared::messaging::{
-    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, schedule,
 };
 use shop_shared::time::{from_timestamp, now, timestamp};
 use sqlx::PgConnection;
@@ -45,8 +55,33 @@ pub(crate) fn subscriptions() -> Subscriptions {
         .on::<UserCreated, _>(handlers.clone())
         .on::<UserUpdated, _>(handlers.clone())
         .on::<StockReserved, _>(handlers.clone())
-        .on::<StockReservationFailed, _>(handlers)
+        .on::<StockReservationFailed, _>(handlers.clone())
+        .on::<ReservationDeadline, _>(handlers)
         .into()
+}
+
+/// The counter of orders cancelled by their deadline.
+pub(crate) const DEADLINES_FIRED: &str = "shop_order_deadlines_fired_total";
+
+/// The schedule key of an order's reservation deadline.
+pub(crate) fn deadline_key(order_id: Uuid) -> String {
+    format!("{}:{order_id}", ReservationDeadline::ROUTING_KEY)
+}
+
+/// The reason an order cancelled by its deadline is given.
+pub(crate) fn deadline_reason(timeout_seconds: i64) -> String {
+    format!("the inventory did not answer within {timeout_seconds} s")
+}
+
+/// The deadline message of a new order.
+pub(crate) fn reservation_deadline(
+    order: &OrderRow,
+    timeout: std::time::Duration,
+) -> ReservationDeadline {
+    ReservationDeadline {
+        order_id: order.order_id.to_string(),
+        timeout_seconds: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+    }
 }
 
 /// The reason an order is rejected with.
@@ -84,6 +119,11 @@ impl BatchState for Answered {
                     .events::<StockReservationFailed>()
                     .map(|e| e.order_id.as_str()),
             )
+            .chain(
+                batch
+                    .events::<ReservationDeadline>()
+                    .map(|e| e.order_id.as_str()),
+            )
             .filter_map(|raw| Uuid::parse_str(raw).ok())
             .collect();
         if ids.is_empty() {
@@ -117,6 +157,9 @@ impl BatchState for Answered {
             .collect();
         if !settled.is_empty() {
             repository::settle(conn, &settled, now()).await?;
+            // Settled: their deadlines have nothing left to do (a no-op for those published).
+            let keys: Vec<String> = settled.iter().map(|(id, _, _)| deadline_key(*id)).collect();
+            schedule::cancel(conn, &keys).await?;
         }
         Ok(())
     }
@@ -144,6 +187,22 @@ impl Answered {
         order.status = status;
         order.settled = Some(reason);
         Ok(Some((order.customer_id, order.total_cents)))
+    }
+
+    /// Decides an order's deadline: its customer when it was still PENDING and is CANCELLED
+    /// now (publish `order.cancelled`), `None` when it was settled before.
+    fn deadline(&mut self, order_id: Uuid, reason: String) -> Result<Option<Uuid>, HandlerError> {
+        let order = self
+            .0
+            .get_mut(&order_id)
+            .ok_or_else(|| HandlerError::permanent(format!("order {order_id} does not exist")))?;
+        let Some(status) = on_deadline(order.status) else {
+            tracing::debug!(%order_id, status = order.status.as_str(), "deadline ignored: order settled");
+            return Ok(None);
+        };
+        order.status = status;
+        order.settled = Some(reason);
+        Ok(Some(order.customer_id))
     }
 }
 
@@ -248,6 +307,29 @@ impl Handle<StockReservationFailed, Answered> for OrderHandlers {
             customer_id: customer_id.to_string(),
             reason,
         });
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handle<ReservationDeadline, Answered> for OrderHandlers {
+    async fn handle(
+        &self,
+        e: &ReservationDeadline,
+        cx: &mut HandlerContext<'_, Answered>,
+    ) -> Result<(), HandlerError> {
+        let order_id = event_id("order_id", &e.order_id)?;
+        let reason = deadline_reason(e.timeout_seconds);
+        let Some(customer_id) = cx.state().deadline(order_id, reason.clone())? else {
+            return Ok(());
+        };
+        tracing::warn!(%order_id, timeout_s = e.timeout_seconds, "order cancelled: the inventory did not answer in time");
+        cx.stage(&OrderCancelled {
+            order_id: e.order_id.clone(),
+            customer_id: customer_id.to_string(),
+            reason,
+        });
+        cx.count(DEADLINES_FIRED);
         Ok(())
     }
 }

@@ -6,8 +6,10 @@
 //! order answers NOT_FOUND, exactly like a missing one, so order ids cannot be probed. Staff
 //! may do everything.
 
+use std::time::Duration;
+
 use shop_shared::auth::Caller;
-use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, outbox};
+use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, outbox, schedule};
 use shop_shared::time::now;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -15,8 +17,8 @@ use uuid::Uuid;
 
 use crate::OrderError;
 use crate::domain::{NewOrder, OrderStatus, PageToken};
-use crate::events::{order_cancelled, order_created};
-use crate::repository::{self, OrderRow};
+use crate::events::{deadline_key, order_cancelled, order_created, reservation_deadline};
+use crate::repository::{self, OrderRow, Scheduled};
 
 /// What the use cases work with.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub(crate) struct Orders {
     pub(crate) pool: PgPool,
     /// Wakes this process's outbox relay after a commit that staged events.
     pub(crate) waker: OutboxWaker,
+    /// How long an order may wait for the inventory (`ORDER_RESERVATION_TIMEOUT_S`).
+    pub(crate) reservation_timeout: Duration,
 }
 
 /// One page of a customer's orders.
@@ -63,9 +67,25 @@ impl Orders {
         // The order exists if and only if order.created will be published: one statement
         // writes both.
         let created = Envelope::new(&order_created(&order), "", context);
+        // Its deadline: cancelled by the inventory's answer, or it cancels the order.
+        let deadline = Envelope::new(
+            &reservation_deadline(&order, self.reservation_timeout),
+            "",
+            context,
+        );
+        let due = at
+            + chrono::Duration::from_std(self.reservation_timeout)
+                .map_err(|e| OrderError::Unexpected(e.into()))?;
+        let deadline_key = deadline_key(order.order_id);
+        let scheduled = Scheduled {
+            envelope: &deadline,
+            due,
+            key: &deadline_key,
+        };
         let mut conn = self.pool.acquire().await?;
         let inserted =
-            repository::create_order_staging_event(&mut conn, &order, key, &created).await?;
+            repository::create_order_staging_event(&mut conn, &order, key, &created, &scheduled)
+                .await?;
         if inserted {
             drop(conn);
             self.waker.wake();
@@ -147,6 +167,8 @@ impl Orders {
         let at = now();
         repository::set_status(&mut tx, order_id, cancelled, &reason, at).await?;
         outbox::stage(&mut tx, &order_cancelled(&order, &reason), context).await?;
+        // No longer pending: its deadline has nothing left to do.
+        schedule::cancel(&mut tx, &[deadline_key(order_id)]).await?;
         tx.commit().await?;
         self.waker.wake();
         order.status = cancelled.as_str().to_owned();

@@ -35,6 +35,7 @@ impl Application {
             Some(crate::events::subscriptions()),
         )
         .await?;
+        parts.metrics.zero(crate::events::DEADLINES_FIRED);
         // Every call needs a token, checked with the user service's public keys.
         let auth = AuthLayer::new(parts.jwks_verifier()?, PublicMethods::none());
         Ok(Self {
@@ -42,6 +43,7 @@ impl Application {
                 orders: Orders {
                     pool: parts.pool.clone(),
                     waker: parts.waker.clone(),
+                    reservation_timeout: config.reservation_timeout,
                 },
             },
             auth,

@@ -92,6 +92,7 @@ pub struct HandlerContext<'c, S = ()> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
     staged: &'c mut Vec<Envelope>,
+    counted: &'c mut Vec<&'static str>,
     state: &'c mut S,
 }
 
@@ -99,6 +100,12 @@ impl<S> HandlerContext<'_, S> {
     /// The transaction the handler's effects belong to; it commits before the ack.
     pub fn conn(&mut self) -> &mut PgConnection {
         self.conn
+    }
+
+    /// Adds one to the service's counter `name` once the batch has committed (nothing if it
+    /// rolls back): a count of effects, not of attempts.
+    pub fn count(&mut self, name: &'static str) {
+        self.counted.push(name);
     }
 
     /// The state the batch loaded before its first message, as the messages before this one
@@ -148,6 +155,7 @@ struct Parts<'c> {
     conn: &'c mut PgConnection,
     meta: &'c IncomingMeta,
     staged: &'c mut Vec<Envelope>,
+    counted: &'c mut Vec<&'static str>,
 }
 
 /// A handler with its event and state types erased, so handlers of many types share one
@@ -191,6 +199,7 @@ impl<E: Event, S: BatchState, H: Handle<E, S>> ErasedHandler for Typed<E, H, S> 
             conn: parts.conn,
             meta: parts.meta,
             staged: parts.staged,
+            counted: parts.counted,
             state,
         };
         self.handler.handle(event, &mut cx).await
@@ -1054,6 +1063,7 @@ impl Inner {
             }
         };
         let mut staged: Vec<Envelope> = Vec::new();
+        let mut counted: Vec<&'static str> = Vec::new();
         for (applied, prepared) in group
             .iter()
             .filter(|p| fresh.contains(&p.meta.message_id))
@@ -1067,6 +1077,7 @@ impl Inner {
                 conn: &mut tx,
                 meta: &prepared.meta,
                 staged: &mut staged,
+                counted: &mut counted,
             };
             let span = &prepared.span;
             let handled = prepared
@@ -1089,6 +1100,9 @@ impl Inner {
         tx.commit().await?;
         if !staged.is_empty() {
             self.waker.wake();
+        }
+        for name in counted {
+            self.metrics.count(name);
         }
         Ok(Ok(fresh))
     }

@@ -11,6 +11,7 @@
 //! - [`link`] — the two connections of a process (publish, consume) its sessions share.
 //! - [`quarantine`] — a delivery the AMQP client cannot parse, moved to the DLQ unread.
 //! - [`retry`] — the backoff policy of transient failures.
+//! - [`schedule`] — messages staged in the outbox for a later time, cancellable by key.
 //! - [`shapes`] — one event staged in several shapes (a v1 beside its v2), one message id.
 //!
 //! The delivery guarantee is at-least-once on the wire and exactly-once in effect: a message
@@ -27,6 +28,7 @@ pub mod names;
 pub mod outbox;
 pub mod quarantine;
 pub mod retry;
+pub mod schedule;
 pub mod shapes;
 pub mod topology;
 

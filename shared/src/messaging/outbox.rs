@@ -439,6 +439,7 @@ impl Relay {
              FROM outbox \
              WHERE published_at IS NULL AND NOT dead \
                AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+               AND (due_at IS NULL OR due_at <= now()) \
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)

@@ -170,6 +170,13 @@ fn unexpected(what: &str, got: Option<(u16, u16)>) -> QuarantineError {
 /// A content header's properties: built by amq-protocol, or bytes as given (flags first).
 enum Properties<'a> {
     Typed(Box<basic::AMQPProperties>),
+    #[cfg_attr(
+        not(feature = "test-util"),
+        allow(
+            dead_code,
+            reason = "only the tests' raw publisher sends properties as bytes"
+        )
+    )]
     Raw(&'a [u8]),
 }
 

@@ -16,18 +16,24 @@ struct TableSample {
     pending: i64,
     oldest_age_s: f64,
     dead: i64,
+    scheduled: i64,
     inbox: i64,
 }
 
 /// One query for every table gauge. The pending rows and the oldest of them come from the
-/// `outbox_pending` partial index, the parked ones from `outbox_dead`; the inbox size is
+/// `outbox_pending` partial index (a scheduled row counts once it is due, and its age from
+/// then: the oldest one's age is also `shop_outbox_overdue_seconds`), the parked ones from
+/// `outbox_dead`, the scheduled ones not yet due from `outbox_scheduled`; the inbox size is
 /// PostgreSQL's live-row estimate (the inbox is never purged: counting it would scan it).
 const SAMPLE: &str = "\
     SELECT \
-      (SELECT count(*) FROM outbox WHERE published_at IS NULL AND NOT dead) AS pending, \
-      coalesce((SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox \
-                WHERE published_at IS NULL AND NOT dead ORDER BY id LIMIT 1), 0) AS oldest_age_s, \
+      (SELECT count(*) FROM outbox WHERE published_at IS NULL AND NOT dead \
+                AND (due_at IS NULL OR due_at <= now())) AS pending, \
+      coalesce((SELECT extract(epoch FROM now() - coalesce(due_at, created_at))::float8 \
+                FROM outbox WHERE published_at IS NULL AND NOT dead \
+                AND (due_at IS NULL OR due_at <= now()) ORDER BY id LIMIT 1), 0) AS oldest_age_s, \
       (SELECT count(*) FROM outbox WHERE dead) AS dead, \
+      (SELECT count(*) FROM outbox WHERE due_at > now() AND published_at IS NULL) AS scheduled, \
       coalesce((SELECT n_live_tup FROM pg_stat_user_tables \
                 WHERE relname = 'inbox' AND schemaname = current_schema()), 0) AS inbox";
 
@@ -64,6 +70,7 @@ pub async fn sample(metrics: &Metrics, pool: &PgPool) {
                 Duration::try_from_secs_f64(s.oldest_age_s.max(0.0)).unwrap_or_default(),
                 s.dead,
             );
+            metrics.schedule_sampled(s.scheduled);
             metrics.inbox_sampled(s.inbox);
         }
         Err(e) => tracing::debug!(error = %e, "metrics sample of the outbox failed"),

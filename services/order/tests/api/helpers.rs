@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
@@ -25,18 +26,29 @@ pub(crate) struct TestApp {
     pub(crate) issuer: TestIssuer,
     pub(crate) grpc_addr: std::net::SocketAddr,
     pub(crate) events: EventProbe,
-    pub(crate) env: TestEnv,
+    pub(crate) env: Arc<TestEnv>,
 }
 
 pub(crate) async fn spawn_app() -> TestApp {
-    let env = TestEnv::new().await;
+    spawn_app_with(
+        Arc::new(TestEnv::new().await),
+        shop_order::config::DEFAULT_RESERVATION_TIMEOUT,
+    )
+    .await
+}
+
+/// The order service on `env`, its orders' deadlines `reservation_timeout` after CreateOrder.
+pub(crate) async fn spawn_app_with(env: Arc<TestEnv>, reservation_timeout: Duration) -> TestApp {
     let issuer = TestIssuer::start().await;
     let mut config = env.config("order");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
     let events = EventProbe::bind(&env.broker, &["order.*"]).await;
-    let app = shop_order::Application::build(shop_order::Config { service: config })
-        .await
-        .expect("build the order service");
+    let app = shop_order::Application::build(shop_order::Config {
+        service: config,
+        reservation_timeout,
+    })
+    .await
+    .expect("build the order service");
     let grpc_addr = app.grpc_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();
@@ -68,6 +80,14 @@ pub(crate) fn order_request(customer_id: &str, items: Vec<LineItem>) -> CreateOr
 }
 
 impl TestApp {
+    /// Stops the service (its database and prefix stay); returns them for another start.
+    #[allow(dead_code)]
+    pub(crate) fn stop(self) -> Arc<TestEnv> {
+        let env = Arc::clone(&self.env);
+        drop(self);
+        env
+    }
+
     /// A client sending `token`.
     #[allow(dead_code)]
     pub(crate) async fn client_with(&self, token: &str) -> Client {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod cancel_order;
 mod create_order;
+mod deadline;
 mod list_orders;
 mod saga;
 
