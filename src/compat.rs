@@ -195,6 +195,10 @@ fn every_released_event_reads_the_same_both_ways_with_todays_types() {
             check::<crate::order::v1::OrderRejected>(),
         ),
         (
+            "shop.order.v1.ReservationDeadline",
+            check::<crate::order::v1::ReservationDeadline>(),
+        ),
+        (
             "shop.user.v1.UserCreated",
             check::<crate::user::v1::UserCreated>(),
         ),

@@ -93,6 +93,12 @@ mod tests {
         ("shop.order.v1.OrderConfirmed", "order.confirmed"),
         ("shop.order.v1.OrderCreated", "order.created"),
         ("shop.order.v1.OrderRejected", "order.rejected"),
+        // The order's reservation deadline: a scheduled message only the order service
+        // consumes, documented in docs/contract.md ("Order saga", Deadline).
+        (
+            "shop.order.v1.ReservationDeadline",
+            "order.reservation_deadline",
+        ),
         ("shop.user.v1.UserCreated", "user.created"),
         ("shop.user.v1.UserUpdated", "user.updated"),
         ("shop.user.v2.UserCreated", "user.created.v2"),
@@ -165,6 +171,7 @@ mod tests {
             pair::<order::v1::OrderConfirmed>(),
             pair::<order::v1::OrderCreated>(),
             pair::<order::v1::OrderRejected>(),
+            pair::<order::v1::ReservationDeadline>(),
             pair::<user::v1::UserCreated>(),
             pair::<user::v1::UserUpdated>(),
             pair::<user::v2::UserCreated>(),

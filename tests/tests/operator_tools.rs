@@ -1,6 +1,7 @@
 //! The operator's tools against the whole running system: `shop dlq replay` brings a failed
 //! order back into the saga exactly once, and `shop events tail` shows a saga's events with
-//! their ids as they pass.
+//! their ids as they pass, and `shop schedule` lists, shows and cancels an order's
+//! reservation deadline.
 
 use std::time::Duration;
 
@@ -258,5 +259,67 @@ async fn events_tail_prints_the_events_of_a_saga_with_their_ids() {
             assert_eq!(line["causation_id"], lines[cause]["message_id"], "{line}");
         }
     }
+    system.stop().await;
+}
+
+async fn schedule(pool: &sqlx::PgPool, args: &[&str]) -> anyhow::Result<String> {
+    let parsed = shop::schedule::ScheduleArgs::try_parse_from(
+        std::iter::once("schedule").chain(args.iter().copied()),
+    )?;
+    let mut out = Vec::new();
+    shop::schedule::run_with(parsed, pool, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn shop_schedule_lists_shows_and_cancels_a_pending_orders_deadline() {
+    // The inventory held back: the order stays PENDING, its deadline scheduled.
+    let system = TestSystem::start_holding_back_inventory().await;
+    let customer = system.customer().await;
+    let order = system.order(&customer, &[("deadline-product", 1)]).await;
+    let key = format!("order.reservation_deadline:{}", order.order_id);
+    let pool = sqlx::PgPool::connect(&system.databases[1].url)
+        .await
+        .expect("the order database");
+
+    let listed: Vec<Value> = schedule(&pool, &["list", "--json"])
+        .await
+        .expect("list")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let mine = listed
+        .iter()
+        .find(|s| s["key"] == key.as_str())
+        .unwrap_or_else(|| panic!("{key} listed: {listed:?}"));
+    assert_eq!(mine["type"], "shop.order.v1.ReservationDeadline");
+    let message_id = mine["message_id"].as_str().expect("an id").to_owned();
+
+    let shown: Value = serde_json::from_str(
+        &schedule(&pool, &["show", &message_id, "--json"])
+            .await
+            .expect("show"),
+    )
+    .expect("JSON");
+    assert_eq!(shown["body"]["orderId"], order.order_id.as_str());
+    assert_eq!(shown["body"]["timeoutSeconds"], "300");
+
+    let cancelled = schedule(&pool, &["cancel", &key]).await.expect("cancel");
+    assert!(cancelled.contains(&key), "{cancelled}");
+    let again = schedule(&pool, &["cancel", &key]).await;
+    assert!(
+        again
+            .expect_err("nothing left to cancel")
+            .to_string()
+            .contains("nothing is scheduled"),
+    );
+    let text = schedule(&pool, &["list"]).await.expect("list");
+    assert!(!text.contains(&key), "{text}");
+    let bad = schedule(&pool, &["show", "not-an-id"]).await;
+    assert!(
+        bad.expect_err("not a UUID")
+            .to_string()
+            .contains("is not a message id")
+    );
     system.stop().await;
 }

@@ -8,6 +8,7 @@
 //! - [`settings`] — the environment variables, for `--help`.
 //! - [`dlq`] — `shop dlq`: dead letters read, replayed and purged.
 //! - [`events_tail`] — `shop events tail`: the events as they pass.
+//! - [`schedule`] — `shop schedule`: the messages an outbox holds for later.
 //! - [`broker`], [`decoded`] — what those two share: the connection, the decoded view.
 
 // The benchmark's JSON report is one `json!` object with many keys.
@@ -20,5 +21,6 @@ pub mod decoded;
 pub mod dlq;
 pub mod events_tail;
 pub mod keys;
+pub mod schedule;
 pub mod settings;
 pub mod system;

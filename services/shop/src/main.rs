@@ -5,6 +5,7 @@
 //! - `shop bench` measures the system with every safety on.
 //! - `shop keys` lists and rotates the token signing keys.
 //! - `shop dlq` reads, replays and purges dead letters; `shop events tail` shows events.
+//! - `shop schedule` lists, shows and cancels the messages an outbox holds for later.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shop::system;
@@ -39,6 +40,9 @@ enum Command {
     Dlq(shop::dlq::DlqArgs),
     /// Watch the events on shop.events as they pass, decoded (reads AMQP_URL, AMQP_PREFIX).
     Events(shop::events_tail::EventsArgs),
+    /// List, show and cancel the messages a service's outbox holds for a later time, such as
+    /// each pending order's reservation deadline (reads <SERVICE>_DATABASE_URL).
+    Schedule(shop::schedule::ScheduleArgs),
     /// Print the event catalog: an AsyncAPI 3.0 document (JSON) generated from the protos.
     Catalog,
 }
@@ -75,7 +79,7 @@ async fn main() -> std::process::ExitCode {
     // So do the operator tools, whose output is what they print.
     let quiet = matches!(
         cli.command,
-        Command::Bench(_) | Command::Dlq(_) | Command::Events(_)
+        Command::Bench(_) | Command::Dlq(_) | Command::Events(_) | Command::Schedule(_)
     ) && std::env::var_os("RUST_LOG").is_none();
     let config = shop_shared::telemetry::TelemetryConfig {
         default_filter: if quiet { "warn" } else { "info" }.into(),
@@ -102,6 +106,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { service } => system::serve(service, shutdown).await,
         Command::Catalog => Ok(()),
         Command::Keys(args) => shop::keys::run(args).await,
+        Command::Schedule(args) => shop::schedule::run(args, &mut std::io::stdout()).await,
         Command::Dlq(args) => {
             let config = shop_shared::config::AmqpConfig::from_env();
             shop::dlq::run(args, &config, &mut std::io::stdout()).await

@@ -102,6 +102,22 @@ async fn dlq_ids(broker: &TestBroker) -> Vec<String> {
     .collect()
 }
 
+/// Waits until the DLQ holds exactly `expected`, in order. Messages a command gave back reach
+/// the queue a moment after its channel closed (the quorum queue applies the returns), so a
+/// reading right after a command may not see them yet: a wait with a deadline, never a sleep.
+async fn expect_dlq(broker: &TestBroker, expected: Vec<String>) {
+    let mut last = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        last = dlq_ids(broker).await;
+        if last == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, expected, "the DLQ within {WAIT:?}");
+}
+
 fn ids(envelopes: &[&Envelope]) -> Vec<String> {
     envelopes.iter().map(|e| e.message_id.clone()).collect()
 }
@@ -164,7 +180,7 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
     // Reading took nothing away and changed no order; --limit shows the first ones.
     let mut expected = ids(&placed.iter().collect::<Vec<_>>());
     expected.push(garbage.message_id.clone());
-    assert_eq!(dlq_ids(&broker).await, expected);
+    expect_dlq(&broker, expected.clone()).await;
     let limited = json_lines(
         &dlq(&broker, &["show", "inventory", "--limit", "1", "--json"])
             .await
@@ -172,11 +188,8 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
     );
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0]["message_id"], expected[0].as_str());
-    assert_eq!(
-        dlq_ids(&broker).await,
-        expected,
-        "--limit changed no order either"
-    );
+    // --limit changed no order either.
+    expect_dlq(&broker, expected.clone()).await;
 
     // The text form names the same messages.
     let text = dlq(&broker, &["show", "inventory.dlq"]).await.unwrap();
@@ -237,7 +250,7 @@ async fn list_groups_messages_by_type_and_masked_reason() {
         .await
         .unwrap();
     assert!(out.contains("replayed 2 messages"), "{out}");
-    assert_eq!(dlq_ids(&broker).await, ids(&[&other[0]]));
+    expect_dlq(&broker, ids(&[&other[0]])).await;
     let text = dlq(&broker, &["list"]).await.unwrap();
     assert!(
         text.contains(&format!("{}: 1 message", broker.names.dlq("inventory"))),
@@ -294,11 +307,8 @@ async fn replay_sends_the_copy_to_its_queue_only_and_leaves_the_others_in_order(
     let seen = subscriber.expect(WAIT, "the sentinel").await;
     assert_eq!(seen.meta().message_id, sentinel);
 
-    assert_eq!(
-        dlq_ids(&broker).await,
-        ids(&[a, c]),
-        "the others stay, in order"
-    );
+    // The others stay, in order.
+    expect_dlq(&broker, ids(&[a, c])).await;
 }
 
 #[tokio::test]
@@ -318,10 +328,7 @@ async fn a_dry_run_changes_nothing() {
     assert_eq!(out[0]["message_id"], placed[0].message_id.as_str());
     assert_eq!(out[2]["would_replay"], 2);
     assert_eq!(out[2]["left"], 2);
-    assert_eq!(
-        dlq_ids(&broker).await,
-        ids(&placed.iter().collect::<Vec<_>>())
-    );
+    expect_dlq(&broker, ids(&placed.iter().collect::<Vec<_>>())).await;
     let mut inventory = EventProbe::queue(&broker, &broker.names.queue("inventory")).await;
     assert!(inventory.next(Duration::from_millis(300)).await.is_none());
 }
@@ -344,7 +351,7 @@ async fn purge_removes_only_what_it_was_told() {
         "{out}"
     );
     assert!(out.contains("shop.order.v1.OrderCreated"), "{out}");
-    assert_eq!(dlq_ids(&broker).await, ids(&[b]));
+    expect_dlq(&broker, ids(&[b])).await;
 
     // An id that is not there: nothing is deleted.
     let missing = dlq(
@@ -353,7 +360,7 @@ async fn purge_removes_only_what_it_was_told() {
     )
     .await;
     assert!(missing.unwrap_err().to_string().contains("nope"));
-    assert_eq!(dlq_ids(&broker).await, ids(&[b]));
+    expect_dlq(&broker, ids(&[b])).await;
 
     dlq(&broker, &["purge", "inventory", "--all", "--yes"])
         .await
@@ -383,7 +390,7 @@ async fn a_message_replayed_too_often_stays_in_the_dlq() {
     assert_eq!(lines[1]["outcome"], "replayed", "{out}");
     assert_eq!(lines[2]["replayed"], 1);
     assert_eq!(lines[2]["skipped"], 1);
-    assert_eq!(dlq_ids(&broker).await, ids(&[&tired]));
+    expect_dlq(&broker, ids(&[&tired])).await;
 
     // A higher limit lets it go, counted once more.
     dlq(
@@ -447,7 +454,7 @@ async fn a_replay_stopped_between_the_confirm_and_the_removal_loses_nothing() {
     // The first copy is in the queue and its original is still in the DLQ, with the others:
     // a duplicate at worst, which the inbox absorbs.
     let all = ids(&placed.iter().collect::<Vec<_>>());
-    assert_eq!(dlq_ids(&broker).await, all);
+    expect_dlq(&broker, all).await;
     let mut inventory = EventProbe::queue(&broker, &broker.names.queue("inventory")).await;
     let copy = inventory.expect(WAIT, "the confirmed copy").await;
     assert_eq!(copy.meta().message_id, placed[0].message_id);
@@ -511,7 +518,7 @@ async fn the_command_fails_clearly() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("delete them? [y/N]"), "{stderr}");
     assert!(stderr.contains("nothing was deleted"), "{stderr}");
-    assert_eq!(dlq_ids(&broker).await, ids(&[&placed[0]]));
+    expect_dlq(&broker, ids(&[&placed[0]])).await;
 
     let (code, stdout, stderr) = shop(&["dlq", "purge", "inventory", "--all"], &broker.url, "y\n");
     assert_eq!(code, Some(0), "{stderr}");
