@@ -114,12 +114,23 @@ pub async fn stage_envelope(
     conn: &mut PgConnection,
     envelope: &Envelope,
 ) -> Result<(), sqlx::Error> {
+    insert(conn, envelope, None, None).await
+}
+
+/// Inserts one outbox row: published as soon as possible, or (with `due` and `key`) not before
+/// `due`, cancellable by `key` ([`super::schedule`]).
+pub(super) async fn insert(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+    key: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let message_id = uuid::Uuid::parse_str(&envelope.message_id)
         .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
     sqlx::query(
         "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id, subject) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         causation_id, traceparent, tracestate, actor_id, subject, due_at, schedule_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(message_id)
     .bind(&envelope.routing_key)
@@ -131,6 +142,8 @@ pub async fn stage_envelope(
     .bind(&envelope.tracestate)
     .bind(&envelope.actor_id)
     .bind(&envelope.subject)
+    .bind(due)
+    .bind(key)
     .execute(conn)
     .await?;
     Ok(())
@@ -224,6 +237,10 @@ pub struct Relay {
     drained: Arc<AtomicU64>,
     /// The generation of the link's connection the last session used.
     generation: Arc<AtomicU64>,
+    /// When the relay last looked for due scheduled rows (milliseconds since `started`).
+    scheduled_checked_ms: Arc<AtomicU64>,
+    /// The relay's clock origin.
+    started: Instant,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -275,7 +292,23 @@ impl Relay {
             waker: OutboxWaker::new(),
             drained: Arc::default(),
             generation: Arc::default(),
+            scheduled_checked_ms: Arc::default(),
+            started: Instant::now(),
         }
+    }
+
+    /// Whether this round also looks for scheduled rows that are due: at most once per poll
+    /// interval (so a scheduled row is published at most a poll after it is due), never on the
+    /// hot path of every round.
+    fn scheduled_round(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.scheduled_checked_ms.load(Ordering::Relaxed);
+        let every = self.config.poll_interval.as_millis() as u64;
+        (now.saturating_sub(last) >= every || last == 0)
+            && self
+                .scheduled_checked_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The relay wakes when `waker` is woken (give the same waker to the code that commits).
@@ -432,19 +465,39 @@ impl Relay {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
         // UPDATE keeps them ours until this transaction ends.
-        let rows: Vec<ClaimedRow> = sqlx::query_as(
+        // Rows to publish now, through the `outbox_pending` index, which holds no scheduled
+        // row: the deadlines of the orders in flight (each inserted, then mostly deleted when
+        // the order is answered) never lengthen this scan.
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
                     causation_id, traceparent, tracestate, actor_id, subject, created_at, \
                     attempts \
              FROM outbox \
-             WHERE published_at IS NULL AND NOT dead \
+             WHERE published_at IS NULL AND NOT dead AND due_at IS NULL \
                AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-               AND (due_at IS NULL OR due_at <= now()) \
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
+        // Scheduled rows that are due, through `outbox_scheduled` (a range up to now: the
+        // future and the cancelled ones are not visited), once per poll interval.
+        let room = self.config.batch_size - rows.len() as i64;
+        if room > 0 && self.scheduled_round() {
+            let due: Vec<ClaimedRow> = sqlx::query_as(
+                "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
+                        causation_id, traceparent, tracestate, actor_id, subject, created_at, \
+                        attempts \
+                 FROM outbox \
+                 WHERE due_at <= now() AND published_at IS NULL AND NOT dead \
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+                 ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+            rows.extend(due);
+        }
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Round::default());

@@ -39,28 +39,7 @@ pub async fn stage_envelope_at(
     due: DateTime<Utc>,
     key: &str,
 ) -> Result<(), sqlx::Error> {
-    let message_id = uuid::Uuid::parse_str(&envelope.message_id)
-        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id, subject, due_at, schedule_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(message_id)
-    .bind(&envelope.routing_key)
-    .bind(&envelope.message_type)
-    .bind(&envelope.payload)
-    .bind(&envelope.correlation_id)
-    .bind(&envelope.causation_id)
-    .bind(&envelope.traceparent)
-    .bind(&envelope.tracestate)
-    .bind(&envelope.actor_id)
-    .bind(&envelope.subject)
-    .bind(due)
-    .bind(key)
-    .execute(conn)
-    .await?;
-    Ok(())
+    super::outbox::insert(conn, envelope, Some(due), Some(key)).await
 }
 
 /// Cancels the unpublished messages scheduled under `keys`; returns how many there were (a key
