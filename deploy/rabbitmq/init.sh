@@ -97,7 +97,8 @@ grant shop_order \
   '^(shop\.events|order(\.retry\.[0-9]+ms|\.dlq)?)$' \
   '^(shop\.events|amq\.default|order(\.retry\.[0-9]+ms|\.dlq)?)$' \
   '^(shop\.events|order(\.retry\.[0-9]+ms|\.dlq)?)$'
-topic shop_order '^order\.' '^(user|inventory)\.'
+# It binds its queue to user.*, inventory.* and its own scheduled order.reservation_deadline.
+topic shop_order '^order\.' '^(user\.|inventory\.|order\.reservation_deadline$)'
 
 grant shop_inventory \
   '^(shop\.events|inventory(\.retry\.[0-9]+ms|\.dlq)?)$' \

@@ -139,6 +139,10 @@ pub struct MessagingConfig {
     pub outbox_poll: Duration,
     /// `OUTBOX_MAX_ATTEMPTS` (default 10): failed publishes before a row is parked as dead.
     pub outbox_max_attempts: i32,
+    /// `OUTBOX_CONFIRM_TIMEOUT_MS` (default 10000): how long the relay waits for the broker to
+    /// confirm a round's messages before it gives up on the channel; the round's rows are
+    /// released unchanged (not the rows' fault) and published again on a new channel.
+    pub outbox_confirm_timeout: Duration,
     /// `OUTBOX_RETENTION_S` (default 3600): how long published rows are kept before the purge.
     pub outbox_retention: Duration,
     /// `INBOX_RETENTION_S` (default 604800, 7 days): how long the id of an applied message is
@@ -175,6 +179,7 @@ impl Default for MessagingConfig {
             outbox_batch: 1000,
             outbox_poll: Duration::from_millis(1000),
             outbox_max_attempts: 10,
+            outbox_confirm_timeout: Duration::from_millis(10_000),
             outbox_retention: Duration::from_secs(3600),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             purge_interval: Duration::from_secs(60),
@@ -212,6 +217,13 @@ impl MessagingConfig {
                 d.outbox_poll.as_millis() as u64,
             )?),
             outbox_max_attempts: env_parse("OUTBOX_MAX_ATTEMPTS", d.outbox_max_attempts)?.max(1),
+            outbox_confirm_timeout: Duration::from_millis(
+                env_parse(
+                    "OUTBOX_CONFIRM_TIMEOUT_MS",
+                    d.outbox_confirm_timeout.as_millis() as u64,
+                )?
+                .max(1),
+            ),
             outbox_retention: Duration::from_secs(env_parse(
                 "OUTBOX_RETENTION_S",
                 d.outbox_retention.as_secs(),

@@ -13,6 +13,7 @@
 //! - [`config`] — typed settings from the environment.
 //! - [`grpc`] — health, reflection, the server builder, correlation ids.
 //! - [`grpc_drain`] — open gRPC streams ended when the shutdown's drain period is over.
+//! - [`readiness`] — `GET /ready`: can the service use its database and broker now?
 //! - [`retention`] — scheduled purges of the tables that grow with traffic.
 //! - [`service`] — a service's life: database, broker check, serve, ordered shutdown.
 //! - [`shutdown`] — SIGINT/SIGTERM as a cancellation token.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod input;
 pub mod messaging;
 pub mod metrics;
+pub mod readiness;
 pub mod retention;
 pub mod service;
 pub mod shutdown;

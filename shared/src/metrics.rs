@@ -57,6 +57,12 @@ pub const CONSUMER_BATCH_SIZE: &str = "shop_consumer_batch_messages";
 pub const RETRIES_SCHEDULED: &str = "shop_consumer_retries_scheduled_total";
 /// Messages recorded in the inbox (PostgreSQL's live-row estimate).
 pub const INBOX_MESSAGES: &str = "shop_inbox_messages";
+/// Histogram: when a delivery is applied, how long ago its event was staged.
+pub const CONSUMER_LAG: &str = "shop_consumer_lag_seconds";
+/// Gauge: messages ready in the service's own queue (sampled).
+pub const QUEUE_MESSAGES: &str = "shop_queue_messages";
+/// Counter: published messages that reached no queue (returned by the broker).
+pub const UNROUTABLE: &str = "shop_unroutable_messages_total";
 /// The database pool's connections, by state (`idle`, `used`).
 pub const DB_CONNECTIONS: &str = "db_client_connection_count";
 /// The database pool's size limit.
@@ -65,6 +71,11 @@ pub const DB_CONNECTIONS_MAX: &str = "db_client_connection_max";
 /// Seconds: from a fast local call to a slow saga step.
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Seconds of consumer lag: from a saga's few milliseconds to a consumer an hour behind (the
+/// lag alert looks at 30 s).
+const LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 /// Messages per batch or round.
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
@@ -122,6 +133,9 @@ impl Metrics {
             .set_buckets(DURATION_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(CONSUMER_BATCH_SIZE.into()), SIZE_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(CONSUMER_LAG.into()), LAG_BUCKETS)
             });
         // The bucket lists are constants, non-empty: building cannot fail.
         let recorder = match builder {
@@ -222,6 +236,19 @@ impl Metrics {
                 "Database pool connections by state, idle or used (sampled)"
             );
             describe_gauge!(DB_CONNECTIONS_MAX, "Database pool size limit");
+            describe_histogram!(
+                CONSUMER_LAG,
+                Unit::Seconds,
+                "When a delivery is applied, how long ago its event was staged (cloudEvents:time), by queue and routing key"
+            );
+            describe_gauge!(
+                QUEUE_MESSAGES,
+                "Messages ready in the service's own queue (sampled)"
+            );
+            describe_counter!(
+                UNROUTABLE,
+                "Published messages that reached no queue (returned by the broker), by routing key"
+            );
         });
     }
 
@@ -338,6 +365,32 @@ impl Metrics {
     pub fn dead_letters_sampled(&self, queue: &str, messages: u32) {
         self.with(|| {
             metrics::gauge!(DEAD_LETTERS, "queue" => queue.to_owned()).set(f64::from(messages));
+        });
+    }
+
+    /// A delivery from `queue` applied `lag` after its event was staged.
+    pub fn consumer_lag(&self, queue: &str, routing_key: &str, lag: Duration) {
+        self.with(|| {
+            metrics::histogram!(
+                CONSUMER_LAG,
+                "messaging_destination_name" => queue.to_owned(),
+                "routing_key" => routing_key.to_owned(),
+            )
+            .record(lag.as_secs_f64());
+        });
+    }
+
+    /// The sampled number of ready messages in the service's own `queue`.
+    pub fn queue_sampled(&self, queue: &str, messages: u32) {
+        self.with(|| {
+            metrics::gauge!(QUEUE_MESSAGES, "queue" => queue.to_owned()).set(f64::from(messages));
+        });
+    }
+
+    /// A published message with `routing_key` (one of the service's own events) was returned.
+    pub fn unroutable(&self, routing_key: &str) {
+        self.with(|| {
+            metrics::counter!(UNROUTABLE, "routing_key" => routing_key.to_owned()).increment(1);
         });
     }
 

@@ -207,29 +207,60 @@ pub async fn check_broker(config: &ServiceConfig) -> anyhow::Result<()> {
     })
 }
 
-async fn declare_queues(
+/// Declares the service's own queues (its row of the table of consumers, which its handlers
+/// must match, with its retry queues) and makes sure every other consuming service's queue
+/// exists, so that what this service publishes before a consumer first started waits for it.
+async fn declare_topology(
     config: &ServiceConfig,
-    subscriptions: &Subscriptions,
+    subscriptions: Option<&Subscriptions>,
 ) -> anyhow::Result<()> {
-    let name = config.names().connection_name(config.name, "declare");
+    let names = config.names();
+    let replicas = config.messaging.queue_replicas;
+    if let Some(subscriptions) = subscriptions {
+        topology::check_subscriptions(
+            config.name,
+            &subscriptions.routing_keys(),
+            subscriptions.moved_from_keys(),
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
+    let name = names.connection_name(config.name, "declare");
     let conn = connection::connect(&config.amqp.url, &name).await?;
-    let channel = conn.create_channel().await?;
-    topology::declare_consumer(
-        &channel,
-        &config.names(),
-        config.name,
-        &subscriptions.routing_keys(),
-        &config.messaging.retry,
-        config.messaging.queue_replicas,
-    )
-    .await?;
-    topology::unbind(
-        &channel,
-        &config.names(),
-        config.name,
-        subscriptions.moved_from_keys(),
-    )
-    .await?;
+    if let Some(subscriptions) = subscriptions {
+        let channel = conn.create_channel().await?;
+        topology::declare_consumer(
+            &channel,
+            &names,
+            config.name,
+            &subscriptions.routing_keys(),
+            &config.messaging.retry,
+            replicas,
+        )
+        .await?;
+        topology::unbind(
+            &channel,
+            &names,
+            config.name,
+            subscriptions.moved_from_keys(),
+        )
+        .await?;
+        let _ = channel.close(200, "declared").await;
+    }
+    for consumer in topology::CONSUMERS {
+        if consumer.service == config.name {
+            continue;
+        }
+        let queue = names.queue(consumer.service);
+        match topology::ensure_queue(&conn, &names, consumer, replicas).await? {
+            topology::Ensured::Existed => {}
+            topology::Ensured::Created => {
+                tracing::info!(queue = %queue, "declared the queue of a service that has not started yet: its events wait there")
+            }
+            topology::Ensured::Refused(error) => {
+                tracing::warn!(queue = %queue, error = %error, "the queue of another service is missing and this broker user may not declare it: run `shop topology apply` with a user that may, or events for it published before it starts are returned unroutable")
+            }
+        }
+    }
     conn.close(200, "declared").await?;
     Ok(())
 }
@@ -262,11 +293,9 @@ pub async fn prepare(
     let config_name = config.name;
     let pool = open_database(&config, migrator).await?;
     check_broker(&config).await?;
-    if let Some(subscriptions) = &subscriptions {
-        declare_queues(&config, subscriptions)
-            .await
-            .context("failed to declare the service's queues")?;
-    }
+    declare_topology(&config, subscriptions.as_ref())
+        .await
+        .context("failed to declare the service's queues")?;
     let listener = TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("failed to bind the gRPC address {}", config.grpc_addr))?;
@@ -392,7 +421,10 @@ where
     tracker.spawn(crate::http::serve(
         config.name,
         http_listener,
-        http.merge(metrics.router()),
+        http.merge(metrics.router()).merge(
+            crate::readiness::Readiness::new(pool.clone(), links.clone(), subscriptions.is_some())
+                .router(),
+        ),
         shutdown.clone(),
     ));
     tracker.spawn(crate::metrics::sampler::run(

@@ -273,7 +273,15 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let url = self.url.clone();
         let exchange = self.names.exchange();
-        let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut queues =
+            std::mem::take(&mut *self.queues.lock().unwrap_or_else(|p| p.into_inner()));
+        // Every service declares every consumer's queue: they are this prefix's too.
+        for consumer in crate::messaging::topology::CONSUMERS {
+            queues.push(self.names.queue(consumer.service));
+            queues.push(self.names.dlq(consumer.service));
+        }
+        queues.sort_unstable();
+        queues.dedup();
         let name = self.names.connection_name("test", "cleanup");
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()

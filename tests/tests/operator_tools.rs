@@ -13,8 +13,10 @@ use shop_proto::Event as _;
 use shop_proto::inventory::v1::StockReserved;
 use shop_proto::order::v1::{OrderCreated, OrderStatus};
 use shop_shared::config::AmqpConfig;
-use shop_shared::messaging::envelope;
-use shop_shared::testing::{EventProbe, Received, eventually, metric, place_in_queue, scrape};
+use shop_shared::messaging::{EventContext, envelope, outbox};
+use shop_shared::testing::{
+    EventProbe, Received, TestBroker, TestDatabase, eventually, metric, place_in_queue, scrape,
+};
 use shop_tests::{TestSystem, WAIT};
 use tokio_util::sync::CancellationToken;
 
@@ -322,4 +324,133 @@ async fn shop_schedule_lists_shows_and_cancels_a_pending_orders_deadline() {
             .contains("is not a message id")
     );
     system.stop().await;
+}
+
+async fn topology(broker: &TestBroker, args: &[&str]) -> anyhow::Result<String> {
+    let parsed = shop::topology::TopologyArgs::try_parse_from(
+        std::iter::once("topology").chain(args.iter().copied()),
+    )?;
+    let config = AmqpConfig {
+        url: broker.url.clone(),
+        prefix: broker.names.prefix.clone(),
+    };
+    let mut out = Vec::new();
+    shop::topology::run(parsed, &config, None, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn shop_topology_apply_declares_every_consumers_queue_and_its_bindings() {
+    // Arrange: a broker prefix on which no service ever started.
+    let broker = TestBroker::new();
+    let missing = topology(&broker, &["check"]).await.unwrap_err().to_string();
+    assert!(missing.contains("missing on"), "{missing}");
+    assert!(
+        missing.contains(&broker.names.queue("inventory")),
+        "{missing}"
+    );
+
+    // Act
+    let applied = topology(&broker, &["apply", "--json"])
+        .await
+        .expect("apply");
+
+    // Assert: one line per consuming service, and the broker holds what they say.
+    let lines: Vec<Value> = applied
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{applied}");
+    for consumer in shop_shared::messaging::topology::CONSUMERS {
+        let queue = broker.names.queue(consumer.service);
+        let line = lines
+            .iter()
+            .find(|l| l["queue"] == queue.as_str())
+            .unwrap_or_else(|| panic!("{queue} in {applied}"));
+        assert_eq!(line["dlq"], broker.names.dlq(consumer.service).as_str());
+        let mut expected: Vec<String> = consumer
+            .routing_keys
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(broker.bindings_of(&queue), expected, "{queue}");
+    }
+    assert_eq!(
+        topology(&broker, &["check"]).await.expect("check").trim(),
+        "every consuming service's queue exists"
+    );
+    // Applying again changes nothing and succeeds.
+    topology(&broker, &["apply"]).await.expect("apply again");
+}
+
+async fn outbox(pool: &sqlx::PgPool, args: &[&str]) -> anyhow::Result<String> {
+    let parsed = shop::outbox::OutboxArgs::try_parse_from(
+        std::iter::once("outbox").chain(args.iter().copied()),
+    )?;
+    let mut out = Vec::new();
+    shop::outbox::run_with(parsed, pool, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn shop_outbox_lists_parked_rows_and_returns_them_to_the_relay() {
+    // Arrange: an outbox with one row parked after failed publishes, one waiting.
+    let (_db, pool) = TestDatabase::migrated(None).await;
+    let mut tx = pool.begin().await.unwrap();
+    let context = EventContext::new_flow();
+    let parked_id = outbox::stage(&mut tx, &OrderCreated::default(), &context)
+        .await
+        .unwrap();
+    let waiting_id = outbox::stage(&mut tx, &OrderCreated::default(), &context)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "UPDATE outbox SET dead = true, attempts = 10, last_error = 'routing key is 300 bytes' \
+         WHERE message_id = $1::uuid",
+    )
+    .bind(&parked_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Act and assert: listed with its error, then returned with its attempts reset.
+    let listed: Vec<Value> = outbox(&pool, &["parked", "--json"])
+        .await
+        .expect("parked")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["message_id"], parked_id.as_str());
+    assert_eq!(listed[0]["attempts"], 10);
+    assert_eq!(listed[0]["last_error"], "routing key is 300 bytes");
+
+    let refused = outbox(&pool, &["unpark", &waiting_id])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no such parked row"), "{refused}");
+    let bad = outbox(&pool, &["unpark", "not-an-id"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("is not a message id"), "{bad}");
+
+    let returned = outbox(&pool, &["unpark", &parked_id])
+        .await
+        .expect("unpark");
+    assert_eq!(returned.trim(), "returned 1 parked row(s) to the relay");
+    let (dead, attempts): (bool, i32) =
+        sqlx::query_as("SELECT dead, attempts FROM outbox WHERE message_id = $1::uuid")
+            .bind(&parked_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((dead, attempts), (false, 0));
+    assert_eq!(
+        outbox(&pool, &["parked"]).await.expect("parked").trim(),
+        "no row is parked"
+    );
 }

@@ -9,6 +9,8 @@
 //! - [`dlq`] — `shop dlq`: dead letters read, replayed and purged.
 //! - [`events_tail`] — `shop events tail`: the events as they pass.
 //! - [`schedule`] — `shop schedule`: the messages an outbox holds for later.
+//! - [`outbox`] — `shop outbox`: parked outbox rows listed and returned to the relay.
+//! - [`topology`] — `shop topology`: every consuming service's queue, declared for operators.
 //! - [`broker`], [`decoded`] — what those two share: the connection, the decoded view.
 
 // The benchmark's JSON report is one `json!` object with many keys.
@@ -21,6 +23,8 @@ pub mod decoded;
 pub mod dlq;
 pub mod events_tail;
 pub mod keys;
+pub mod outbox;
 pub mod schedule;
 pub mod settings;
 pub mod system;
+pub mod topology;

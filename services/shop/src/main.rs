@@ -6,6 +6,8 @@
 //! - `shop keys` lists and rotates the token signing keys.
 //! - `shop dlq` reads, replays and purges dead letters; `shop events tail` shows events.
 //! - `shop schedule` lists, shows and cancels the messages an outbox holds for later.
+//! - `shop outbox` lists the rows an outbox parked and returns them to the relay.
+//! - `shop topology apply` declares every consuming service's queue before the services start.
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use shop::system;
@@ -43,6 +45,12 @@ enum Command {
     /// List, show and cancel the messages a service's outbox holds for a later time, such as
     /// each pending order's reservation deadline (reads <SERVICE>_DATABASE_URL).
     Schedule(shop::schedule::ScheduleArgs),
+    /// List the outbox rows parked after failed publishes, and return them to the relay
+    /// (reads <SERVICE>_DATABASE_URL).
+    Outbox(shop::outbox::OutboxArgs),
+    /// Declare the broker topology (every consuming service's queue, DLQ and bindings) before
+    /// the services start, or list it (reads AMQP_URL, AMQP_PREFIX, QUEUE_REPLICAS).
+    Topology(shop::topology::TopologyArgs),
     /// Print the event catalog: an AsyncAPI 3.0 document (JSON) generated from the protos.
     Catalog,
 }
@@ -79,7 +87,12 @@ async fn main() -> std::process::ExitCode {
     // So do the operator tools, whose output is what they print.
     let quiet = matches!(
         cli.command,
-        Command::Bench(_) | Command::Dlq(_) | Command::Events(_) | Command::Schedule(_)
+        Command::Bench(_)
+            | Command::Dlq(_)
+            | Command::Events(_)
+            | Command::Schedule(_)
+            | Command::Topology(_)
+            | Command::Outbox(_)
     ) && std::env::var_os("RUST_LOG").is_none();
     let config = shop_shared::telemetry::TelemetryConfig {
         default_filter: if quiet { "warn" } else { "info" }.into(),
@@ -107,6 +120,22 @@ async fn main() -> std::process::ExitCode {
         Command::Catalog => Ok(()),
         Command::Keys(args) => shop::keys::run(args).await,
         Command::Schedule(args) => shop::schedule::run(args, &mut std::io::stdout()).await,
+        Command::Outbox(args) => shop::outbox::run(args, &mut std::io::stdout()).await,
+        Command::Topology(args) => {
+            let config = shop_shared::config::AmqpConfig::from_env();
+            match shop_shared::config::MessagingConfig::from_env() {
+                Ok(messaging) => {
+                    shop::topology::run(
+                        args,
+                        &config,
+                        messaging.queue_replicas,
+                        &mut std::io::stdout(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
+        }
         Command::Dlq(args) => {
             let config = shop_shared::config::AmqpConfig::from_env();
             shop::dlq::run(args, &config, &mut std::io::stdout()).await

@@ -57,7 +57,7 @@ enum ScheduleCommand {
 }
 
 /// The database URL of `service`, from the environment as the service reads it.
-fn database_url(service: ServiceName) -> anyhow::Result<String> {
+pub(crate) fn database_url(service: ServiceName) -> anyhow::Result<String> {
     Ok(match service {
         ServiceName::User => shop_user::Config::from_env()?.service.database_url,
         ServiceName::Order => shop_order::Config::from_env()?.service.database_url,

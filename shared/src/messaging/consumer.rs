@@ -755,21 +755,18 @@ impl Inner {
         let result = tokio::select! {
             result = &mut consuming => result,
             // The sampler only ends on shutdown, when the loops are winding down.
-            () = self.sample_dead_letters(&keep, shutdown.clone()) => consuming.await,
+            () = self.sample_queues(&keep, shutdown.clone()) => consuming.await,
         };
         result.map(|worked| worked.into_iter().any(|w| w))
     }
 
-    /// Samples the depth of the service's dead-letter queue every metrics interval until
+    /// Samples the depth of the service's queue and of its dead-letter queue every metrics interval until
     /// `shutdown`, on a channel of its own (a passive declare; each channel it opens is handed
     /// to `keep`). A failed sample is logged at DEBUG and retried on a new channel: it never
     /// ends the session.
-    async fn sample_dead_letters(
-        &self,
-        keep: &(dyn Fn(&Channel) + Sync),
-        shutdown: CancellationToken,
-    ) {
+    async fn sample_queues(&self, keep: &(dyn Fn(&Channel) + Sync), shutdown: CancellationToken) {
         let dlq = self.names.dlq(&self.service);
+        let queue = self.names.queue(&self.service);
         let mut channel: Option<Channel> = None;
         loop {
             if channel.as_ref().is_none_or(|c| !c.status().connected()) {
@@ -779,6 +776,27 @@ impl Inner {
                 }
             }
             if let Some(c) = &channel {
+                // The service's own queue: how many messages wait to be delivered.
+                let own = c
+                    .queue_declare(
+                        &queue,
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                match own {
+                    Ok(q) => self.metrics.queue_sampled(&queue, q.message_count()),
+                    Err(e) => {
+                        tracing::debug!(queue = %queue, error = %e, "queue sample failed")
+                    }
+                }
+            }
+            if let Some(c) = &channel
+                && c.status().connected()
+            {
                 let declared = c
                     .queue_declare(
                         &dlq,
@@ -973,9 +991,17 @@ impl Inner {
             }
         }
 
+        let queue = self.names.queue(&self.service);
         let mut record_applied = |group: &[Prepared], applied: &Applied| {
+            let now = chrono::Utc::now();
             for prepared in group {
                 let outcome = if applied.contains(&prepared.meta.message_id) {
+                    // How far behind the consumer is: from the staging of the event to now.
+                    if let Some(staged_at) = prepared.meta.staged_at {
+                        let lag = (now - staged_at).to_std().unwrap_or_default();
+                        let label = self.subscriptions.metric_key(&prepared.meta.routing_key);
+                        self.metrics.consumer_lag(&queue, label, lag);
+                    }
                     Outcome::Applied
                 } else {
                     Outcome::Duplicate

@@ -245,6 +245,8 @@ pub struct IncomingMeta {
     pub traceparent: Option<String>,
     /// W3C `tracestate` header.
     pub tracestate: Option<String>,
+    /// When the event was staged (header `cloudEvents:time`), if it says so in RFC 3339.
+    pub staged_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl IncomingMeta {
@@ -300,6 +302,12 @@ impl IncomingMeta {
             tracestate: headers
                 .and_then(|h| header_str(h, TRACESTATE))
                 .and_then(|t| bounded_tracestate(&t).map(str::to_owned)),
+            // Only ever parsed, never stored: a timestamp is bounded by its own grammar.
+            staged_at: headers
+                .and_then(|h| header_str(h, cloud_events::TIME))
+                .filter(|t| t.len() <= 64)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.to_utc()),
         })
     }
 

@@ -138,6 +138,18 @@ impl Link {
         })
     }
 
+    /// Whether the link holds an open connection now. A reconnect in progress holds the
+    /// link's lock: after `wait` without it, the answer is no.
+    pub async fn connected(&self, wait: std::time::Duration) -> bool {
+        match tokio::time::timeout(wait, self.inner.state.lock()).await {
+            Ok(state) => state
+                .current
+                .as_ref()
+                .is_some_and(|(_, conn)| conn.status().connected()),
+            Err(_) => false,
+        }
+    }
+
     /// Closes the connection (its channels with it) and opens none after this. Call once every
     /// session using the link has stopped.
     pub async fn close(&self, reason: &str) {

@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`names`] — every exchange and queue name, from one prefix.
-//! - [`topology`] — the declarations (exchange, quorum queue, retry queues, DLQ).
+//! - [`topology`] — the declarations (exchange, quorum queue, retry queues, DLQ) and the table
+//!   of who consumes what.
 //! - [`envelope`] — the AMQP properties and headers of docs/contract.md, decoding deliveries.
 //! - [`outbox`] — staging events in a transaction, and the relay that publishes them.
 //! - [`consumer`] — subscriptions, the inbox, batching, retries and dead-lettering.
 //! - [`connection`] — connecting, backoff, and the supervise loop that owns recovery.
 //! - [`link`] — the two connections of a process (publish, consume) its sessions share.
+//! - [`parked`] — outbox rows parked after failures of their own, listed and returned.
 //! - [`quarantine`] — a delivery the AMQP client cannot parse, moved to the DLQ unread.
 //! - [`retry`] — the backoff policy of transient failures.
 //! - [`schedule`] — messages staged in the outbox for a later time, cancellable by key.
@@ -26,6 +28,7 @@ mod envelope_fuzz;
 pub mod link;
 pub mod names;
 pub mod outbox;
+pub mod parked;
 pub mod quarantine;
 pub mod retry;
 pub mod schedule;

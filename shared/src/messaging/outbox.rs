@@ -202,8 +202,11 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// Polling fallback when no NOTIFY arrives.
     pub poll_interval: Duration,
-    /// Failed publishes before a row is parked as dead.
+    /// Failed publishes before a row is parked as dead (only failures that are the row's own
+    /// count: a broker that is down, nacks or withholds confirms is not the row's fault).
     pub max_attempts: i32,
+    /// How long a round waits for the broker's confirms before it gives up on the channel.
+    pub confirm_timeout: Duration,
     /// How long published rows are kept.
     pub retention: Duration,
     /// How long a woken relay waits for more rows before it claims.
@@ -216,6 +219,7 @@ impl From<&crate::config::MessagingConfig> for RelayConfig {
             batch_size: c.outbox_batch,
             poll_interval: c.outbox_poll,
             max_attempts: c.outbox_max_attempts,
+            confirm_timeout: c.outbox_confirm_timeout,
             retention: c.outbox_retention,
             linger: c.outbox_linger,
         }
@@ -241,6 +245,8 @@ pub struct Relay {
     scheduled_checked_ms: Arc<AtomicU64>,
     /// The relay's clock origin.
     started: Instant,
+    /// The routing keys whose unroutable messages were logged (once per key).
+    unroutable_logged: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -267,8 +273,11 @@ pub struct RoundOutcome {
     pub claimed: usize,
     /// Rows confirmed by the broker and marked published.
     pub published: usize,
-    /// Rows that failed (their attempt count went up).
+    /// Rows that failed through their own fault (their attempt count went up).
     pub failed: usize,
+    /// Rows the broker did not take (down, a nack, no confirm in time): tried again later,
+    /// their attempt count unchanged.
+    pub held: usize,
 }
 
 impl Relay {
@@ -294,6 +303,7 @@ impl Relay {
             generation: Arc::default(),
             scheduled_checked_ms: Arc::default(),
             started: Instant::now(),
+            unroutable_logged: Arc::default(),
         }
     }
 
@@ -507,58 +517,35 @@ impl Relay {
         // fresh ones, so a row that breaks the channel only ever takes itself down.
         let (fresh, retried): (Vec<&ClaimedRow>, Vec<&ClaimedRow>) =
             rows.iter().partition(|r| r.attempts == 0);
-        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut published_keys: Vec<String> = Vec::with_capacity(rows.len());
-        let mut failed: Vec<(i64, String)> = Vec::new();
-        let mut broken: Option<String> = None;
-
+        let mut round = Round {
+            claimed: rows.len(),
+            ..Round::default()
+        };
         let results = self.publish_pipelined(channel, &fresh).await;
         for (row, result) in fresh.iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    published.push(row.id);
-                    published_keys.push(row.routing_key.clone());
-                }
-                Err(e) => {
-                    if !channel.status().connected() {
-                        broken.get_or_insert_with(|| e.clone());
-                    }
-                    failed.push((row.id, e));
-                }
-            }
+            round.record(row, result, channel);
         }
         for row in retried {
-            if broken.is_some() {
+            if round.broken.is_some() {
                 break; // not attempted: leave it as it is
             }
-            match self.publish_pipelined(channel, &[row]).await.remove(0) {
-                Ok(()) => {
-                    published.push(row.id);
-                    published_keys.push(row.routing_key.clone());
-                }
-                Err(e) => {
-                    if !channel.status().connected() {
-                        broken = Some(e.clone());
-                    }
-                    failed.push((row.id, e));
-                }
-            }
+            let result = self.publish_pipelined(channel, &[row]).await.remove(0);
+            round.record(row, result, channel);
         }
-
-        Ok(Round {
-            tx: Some(tx),
-            started: Some(started),
-            claimed: rows.len(),
-            published,
-            published_keys,
-            failed,
-            broken,
-        })
+        round.tx = Some(tx);
+        round.started = Some(started);
+        Ok(round)
     }
 
     /// Counts a committed round: the events confirmed and marked, per routing key, the failed
     /// publishes, and the round's duration.
-    fn count_round(&self, started: Instant, published_keys: &[&str], failed: usize) {
+    fn count_round(
+        &self,
+        started: Instant,
+        published_keys: &[&str],
+        returned: &[(String, String)],
+        failed: usize,
+    ) {
         let exchange = self.names.exchange();
         let mut counts: Vec<(&str, u64)> = Vec::new();
         for key in published_keys {
@@ -573,6 +560,22 @@ impl Relay {
         if failed > 0 {
             self.metrics.publish_failed(failed as u64);
         }
+        for (key, message_id) in returned {
+            self.metrics.unroutable(key);
+            let first = self
+                .unroutable_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone());
+            if first {
+                tracing::warn!(
+                    routing_key = %key,
+                    message_id = %message_id,
+                    "a published event reached no queue (no queue is bound to its routing key); \
+                     counted in shop_unroutable_messages_total, logged once per key"
+                );
+            }
+        }
         self.metrics.relay_round(started.elapsed());
     }
 
@@ -581,11 +584,7 @@ impl Relay {
     /// Each message gets a producer span whose parent is the span that staged the row (its
     /// stored trace context), so the publish continues the request's trace, not the relay
     /// loop's; the message carries the producer span's context in its headers.
-    async fn publish_pipelined(
-        &self,
-        channel: &Channel,
-        rows: &[&ClaimedRow],
-    ) -> Vec<Result<(), String>> {
+    async fn publish_pipelined(&self, channel: &Channel, rows: &[&ClaimedRow]) -> Vec<Sent> {
         let exchange = self.names.exchange();
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let mut pending = Vec::with_capacity(rows.len());
@@ -621,33 +620,41 @@ impl Relay {
             envelope.traceparent = carried.traceparent;
             envelope.tracestate = carried.tracestate;
             let sent = match check_publishable(&envelope) {
-                Err(e) => Err(e),
+                Err(e) => Err(Sent::RowFault(e)),
                 Ok(()) => channel
                     .basic_publish(
                         &exchange,
                         &envelope.routing_key,
                         BasicPublishOptions {
-                            mandatory: false, // no bound queue is not an error: nobody listens yet
+                            // Returned, not dropped, when no queue is bound to its key: counted.
+                            mandatory: true,
                             immediate: false, // not supported by RabbitMQ
                         },
                         &envelope.payload,
                         envelope.properties(now),
                     )
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| Sent::failed(&e)),
             };
             pending.push((sent, span));
         }
+        let timeout = self.config.confirm_timeout;
         let confirms = pending.into_iter().map(|(sent, span)| async move {
             let outcome = match sent {
-                Err(e) => Err(e),
-                Ok(confirm) => match confirm.await {
-                    Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
-                    Ok(Confirmation::Nack(_)) => Err("the broker nacked the message".to_owned()),
-                    Err(e) => Err(e.to_string()),
+                Err(failed) => failed,
+                Ok(confirm) => match tokio::time::timeout(timeout, confirm).await {
+                    Ok(Ok(Confirmation::Ack(returned))) => Sent::Confirmed {
+                        returned: returned.is_some(),
+                    },
+                    Ok(Ok(Confirmation::NotRequested)) => Sent::Confirmed { returned: false },
+                    Ok(Ok(Confirmation::Nack(_))) => {
+                        Sent::BrokerFault("the broker nacked the message".to_owned())
+                    }
+                    Ok(Err(e)) => Sent::failed(&e),
+                    Err(_) => Sent::TimedOut(timeout),
                 },
             };
-            if outcome.is_err() {
+            if !matches!(outcome, Sent::Confirmed { .. }) {
                 span.record("otel.status_code", "ERROR");
             }
             // The producer span ends here, once the broker has answered.
@@ -702,6 +709,38 @@ fn check_publishable(envelope: &Envelope) -> Result<(), String> {
     Ok(())
 }
 
+/// How the broker took one message of a round.
+#[derive(Debug)]
+enum Sent {
+    /// Confirmed: the row is published. `returned`: no queue was bound to its key (mandatory),
+    /// which is counted and logged but is not the row's failure.
+    Confirmed { returned: bool },
+    /// The row itself cannot be sent, or broke the channel (a channel-level error): counts
+    /// against its attempts, and it is parked after `max_attempts`.
+    RowFault(String),
+    /// The broker is down or did not take the message (a nack, a lost connection): the row is
+    /// published again later, its attempts unchanged.
+    BrokerFault(String),
+    /// No confirm within the timeout: as a broker fault, and the channel is given up.
+    TimedOut(Duration),
+}
+
+impl Sent {
+    /// Whose fault a client error is: a channel-level (soft) error closed the channel because
+    /// of what was sent; anything else (the connection lost, closed by the broker) is the
+    /// broker's.
+    fn failed(error: &lapin::Error) -> Self {
+        match error {
+            lapin::Error::ProtocolError(e)
+                if matches!(e.kind(), lapin::protocol::AMQPErrorKind::Soft(_)) =>
+            {
+                Sent::RowFault(error.to_string())
+            }
+            _ => Sent::BrokerFault(error.to_string()),
+        }
+    }
+}
+
 /// A round claimed and published, its outcome not recorded yet: its transaction holds the
 /// claimed rows.
 #[derive(Default)]
@@ -711,11 +750,53 @@ struct Round {
     claimed: usize,
     published: Vec<i64>,
     published_keys: Vec<String>,
+    /// Published rows the broker returned as unroutable: (routing key, message id).
+    returned: Vec<(String, String)>,
+    /// Rows that failed through their own fault.
     failed: Vec<(i64, String)>,
+    /// Rows the broker did not take: published again later, attempts unchanged.
+    held: Vec<i64>,
+    held_error: Option<String>,
+    /// Why the channel cannot be used any more.
     broken: Option<String>,
 }
 
 impl Round {
+    /// Records how the broker took `row`.
+    fn record(&mut self, row: &ClaimedRow, sent: Sent, channel: &Channel) {
+        let channel_lost = !channel.status().connected();
+        match sent {
+            Sent::Confirmed { returned } => {
+                self.published.push(row.id);
+                self.published_keys.push(row.routing_key.clone());
+                if returned {
+                    self.returned
+                        .push((row.routing_key.clone(), row.message_id.to_string()));
+                }
+                return;
+            }
+            Sent::RowFault(e) => self.failed.push((row.id, e)),
+            Sent::BrokerFault(e) => {
+                self.held.push(row.id);
+                self.held_error.get_or_insert(e);
+            }
+            Sent::TimedOut(timeout) => {
+                let e = format!(
+                    "no confirm from the broker within {timeout:?} (OUTBOX_CONFIRM_TIMEOUT_MS)"
+                );
+                self.held.push(row.id);
+                self.held_error.get_or_insert(e.clone());
+                self.broken.get_or_insert(e);
+            }
+        }
+        if channel_lost && self.broken.is_none() {
+            self.broken = self
+                .held_error
+                .clone()
+                .or_else(|| self.failed.last().map(|(_, e)| e.clone()));
+        }
+    }
+
     /// The second half of a round: marks the confirmed rows published and the failed ones
     /// failed, and commits.
     async fn mark(self, relay: &Relay) -> anyhow::Result<RoundOutcome> {
@@ -725,7 +806,10 @@ impl Round {
             claimed,
             published,
             published_keys,
+            returned,
             failed,
+            held,
+            held_error,
             broken,
         } = self;
         let (Some(mut tx), Some(started)) = (tx, started) else {
@@ -760,8 +844,27 @@ impl Round {
             .await?;
             tracing::warn!(outbox_id = id, error = %error, "outbox row failed to publish");
         }
+        if let (false, Some(error)) = (held.is_empty(), &held_error) {
+            // Not the rows' fault: their attempts stay as they are, they are tried again after a
+            // second (on a new channel when this one is lost), and they are never parked for it.
+            sqlx::query(
+                "UPDATE outbox SET last_error = $2, next_attempt_at = now() + interval '1 second' \
+                 WHERE id = ANY($1)",
+            )
+            .bind(&held)
+            .bind(error)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+            tracing::warn!(rows = held.len(), error = %error, "the broker did not take outbox rows; publishing them again later");
+        }
         tx.commit().await?;
-        relay.count_round(started, &published_keys, failed.len());
+        relay.count_round(
+            started,
+            &published_keys,
+            &returned,
+            failed.len() + held.len(),
+        );
 
         if let Some(e) = broken {
             anyhow::bail!("broker channel failed while publishing: {e}");
@@ -770,6 +873,7 @@ impl Round {
             claimed,
             published: published.len(),
             failed: failed.len(),
+            held: held.len(),
         })
     }
 }

@@ -20,13 +20,21 @@ pub(crate) const SERVICE: &str = "effects";
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// Records each applied `OrderCreated` as a row of `effects`; fails on request:
-/// order id `transient-<n>-…` fails transiently n times, `permanent-…` always permanently.
+/// order id `transient-<n>-…` fails transiently n times, `permanent-…` always permanently;
+/// `held-…` waits until [`Recorder::release`].
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     attempts: Mutex<HashMap<String, Vec<Instant>>>,
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Recorder {
+    /// Lets the `held-…` orders through.
+    pub(crate) fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub(crate) fn attempts(&self, order_id: &str) -> Vec<Instant> {
         self.attempts
             .lock()
@@ -50,6 +58,11 @@ impl Handle<OrderCreated> for Recorder {
             list.push(Instant::now());
             list.len()
         };
+        if event.order_id.starts_with("held-") {
+            while !self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         if event.order_id.starts_with("permanent-") {
             return Err(HandlerError::permanent("this order can never be applied"));
         }
@@ -254,4 +267,98 @@ pub(crate) async fn publish_raw(
             .unwrap();
     }
     conn.close(200, "done").await.unwrap();
+}
+
+/// A TCP proxy in front of the broker that can stop passing bytes while keeping the
+/// connections open: a broker that takes publishes and never confirms them, as one under a
+/// resource alarm or without a quorum does.
+pub(crate) struct SilentProxy {
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`, through the proxy.
+    pub(crate) url: String,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled to drop every connection made so far.
+    generation: Arc<Mutex<CancellationToken>>,
+    stop: CancellationToken,
+}
+
+impl SilentProxy {
+    /// A proxy to the broker of `AMQP_URL` (127.0.0.1:5672), passing bytes.
+    pub(crate) async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let generation = Arc::new(Mutex::new(CancellationToken::new()));
+        let stop = CancellationToken::new();
+        let (s, g, st) = (silent.clone(), generation.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = st.cancelled() => return,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                    continue;
+                };
+                let dropped = g.lock().unwrap().clone();
+                let silent = s.clone();
+                tokio::spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (br, bw) = broker.into_split();
+                    tokio::select! {
+                        _ = pass(cr, bw, silent.clone()) => {}
+                        _ = pass(br, cw, silent) => {}
+                        () = dropped.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            silent,
+            generation,
+            stop,
+        }
+    }
+
+    /// Swallows every byte from now on, both ways.
+    pub(crate) fn go_silent(&self) {
+        self.silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Drops the silenced connections and passes bytes again for new ones.
+    pub(crate) fn speak_again(&self) {
+        let mut generation = self.generation.lock().unwrap();
+        generation.cancel();
+        *generation = CancellationToken::new();
+        self.silent
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; swallows the bytes while `silent`.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        // Silent: the bytes are swallowed, the connection stays.
+        if !silent.load(std::sync::atomic::Ordering::SeqCst) {
+            to.write_all(&buf[..n]).await?;
+        }
+    }
+}
+
+impl Drop for SilentProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.generation.lock().unwrap().cancel();
+    }
 }

@@ -6,5 +6,6 @@ mod helpers;
 mod consumer;
 mod metrics;
 mod outbox;
+mod readiness;
 mod recovery;
 mod shapes;

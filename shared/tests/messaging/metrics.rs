@@ -250,3 +250,52 @@ async fn routing_keys_from_outside_are_counted_as_other() {
     assert!(!text.contains("hostile."), "{text}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn the_queue_depth_and_the_consumer_lag_show_what_waits_and_how_late() {
+    // Arrange: one delivery at a time, and a handler that holds the first until released.
+    let mut config = fast_config();
+    config.prefetch = 1;
+    config.batch_size = 1;
+    let h = Harness::start(config).await;
+    let queue = h.broker.names.queue(SERVICE);
+    let labels = [
+        ("messaging_destination_name", queue.as_str()),
+        ("routing_key", OrderCreated::ROUTING_KEY),
+    ];
+
+    // Act: five events while the handler holds the first.
+    for i in 0..5 {
+        h.stage(&format!("held-{i}")).await;
+    }
+
+    // Assert: four wait in the queue (the fifth is with the consumer), as sampled.
+    eventually(WAIT, "four messages waiting in the queue", || async {
+        (metric(
+            &h.metrics.render(),
+            metrics::QUEUE_MESSAGES,
+            &[("queue", &queue)],
+        ) == 4.0)
+            .then_some(())
+    })
+    .await;
+    h.recorder.release();
+    until_at_least(&h, "shop_consumer_lag_seconds_count", &labels, 5.0).await;
+    eventually(WAIT, "the queue drained, as sampled", || async {
+        (metric(
+            &h.metrics.render(),
+            metrics::QUEUE_MESSAGES,
+            &[("queue", &queue)],
+        ) == 0.0)
+            .then_some(())
+    })
+    .await;
+    let text = h.metrics.render();
+    assert_eq!(
+        metric(&text, "shop_consumer_lag_seconds_count", &labels),
+        5.0
+    );
+    // The last one waited behind the others: the lags add up to more than nothing.
+    assert!(metric(&text, "shop_consumer_lag_seconds_sum", &labels) > 0.0);
+    h.stop().await;
+}

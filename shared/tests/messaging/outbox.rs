@@ -4,10 +4,11 @@ use std::time::Duration;
 use shop_proto::Event as _;
 use shop_proto::order::v1::OrderCreated;
 use shop_shared::messaging::envelope::{CAUSATION_ID, TRACEPARENT};
-use shop_shared::messaging::{Envelope, EventContext, outbox};
-use shop_shared::testing::{EventProbe, eventually};
+use shop_shared::messaging::{Envelope, EventContext, Link, Relay, RelayConfig, outbox};
+use shop_shared::testing::{EventProbe, eventually, metric};
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Harness, WAIT, fast_config, order};
+use crate::helpers::{Harness, SilentProxy, WAIT, fast_config, order};
 
 #[tokio::test]
 async fn staged_event_is_published_once_with_every_header() {
@@ -173,5 +174,111 @@ async fn two_relays_on_one_outbox_publish_each_row_once() {
         duplicates, 0,
         "SKIP LOCKED keeps two relays off each other's rows"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_no_queue_is_bound_for_is_counted_as_unroutable_not_as_a_failure() {
+    // Arrange: nothing is bound to the test's exchange.
+    let mut h = Harness::idle(fast_config()).await;
+    h.spawn_relay();
+
+    // Act
+    h.stage("nobody-listens").await;
+
+    // Assert: the broker returned it (mandatory); the row is done, not failed, and counted.
+    eventually(WAIT, "the unroutable event counted", || async {
+        let text = h.metrics.render();
+        (metric(
+            &text,
+            "shop_unroutable_messages_total",
+            &[("routing_key", OrderCreated::ROUTING_KEY)],
+        ) == 1.0)
+            .then_some(())
+    })
+    .await;
+    let (attempts, published): (i32, bool) =
+        sqlx::query_as("SELECT attempts, published_at IS NOT NULL FROM outbox")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, published), (0, true));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_withholds_confirms_neither_counts_against_the_rows_nor_keeps_them() {
+    // Arrange: a relay whose broker connection goes through a proxy that can fall silent;
+    // one failure of a row's own would park it.
+    let mut config = fast_config();
+    config.outbox_max_attempts = 1;
+    config.outbox_confirm_timeout = Duration::from_millis(500);
+    let h = Harness::idle(config).await;
+    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
+    let proxy = SilentProxy::start().await;
+    let link = Link::new(
+        &proxy.url,
+        h.broker.names.connection_name("effects", "proxied"),
+    );
+    let relay = Relay::new(
+        h.pool.clone(),
+        link.clone(),
+        h.broker.names.clone(),
+        "test",
+        RelayConfig::from(&h.config),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+    h.stage("before").await;
+    probe.expect(WAIT, "an event before the silence").await;
+
+    // Act: the broker takes nothing and confirms nothing while five rows are staged.
+    proxy.go_silent();
+    for i in 0..5 {
+        h.stage(&format!("held-{i}")).await;
+    }
+
+    // Assert: the round gives up on its confirms, and the rows are neither counted nor parked.
+    eventually(
+        WAIT,
+        "the relay to give up waiting for the confirms",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM outbox WHERE last_error LIKE 'no confirm from the broker%'",
+            )
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+            (n == 5).then_some(())
+        },
+    )
+    .await;
+    let counted: (i32, i64) =
+        sqlx::query_as("SELECT max(attempts), count(*) FILTER (WHERE dead) FROM outbox")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, (0, 0), "no attempt counted, nothing parked");
+
+    // Once the broker speaks again, every row goes out, still never counted against.
+    proxy.speak_again();
+    let mut seen = HashSet::new();
+    while seen.len() < 5 {
+        let received = probe.expect(WAIT, "a held row published").await;
+        seen.insert(received.decode::<OrderCreated>().order_id);
+    }
+    eventually(WAIT, "every row marked published", || async {
+        (h.unpublished().await == 0).then_some(())
+    })
+    .await;
+    let counted: (i32, i64) =
+        sqlx::query_as("SELECT max(attempts), count(*) FILTER (WHERE dead) FROM outbox")
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(counted, (0, 0));
+    stop.cancel();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    link.close("test done").await;
     h.stop().await;
 }
