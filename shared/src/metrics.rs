@@ -351,6 +351,26 @@ impl Metrics {
         self.with(|| metrics::counter!(name).increment(1));
     }
 
+    /// Adds `n` to the counter `name` with `labels` (names and values fixed in the code, never
+    /// from input); `n` 0 shows the series before anything is counted.
+    pub fn count_labelled(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+        n: u64,
+    ) {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        self.with(|| metrics::counter!(name, labels).increment(n));
+    }
+
+    /// Sets the gauge `name` (a name fixed in the code) to `value`.
+    pub fn set_gauge(&self, name: &'static str, value: f64) {
+        self.with(|| metrics::gauge!(name).set(value));
+    }
+
     /// The sampled number of scheduled messages not yet due.
     pub fn schedule_sampled(&self, scheduled: i64) {
         self.with(|| metrics::gauge!(OUTBOX_SCHEDULED).set(scheduled as f64));

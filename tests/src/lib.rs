@@ -168,6 +168,7 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
         },
         notification: shop_notification::Config {
             service: service_config("notification", &dbs[3], &broker),
+            email: shop_notification::config::EmailConfig::default(),
         },
     };
     (config, broker, dbs)

@@ -624,6 +624,7 @@ async fn the_consumers_dead_letter_an_undecodable_body_and_skip_an_unknown_type(
         order_id: "o-1".into(),
         customer_id: "c-1".into(),
         total_cents: 100,
+        ..Default::default()
     };
     // A body that is no OrderConfirmed (a truncated varint), on a key no service consumes.
     let mut poison = Envelope::new(&event, "test", &context);

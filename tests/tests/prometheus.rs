@@ -256,7 +256,7 @@ async fn prometheus_scrapes_every_service_and_every_dashboard_query_answers() {
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .collect();
-    assert_eq!(loaded.len(), 10, "{rules}");
+    assert_eq!(loaded.len(), 11, "{rules}");
     for rule in &loaded {
         assert_eq!(rule["health"], "ok", "{rule}");
         assert_ne!(rule["state"], "firing", "{rule}");

@@ -225,6 +225,7 @@ impl<'a> Run<'a> {
             order_id: self.orders[o].0.to_string(),
             customer_id: Uuid::nil().to_string(),
             reason: "changed my mind".into(),
+            ..Default::default()
         };
         let envelope = Envelope::new(&event, "order", &EventContext::new_flow());
         self.steps.push(format!("CancelOrder(O{o})"));

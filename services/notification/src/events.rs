@@ -5,7 +5,12 @@
 //!   queue, so a queue an earlier version declared stops receiving v1);
 //! - `user.updated` → contact (the newest value of each field wins, whatever the arrival
 //!   order);
-//! - `order.confirmed` / `order.rejected` / `order.cancelled` → one notification each.
+//! - `order.confirmed` / `order.rejected` / `order.cancelled` → one notification each, with
+//!   the order's lines and total.
+//!
+//! Each notification's email is rendered here ([`crate::email::templates`]) and recorded
+//! ([`crate::record`]) in the transaction that applies the event; the dispatcher sends it after
+//! the commit.
 //!
 //! An order event for a user whose contact has not arrived yet is a transient failure: the
 //! message is retried (with backoff) until the `user.created` is applied.
@@ -21,8 +26,10 @@ use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions
 use shop_shared::time::from_timestamp;
 use uuid::Uuid;
 
+use crate::delivery::DeliveryStatus;
+use crate::email::templates::{Kind, Line, Model, Templates, money};
+use crate::record::{NewNotification, record};
 use crate::repository;
-use crate::sender::{NewNotification, Sender};
 
 /// The channel every notification goes through for now.
 const CHANNEL: &str = "email";
@@ -30,12 +37,14 @@ const CHANNEL: &str = "email";
 /// The handlers of every event the notification service consumes.
 #[derive(Debug)]
 pub(crate) struct NotificationHandlers {
-    pub(crate) sender: Arc<dyn Sender>,
+    pub(crate) templates: Templates,
+    /// PENDING when a mail server is configured, RECORDED when none is.
+    pub(crate) status: DeliveryStatus,
 }
 
-/// What the notification service subscribes to.
-pub(crate) fn subscriptions(sender: Arc<dyn Sender>) -> Subscriptions {
-    let handlers = Arc::new(NotificationHandlers { sender });
+/// What the notification service subscribes to; its notifications are recorded with `status`.
+pub(crate) fn subscriptions(templates: Templates, status: DeliveryStatus) -> Subscriptions {
+    let handlers = Arc::new(NotificationHandlers { templates, status });
     Subscriptions::new()
         .on::<UserCreated, _>(handlers.clone())
         .moved_from(shop_proto::user::v1::UserCreated::ROUTING_KEY)
@@ -70,20 +79,53 @@ async fn change_contact(
     Ok(())
 }
 
-/// Money for people: 1234 cents → "12.34".
-fn amount(cents: i64) -> String {
-    format!("{}.{:02}", cents / 100, (cents % 100).abs())
+/// The lines of an order event, as the emails show them.
+fn lines(items: &[shop_proto::order::v1::LineItem]) -> Vec<Line> {
+    items
+        .iter()
+        .map(|i| Line::new(&i.product_id, i.quantity, i.unit_price_cents))
+        .collect()
 }
 
 impl NotificationHandlers {
-    /// Sends a notification about an order to its customer.
+    /// Renders `kind` for `model` and records it for `user_id` at `recipient`.
+    #[allow(clippy::too_many_arguments)]
+    async fn notify<E: Event>(
+        &self,
+        cx: &mut HandlerContext<'_>,
+        user_id: Uuid,
+        recipient: String,
+        kind: Kind,
+        model: Model,
+        order_id: &str,
+    ) -> Result<(), HandlerError> {
+        let email = self.templates.render(kind, &model).map_err(|e| {
+            HandlerError::permanent(format!("the {kind:?} email cannot be rendered: {e}"))
+        })?;
+        let notification = NewNotification {
+            notification_id: Uuid::now_v7(),
+            user_id,
+            channel: CHANNEL.into(),
+            recipient,
+            subject: model.subject,
+            body: email.text,
+            html_body: email.html,
+            source_event_type: E::TYPE_NAME.into(),
+            source_event_id: cx.meta().message_id.clone(),
+            order_id: order_id.into(),
+        };
+        record(cx.conn(), &notification, self.status).await?;
+        Ok(())
+    }
+
+    /// Notifies an order's customer: `model` gets their name from their contact.
     async fn about_order<E: Event>(
         &self,
         cx: &mut HandlerContext<'_>,
         customer_id: &str,
         order_id: &str,
-        subject: String,
-        body: String,
+        kind: Kind,
+        model: Model,
     ) -> Result<(), HandlerError> {
         let user_id = user_id(customer_id)?;
         let Some(contact) = repository::find_contact(cx.conn(), user_id).await? else {
@@ -92,23 +134,13 @@ impl NotificationHandlers {
             )));
         };
         let recipient = contact.email.unwrap_or_default();
-        let body = match contact.name {
-            Some(name) if !name.is_empty() => format!("Hello {name}, {body}"),
-            _ => body,
+        let model = Model {
+            name: contact.name.unwrap_or_default(),
+            order_id: order_id.to_owned(),
+            ..model
         };
-        let notification = NewNotification {
-            notification_id: Uuid::now_v7(),
-            user_id,
-            channel: CHANNEL.into(),
-            recipient,
-            subject,
-            body,
-            source_event_type: E::TYPE_NAME.into(),
-            source_event_id: cx.meta().message_id.clone(),
-            order_id: order_id.into(),
-        };
-        self.sender.send(cx.conn(), &notification).await?;
-        Ok(())
+        self.notify::<E>(cx, user_id, recipient, kind, model, order_id)
+            .await
     }
 }
 
@@ -133,19 +165,13 @@ impl Handle<UserCreated> for NotificationHandlers {
         } else {
             &name.given_name
         };
-        let notification = NewNotification {
-            notification_id: Uuid::now_v7(),
-            user_id,
-            channel: CHANNEL.into(),
-            recipient: e.email.clone(),
+        let model = Model {
             subject: "Welcome to shop".into(),
-            body: format!("Hello {greeting}, your shop account is ready."),
-            source_event_type: UserCreated::TYPE_NAME.into(),
-            source_event_id: cx.meta().message_id.clone(),
-            order_id: String::new(),
+            name: greeting.clone(),
+            ..Model::default()
         };
-        self.sender.send(cx.conn(), &notification).await?;
-        Ok(())
+        self.notify::<UserCreated>(cx, user_id, e.email.clone(), Kind::Welcome, model, "")
+            .await
     }
 }
 
@@ -174,16 +200,18 @@ impl Handle<OrderConfirmed> for NotificationHandlers {
         e: &OrderConfirmed,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
+        let model = Model {
+            subject: "Your order is confirmed".into(),
+            lines: lines(&e.items),
+            total: money(e.total_cents),
+            ..Model::default()
+        };
         self.about_order::<OrderConfirmed>(
             cx,
             &e.customer_id,
             &e.order_id,
-            "Your order is confirmed".into(),
-            format!(
-                "your order {} is confirmed. Total: {}.",
-                e.order_id,
-                amount(e.total_cents)
-            ),
+            Kind::OrderConfirmed,
+            model,
         )
         .await
     }
@@ -196,12 +224,19 @@ impl Handle<OrderRejected> for NotificationHandlers {
         e: &OrderRejected,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
+        let model = Model {
+            subject: "Your order could not be fulfilled".into(),
+            lines: lines(&e.items),
+            total: money(e.total_cents),
+            reason: e.reason.clone(),
+            ..Model::default()
+        };
         self.about_order::<OrderRejected>(
             cx,
             &e.customer_id,
             &e.order_id,
-            "Your order could not be fulfilled".into(),
-            format!("your order {} was rejected: {}.", e.order_id, e.reason),
+            Kind::OrderRejected,
+            model,
         )
         .await
     }
@@ -214,25 +249,20 @@ impl Handle<OrderCancelled> for NotificationHandlers {
         e: &OrderCancelled,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
+        let model = Model {
+            subject: "Your order is cancelled".into(),
+            lines: lines(&e.items),
+            total: money(e.total_cents),
+            reason: e.reason.clone(),
+            ..Model::default()
+        };
         self.about_order::<OrderCancelled>(
             cx,
             &e.customer_id,
             &e.order_id,
-            "Your order is cancelled".into(),
-            format!("your order {} was cancelled: {}.", e.order_id, e.reason),
+            Kind::OrderCancelled,
+            model,
         )
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amounts_read_as_money() {
-        assert_eq!(amount(1234), "12.34");
-        assert_eq!(amount(5), "0.05");
-        assert_eq!(amount(0), "0.00");
     }
 }

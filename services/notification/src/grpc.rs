@@ -3,7 +3,7 @@
 
 use shop_proto::notification::v1::notification_service_server::NotificationService;
 use shop_proto::notification::v1::{
-    ListNotificationsRequest, ListNotificationsResponse, Notification,
+    ListNotificationsRequest, ListNotificationsResponse, Notification, NotificationDelivery,
 };
 use shop_shared::auth::caller;
 use shop_shared::time::timestamp;
@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::NotificationError;
+use crate::delivery::DeliveryStatus;
 use crate::notifications::{ListQuery, Notifications};
 use crate::repository::NotificationRow;
 
@@ -89,6 +90,13 @@ fn to_proto(row: NotificationRow) -> Notification {
         source_event_id: row.source_event_id,
         order_id: row.order_id,
         create_time: Some(timestamp(row.created_at)),
+        // The column's CHECK allows only the four statuses; anything else reads as unspecified.
+        delivery_status: DeliveryStatus::parse(&row.delivery_status).map_or(
+            NotificationDelivery::Unspecified,
+            NotificationDelivery::from,
+        ) as i32,
+        delivery_error: row.delivery_error,
+        sent_time: row.sent_at.map(timestamp),
     }
 }
 

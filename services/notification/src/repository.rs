@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use shop_saga::contact::{Contact as StampedContact, stamped, unstamped};
 
-use crate::sender::NewNotification;
+use crate::delivery::DeliveryStatus;
+use crate::record::NewNotification;
 
 /// A stored notification.
 #[derive(Debug, Clone)]
@@ -21,6 +22,22 @@ pub(crate) struct NotificationRow {
     pub(crate) source_event_id: String,
     pub(crate) order_id: String,
     pub(crate) created_at: DateTime<Utc>,
+    pub(crate) delivery_status: String,
+    pub(crate) delivery_error: String,
+    pub(crate) sent_at: Option<DateTime<Utc>>,
+}
+
+/// A notification the dispatcher claimed, with what its email needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub(crate) notification_id: Uuid,
+    pub(crate) channel: String,
+    pub(crate) recipient: String,
+    pub(crate) subject: String,
+    pub(crate) body: String,
+    pub(crate) html_body: String,
+    /// Failed attempts before this one.
+    pub(crate) attempts: i32,
 }
 
 /// A user's contact.
@@ -34,12 +51,13 @@ pub(crate) struct Contact {
 pub(crate) async fn insert_notification(
     conn: &mut PgConnection,
     n: &NewNotification,
+    status: DeliveryStatus,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO notifications (notification_id, user_id, channel, recipient, subject, body, \
-         source_event_type, source_event_id, order_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         source_event_type, source_event_id, order_id, created_at, html_body, delivery_status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         n.notification_id,
         n.user_id,
         n.channel,
@@ -49,7 +67,9 @@ pub(crate) async fn insert_notification(
         n.source_event_type,
         n.source_event_id,
         n.order_id,
-        at
+        at,
+        n.html_body,
+        status.as_str()
     )
     .execute(conn)
     .await?;
@@ -66,7 +86,7 @@ pub(crate) async fn list_notifications(
     sqlx::query_as!(
         NotificationRow,
         "SELECT notification_id, user_id, channel, recipient, subject, body, source_event_type, \
-                source_event_id, order_id, created_at \
+                source_event_id, order_id, created_at, delivery_status, delivery_error, sent_at \
          FROM notifications \
          WHERE user_id = $1 AND ($2::uuid IS NULL OR notification_id < $2) \
          ORDER BY notification_id DESC LIMIT $3",
@@ -76,6 +96,99 @@ pub(crate) async fn list_notifications(
     )
     .fetch_all(conn)
     .await
+}
+
+/// Claims up to `limit` pending notifications that are due, oldest first, for `lease`: another
+/// dispatcher (`SKIP LOCKED`, then the lease) leaves them alone until the lease ends, so a
+/// dispatcher that dies mid-send has them retried then. Committed at once: no transaction is
+/// held open while the mail server answers.
+pub(crate) async fn claim_pending(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as!(
+        Claimed,
+        "UPDATE notifications SET next_attempt_at = now() + make_interval(secs => $2) \
+         WHERE notification_id IN ( \
+             SELECT notification_id FROM notifications \
+             WHERE delivery_status = 'PENDING' \
+               AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+             ORDER BY next_attempt_at NULLS FIRST, notification_id LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         RETURNING notification_id, channel, recipient, subject, body, html_body, attempts",
+        limit,
+        lease.as_secs_f64()
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The mail server took the notification.
+pub(crate) async fn mark_sent(
+    conn: &mut PgConnection,
+    notification_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE notifications SET delivery_status = 'SENT', sent_at = $2, delivery_error = '', \
+         next_attempt_at = NULL WHERE notification_id = $1 AND delivery_status = 'PENDING'",
+        notification_id,
+        at
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An attempt failed: FAILED for good (`retry_in` `None`), or PENDING again after `retry_in`.
+pub(crate) async fn mark_failed_attempt(
+    conn: &mut PgConnection,
+    notification_id: Uuid,
+    error: &str,
+    retry_in: Option<std::time::Duration>,
+) -> Result<(), sqlx::Error> {
+    let status = if retry_in.is_some() {
+        DeliveryStatus::Pending
+    } else {
+        DeliveryStatus::Failed
+    };
+    sqlx::query!(
+        "UPDATE notifications SET attempts = attempts + 1, delivery_error = $2, \
+         delivery_status = $3, \
+         next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL \
+                                ELSE now() + make_interval(secs => $4) END \
+         WHERE notification_id = $1 AND delivery_status = 'PENDING'",
+        notification_id,
+        error,
+        status.as_str(),
+        retry_in.map(|d| d.as_secs_f64())
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How many notifications wait to be sent.
+pub(crate) async fn count_pending(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let count =
+        sqlx::query_scalar!("SELECT count(*) FROM notifications WHERE delivery_status = 'PENDING'")
+            .fetch_one(conn)
+            .await?;
+    Ok(count.unwrap_or(0))
+}
+
+/// When the next pending notification is due (`None`: none is pending).
+pub(crate) async fn next_due(
+    conn: &mut PgConnection,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let due = sqlx::query_scalar!(
+        "SELECT min(coalesce(next_attempt_at, created_at)) FROM notifications \
+         WHERE delivery_status = 'PENDING'"
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(due)
 }
 
 /// A user's contact with the time each field was set, locked until the transaction ends. The

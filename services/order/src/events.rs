@@ -99,6 +99,7 @@ struct Order {
     status: OrderStatus,
     customer_id: Uuid,
     total_cents: i64,
+    items: Vec<Item>,
     /// Set when this batch settled the order: the reason to store.
     settled: Option<String>,
 }
@@ -142,6 +143,7 @@ impl BatchState for Answered {
                 status,
                 customer_id: row.customer_id,
                 total_cents: row.total_cents,
+                items: row.items.0,
                 settled: None,
             };
             orders.insert(row.order_id, order);
@@ -166,16 +168,16 @@ impl BatchState for Answered {
 }
 
 impl Answered {
-    /// Decides an inventory answer: the order's customer and total when it moved to a new
-    /// status (publish it), `None` when it was no longer PENDING. An answer about an order
-    /// that does not exist is a permanent failure: order.created is only published after the
-    /// order committed.
+    /// Decides an inventory answer: the order (its customer, total and lines) when it moved to
+    /// a new status (publish it), `None` when it was no longer PENDING. An answer about an
+    /// order that does not exist is a permanent failure: order.created is only published after
+    /// the order committed.
     fn answer(
         &mut self,
         order_id: Uuid,
         answer: Answer,
         reason: String,
-    ) -> Result<Option<(Uuid, i64)>, HandlerError> {
+    ) -> Result<Option<&Order>, HandlerError> {
         let order = self
             .0
             .get_mut(&order_id)
@@ -186,12 +188,12 @@ impl Answered {
         };
         order.status = status;
         order.settled = Some(reason);
-        Ok(Some((order.customer_id, order.total_cents)))
+        Ok(Some(order))
     }
 
-    /// Decides an order's deadline: its customer when it was still PENDING and is CANCELLED
-    /// now (publish `order.cancelled`), `None` when it was settled before.
-    fn deadline(&mut self, order_id: Uuid, reason: String) -> Result<Option<Uuid>, HandlerError> {
+    /// Decides an order's deadline: the order when it was still PENDING and is CANCELLED now
+    /// (publish `order.cancelled`), `None` when it was settled before.
+    fn deadline(&mut self, order_id: Uuid, reason: String) -> Result<Option<&Order>, HandlerError> {
         let order = self
             .0
             .get_mut(&order_id)
@@ -202,7 +204,7 @@ impl Answered {
         };
         order.status = status;
         order.settled = Some(reason);
-        Ok(Some(order.customer_id))
+        Ok(Some(order))
     }
 }
 
@@ -272,17 +274,19 @@ impl Handle<StockReserved, Answered> for OrderHandlers {
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
         let order_id = event_id("order_id", &e.order_id)?;
-        let Some((customer_id, total_cents)) =
-            cx.state()
-                .answer(order_id, Answer::Reserved, String::new())?
+        let Some(order) = cx
+            .state()
+            .answer(order_id, Answer::Reserved, String::new())?
         else {
             return Ok(());
         };
-        cx.stage(&OrderConfirmed {
+        let confirmed = OrderConfirmed {
             order_id: e.order_id.clone(),
-            customer_id: customer_id.to_string(),
-            total_cents,
-        });
+            customer_id: order.customer_id.to_string(),
+            total_cents: order.total_cents,
+            items: line_items(&order.items),
+        };
+        cx.stage(&confirmed);
         Ok(())
     }
 }
@@ -296,17 +300,20 @@ impl Handle<StockReservationFailed, Answered> for OrderHandlers {
     ) -> Result<(), HandlerError> {
         let order_id = event_id("order_id", &e.order_id)?;
         let reason = rejection_reason(e);
-        let Some((customer_id, _)) = cx
+        let Some(order) = cx
             .state()
             .answer(order_id, Answer::Failed, reason.clone())?
         else {
             return Ok(());
         };
-        cx.stage(&OrderRejected {
+        let rejected = OrderRejected {
             order_id: e.order_id.clone(),
-            customer_id: customer_id.to_string(),
+            customer_id: order.customer_id.to_string(),
             reason,
-        });
+            items: line_items(&order.items),
+            total_cents: order.total_cents,
+        };
+        cx.stage(&rejected);
         Ok(())
     }
 }
@@ -320,15 +327,18 @@ impl Handle<ReservationDeadline, Answered> for OrderHandlers {
     ) -> Result<(), HandlerError> {
         let order_id = event_id("order_id", &e.order_id)?;
         let reason = deadline_reason(e.timeout_seconds);
-        let Some(customer_id) = cx.state().deadline(order_id, reason.clone())? else {
+        let Some(order) = cx.state().deadline(order_id, reason.clone())? else {
             return Ok(());
         };
-        tracing::warn!(%order_id, timeout_s = e.timeout_seconds, "order cancelled: the inventory did not answer in time");
-        cx.stage(&OrderCancelled {
+        let cancelled = OrderCancelled {
             order_id: e.order_id.clone(),
-            customer_id: customer_id.to_string(),
+            customer_id: order.customer_id.to_string(),
             reason,
-        });
+            items: line_items(&order.items),
+            total_cents: order.total_cents,
+        };
+        tracing::warn!(%order_id, timeout_s = e.timeout_seconds, "order cancelled: the inventory did not answer in time");
+        cx.stage(&cancelled);
         cx.count(DEADLINES_FIRED);
         Ok(())
     }
@@ -351,6 +361,8 @@ pub(crate) fn order_cancelled(order: &OrderRow, reason: &str) -> OrderCancelled 
         order_id: order.order_id.to_string(),
         customer_id: order.customer_id.to_string(),
         reason: reason.to_owned(),
+        items: line_items(&order.items.0),
+        total_cents: order.total_cents,
     }
 }
 

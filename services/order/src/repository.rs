@@ -198,13 +198,15 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
-/// What an inventory answer decides on: an order's status, customer and total.
+/// What an inventory answer decides on: an order's status, customer and total, and its lines
+/// (the events that settle it carry them, for the customer's email).
 #[derive(Debug, Clone)]
 pub(crate) struct Answered {
     pub(crate) order_id: Uuid,
     pub(crate) status: String,
     pub(crate) customer_id: Uuid,
     pub(crate) total_cents: i64,
+    pub(crate) items: Json<Vec<Item>>,
 }
 
 /// Locks the orders of `order_ids` (sorted), in `order_id` order so two batches never
@@ -215,8 +217,8 @@ pub(crate) async fn lock_answered(
 ) -> Result<Vec<Answered>, sqlx::Error> {
     sqlx::query_as!(
         Answered,
-        "SELECT order_id, status, customer_id, total_cents FROM orders \
-         WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE",
+        r#"SELECT order_id, status, customer_id, total_cents, items AS "items: Json<Vec<Item>>"
+           FROM orders WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
         order_ids
     )
     .fetch_all(conn)

@@ -822,6 +822,7 @@ pub(crate) async fn duplicates_and_reorder(cluster: &Cluster) {
             order_id: order_id.clone(),
             customer_id: customers[0].clone(),
             reason: "reordered".into(),
+            ..Default::default()
         },
     )
     .await;

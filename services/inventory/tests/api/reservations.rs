@@ -12,6 +12,7 @@ fn cancelled(order_id: &str) -> OrderCancelled {
         order_id: order_id.into(),
         customer_id: String::new(),
         reason: "test".into(),
+        ..Default::default()
     }
 }
 

@@ -23,6 +23,9 @@ pub(crate) struct TestApp {
     /// Signs the tokens the service verifies (its JWK Set served over HTTP).
     pub(crate) issuer: TestIssuer,
     pub(crate) grpc_addr: std::net::SocketAddr,
+    /// The HTTP port (`/metrics`).
+    #[allow(dead_code)]
+    pub(crate) http_addr: std::net::SocketAddr,
     pub(crate) env: TestEnv,
 }
 
@@ -32,13 +35,25 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 /// The service on `env` (whose broker a test may have prepared).
 pub(crate) async fn spawn_app_in(env: TestEnv) -> TestApp {
+    spawn_app_with_email(env, shop_notification::config::EmailConfig::default()).await
+}
+
+/// The service on `env`, emailing as `email` says.
+pub(crate) async fn spawn_app_with_email(
+    env: TestEnv,
+    email: shop_notification::config::EmailConfig,
+) -> TestApp {
     let issuer = TestIssuer::start().await;
     let mut config = env.config("notification");
     config.auth.jwks_url = issuer.jwks_url().to_owned();
-    let app = shop_notification::Application::build(shop_notification::Config { service: config })
-        .await
-        .expect("build the notification service");
+    let app = shop_notification::Application::build(shop_notification::Config {
+        service: config,
+        email,
+    })
+    .await
+    .expect("build the notification service");
     let grpc_addr = app.grpc_addr();
+    let http_addr = app.http_addr();
     let staff = BearerToken::new();
     staff.set(&issuer.staff()).unwrap();
     let client = NotificationServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
@@ -47,6 +62,7 @@ pub(crate) async fn spawn_app_in(env: TestEnv) -> TestApp {
         client,
         issuer,
         grpc_addr,
+        http_addr,
         env,
     }
 }

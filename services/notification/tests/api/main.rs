@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod email;
 mod notifications;
 
 mod authorization;

@@ -36,6 +36,13 @@ async fn a_new_user_gets_a_welcome_notification() {
     assert!(welcome.order_id.is_empty());
     assert!(welcome.create_time.is_some());
     assert_eq!(welcome.body, "Hello Ada, your shop account is ready.");
+    // No mail server configured: recorded only, never sent.
+    assert_eq!(
+        welcome.delivery_status(),
+        shop_proto::notification::v1::NotificationDelivery::Recorded
+    );
+    assert!(welcome.sent_time.is_none());
+    assert_eq!(welcome.delivery_error, "");
 }
 
 #[tokio::test]
@@ -112,6 +119,7 @@ async fn every_order_outcome_notifies_the_customer_once() {
             order_id: "o-1".into(),
             customer_id: user_id.clone(),
             total_cents: 1234,
+            ..Default::default()
         },
     )
     .await;
@@ -121,6 +129,7 @@ async fn every_order_outcome_notifies_the_customer_once() {
             order_id: "o-2".into(),
             customer_id: user_id.clone(),
             reason: "insufficient stock for a".into(),
+            ..Default::default()
         },
     )
     .await;
@@ -130,6 +139,7 @@ async fn every_order_outcome_notifies_the_customer_once() {
             order_id: "o-3".into(),
             customer_id: user_id.clone(),
             reason: "changed my mind".into(),
+            ..Default::default()
         },
     )
     .await;
@@ -165,6 +175,7 @@ async fn an_order_event_before_the_user_is_retried_until_the_contact_arrives() {
             order_id: "early".into(),
             customer_id: user_id.clone(),
             total_cents: 1,
+            ..Default::default()
         },
     )
     .await;
@@ -190,6 +201,7 @@ async fn list_notifications_pages_and_rejects_bad_input() {
                 order_id: format!("o-{i}"),
                 customer_id: user_id.clone(),
                 total_cents: 1,
+                ..Default::default()
             },
         )
         .await;
@@ -276,6 +288,7 @@ async fn an_older_user_update_arriving_after_a_newer_one_changes_nothing() {
             order_id: "o-1".into(),
             customer_id: user_id.clone(),
             total_cents: 100,
+            ..Default::default()
         },
     )
     .await;

@@ -32,6 +32,8 @@ async fn cancel_order_cancels_and_publishes_order_cancelled() {
     let (event, _) = app.events.expect_event::<OrderCancelled>(WAIT).await;
     assert_eq!(event.order_id, order.order_id);
     assert_eq!(event.reason, "changed my mind");
+    assert_eq!((event.items.len(), event.total_cents), (1, 10));
+    assert_eq!(event.items[0].product_id, "a");
 }
 
 #[tokio::test]

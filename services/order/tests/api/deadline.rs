@@ -66,6 +66,7 @@ async fn an_order_the_inventory_never_answers_is_cancelled_at_its_deadline_with_
     assert_eq!(events.len(), 1, "one order.cancelled: {events:?}");
     assert_eq!(events[0].reason, "the inventory did not answer within 2 s");
     assert_eq!(events[0].customer_id, customer);
+    assert_eq!((events[0].items.len(), events[0].total_cents), (1, 10));
 }
 
 #[tokio::test]

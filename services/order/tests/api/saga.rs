@@ -24,6 +24,16 @@ async fn inventory_reserved_confirms_the_order_and_publishes_order_confirmed() {
     let (event, received) = app.events.expect_event::<OrderConfirmed>(WAIT).await;
     assert_eq!(event.order_id, order.order_id);
     assert_eq!(event.total_cents, 20);
+    // The order's lines go with it, for the customer's email.
+    assert_eq!(event.items.len(), 1);
+    assert_eq!(
+        (
+            event.items[0].product_id.as_str(),
+            event.items[0].quantity,
+            event.items[0].unit_price_cents
+        ),
+        ("a", 2, 10)
+    );
     assert!(
         received.header("x-causation-id").is_some(),
         "caused by inventory.reserved"
@@ -57,6 +67,7 @@ async fn reservation_failed_rejects_the_order_with_the_reason() {
     let (event, _) = app.events.expect_event::<OrderRejected>(WAIT).await;
     assert_eq!(event.order_id, order.order_id);
     assert_eq!(event.reason, "insufficient stock for a");
+    assert_eq!((event.items.len(), event.total_cents), (1, 20));
     // The orders' own order.created events came first.
     let _ = OrderCreated::default();
 }
