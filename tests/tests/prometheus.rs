@@ -175,7 +175,7 @@ impl Drop for TempDir {
 fn promtool_accepts_the_rules_their_tests_and_the_compose_scrape_config() {
     let dir = deploy_dir().join("prometheus");
     let checked = run("promtool", &["check", "rules", "alerts.yml"], &dir);
-    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let tested = run("promtool", &["test", "rules", "alerts_test.yml"], &dir);
     assert!(tested.contains("SUCCESS"), "{tested}");
     run("promtool", &["check", "config", "prometheus.yml"], &dir);
