@@ -1,7 +1,7 @@
 //! Compatibility with the last released contract, proven on the wire.
 //!
 //! `proto/compat/<version>.binpb` is the descriptor set of the last release (`buf build proto
-//! -o proto/compat/<version>.binpb`, refreshed at each release: the README's "Changing a
+//! -o proto/compat/<version>.binpb`, refreshed at each release: docs/contracts.md, "Changing a
 //! contract"). For every event type of that release, a sample with every field set is encoded
 //! with the old descriptor and decoded with today's generated type, and the other way round
 //! (a sample of today's shape decoded with the old descriptor); the fields the old contract

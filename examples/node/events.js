@@ -11,7 +11,7 @@ import { createRegistry, getOption, hasOption } from "@bufbuild/protobuf";
 
 const GEN = join(dirname(fileURLToPath(import.meta.url)), "gen");
 if (!existsSync(join(GEN, "shop"))) {
-  throw new Error(`${GEN} is missing: run \`npm run generate\` first (see README.md)`);
+  throw new Error(`${GEN} is missing: run \`npm run generate\` first (see examples/README.md)`);
 }
 
 const files = [];

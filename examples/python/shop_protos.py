@@ -12,7 +12,7 @@ import sys
 
 GEN = pathlib.Path(__file__).resolve().parent / "gen"
 if not (GEN / "shop").is_dir():
-    sys.exit(f"{GEN} is missing: run `python generate.py` first (see README.md)")
+    sys.exit(f"{GEN} is missing: run `python generate.py` first (see examples/README.md)")
 sys.path.insert(0, str(GEN))
 
 from google.protobuf import descriptor_pool, message_factory  # noqa: E402

@@ -7,8 +7,6 @@
 use std::fmt;
 use std::io;
 
-use crate::service::redact;
-
 /// What went wrong, in the user's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
@@ -171,7 +169,7 @@ pub fn postgres(url: &str, setting: &str, e: &sqlx::Error) -> StartupError {
 
 /// Whether `url` parses as an AMQP URL, as the broker connections will parse it.
 pub fn check_amqp_url(url: &str, setting: &str) -> Result<(), StartupError> {
-    for node in crate::messaging::connection::node_urls(url) {
+    for node in node_urls(url) {
         if let Err(detail) = node.parse::<lapin::uri::AMQPUri>() {
             return Err(StartupError {
                 dependency: Dependency::RabbitMq,
@@ -218,9 +216,55 @@ pub fn rabbitmq(url: &str, setting: &str, e: &lapin::Error) -> StartupError {
     }
 }
 
+/// The node URLs of an `AMQP_URL`: one URL, or a comma-separated list of a cluster's nodes.
+pub fn node_urls(url: &str) -> Vec<&str> {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if nodes.is_empty() { vec![url] } else { nodes }
+}
+
+/// Hides the password of a URL for messages and logs, also in a URL too malformed to parse
+/// (the user information is what comes before the last `@`, after any `/`).
+pub fn redact(url: &str) -> String {
+    // A list of a cluster's nodes: each URL on its own.
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = url[..at].rfind('/').map_or(0, |slash| slash + 1);
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(
+            redact("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
+        assert_eq!(redact("amqp//guest:pw@h"), "amqp//guest:***@h");
+        assert_eq!(redact("guest:pw@h:5672"), "guest:***@h:5672");
+        assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
+        assert_eq!(
+            redact("amqp://u:one@a:5672/%2f,amqp://u:two@b:5673/%2f"),
+            "amqp://u:***@a:5672/%2f,amqp://u:***@b:5673/%2f"
+        );
+    }
 
     #[test]
     fn each_problem_has_its_own_line_with_the_masked_url_and_the_setting() {

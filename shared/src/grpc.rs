@@ -1,16 +1,15 @@
 //! What every gRPC server of shop has in common: health and reflection, request limits, and
 //! reading the flow's correlation id from request metadata.
 
+pub use crate::telemetry::propagation::{
+    CORRELATION_ID, correlation_id, correlation_id_from_headers,
+};
 use tonic::Request;
-use tonic::metadata::MetadataMap;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 use crate::messaging::EventContext;
 use crate::telemetry::propagation::TraceFields;
-
-/// The metadata key carrying the flow's correlation id (also the AMQP `correlation_id`).
-pub const CORRELATION_ID: &str = "x-correlation-id";
 
 /// The largest request a service decodes (1 MiB); CreateOrder with 100 items needs a few KiB.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -71,21 +70,6 @@ pub fn standard_services(
         reflection_v1,
         reflection_v1alpha,
     })
-}
-
-/// The correlation id a caller sent (`x-correlation-id`), if it is usable.
-pub fn correlation_id(metadata: &MetadataMap) -> Option<String> {
-    correlation_id_from_headers(metadata.as_ref())
-}
-
-/// [`correlation_id`] from raw HTTP headers.
-pub fn correlation_id_from_headers(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get(CORRELATION_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
 }
 
 /// The context for events a request causes: the call's correlation id (the server layer

@@ -29,8 +29,9 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
-use crate::config::{AmqpConfig, AuthConfig, MessagingConfig, env_addr, env_parse, env_var};
-use crate::diagnose;
+use crate::config::{AmqpConfig, AuthConfig, env_addr, env_parse, env_var};
+use crate::diagnose::{self, redact};
+use crate::messaging::MessagingConfig;
 use crate::messaging::{
     Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions, connection, topology,
 };
@@ -263,23 +264,6 @@ async fn declare_topology(
     }
     conn.close(200, "declared").await?;
     Ok(())
-}
-
-/// Hides the password of a URL for messages and logs, also in a URL too malformed to parse
-/// (the user information is what comes before the last `@`, after any `/`).
-pub fn redact(url: &str) -> String {
-    // A list of a cluster's nodes: each URL on its own.
-    if url.contains(',') {
-        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
-    }
-    let Some(at) = url.rfind('@') else {
-        return url.to_owned();
-    };
-    let start = url[..at].rfind('/').map_or(0, |slash| slash + 1);
-    match url[start..at].find(':') {
-        Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
-        None => url.to_owned(),
-    }
 }
 
 /// Prepares everything a service needs before it can serve: the database (created,
@@ -589,29 +573,5 @@ async fn join_by(
             tracing::warn!(service, "the {what} did not stop within the deadline");
             0
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redact_hides_only_the_password() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(
-            redact("postgres://postgres@h/db"),
-            "postgres://postgres@h/db"
-        );
-        assert_eq!(redact("amqp//guest:pw@h"), "amqp//guest:***@h");
-        assert_eq!(redact("guest:pw@h:5672"), "guest:***@h:5672");
-        assert_eq!(redact("amqp://h:5672/%2f"), "amqp://h:5672/%2f");
-        assert_eq!(
-            redact("amqp://u:one@a:5672/%2f,amqp://u:two@b:5673/%2f"),
-            "amqp://u:***@a:5672/%2f,amqp://u:***@b:5673/%2f"
-        );
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use serde_json::Value;
-use shop::dlq::DlqArgs;
-use shop::events_tail::Tail;
+use shop::cmd::dlq::DlqArgs;
+use shop::cmd::events::Tail;
 use shop_proto::Event as _;
 use shop_proto::inventory::v1::StockReserved;
 use shop_proto::order::v1::{OrderCreated, OrderStatus};
@@ -31,7 +31,7 @@ async fn dlq(system: &TestSystem, args: &[&str]) -> String {
     let parsed = DlqArgs::try_parse_from(std::iter::once("dlq").chain(args.iter().copied()))
         .expect("valid arguments");
     let mut out = Vec::new();
-    shop::dlq::run(parsed, &config(system), &mut out)
+    shop::cmd::dlq::run(parsed, &config(system), &mut out)
         .await
         .unwrap_or_else(|e| panic!("shop dlq {args:?}: {e:#}"));
     String::from_utf8(out).expect("UTF-8")
@@ -265,11 +265,11 @@ async fn events_tail_prints_the_events_of_a_saga_with_their_ids() {
 }
 
 async fn schedule(pool: &sqlx::PgPool, args: &[&str]) -> anyhow::Result<String> {
-    let parsed = shop::schedule::ScheduleArgs::try_parse_from(
+    let parsed = shop::cmd::schedule::ScheduleArgs::try_parse_from(
         std::iter::once("schedule").chain(args.iter().copied()),
     )?;
     let mut out = Vec::new();
-    shop::schedule::run_with(parsed, pool, &mut out).await?;
+    shop::cmd::schedule::run_with(parsed, pool, &mut out).await?;
     Ok(String::from_utf8(out)?)
 }
 
@@ -327,7 +327,7 @@ async fn shop_schedule_lists_shows_and_cancels_a_pending_orders_deadline() {
 }
 
 async fn topology(broker: &TestBroker, args: &[&str]) -> anyhow::Result<String> {
-    let parsed = shop::topology::TopologyArgs::try_parse_from(
+    let parsed = shop::cmd::topology::TopologyArgs::try_parse_from(
         std::iter::once("topology").chain(args.iter().copied()),
     )?;
     let config = AmqpConfig {
@@ -335,7 +335,7 @@ async fn topology(broker: &TestBroker, args: &[&str]) -> anyhow::Result<String> 
         prefix: broker.names.prefix.clone(),
     };
     let mut out = Vec::new();
-    shop::topology::run(parsed, &config, None, &mut out).await?;
+    shop::cmd::topology::run(parsed, &config, None, &mut out).await?;
     Ok(String::from_utf8(out)?)
 }
 
@@ -385,11 +385,11 @@ async fn shop_topology_apply_declares_every_consumers_queue_and_its_bindings() {
 }
 
 async fn outbox(pool: &sqlx::PgPool, args: &[&str]) -> anyhow::Result<String> {
-    let parsed = shop::outbox::OutboxArgs::try_parse_from(
+    let parsed = shop::cmd::outbox::OutboxArgs::try_parse_from(
         std::iter::once("outbox").chain(args.iter().copied()),
     )?;
     let mut out = Vec::new();
-    shop::outbox::run_with(parsed, pool, &mut out).await?;
+    shop::cmd::outbox::run_with(parsed, pool, &mut out).await?;
     Ok(String::from_utf8(out)?)
 }
 

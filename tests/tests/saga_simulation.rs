@@ -26,7 +26,7 @@ use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use rand::{Rng as _, SeedableRng as _};
 use shop_proto::order::v1::{LineItem, OrderCancelled, OrderCreated};
 use shop_saga::order::{self, Answer, OrderStatus};
-use shop_shared::config::MessagingConfig;
+use shop_shared::messaging::MessagingConfig;
 use shop_shared::messaging::{Consumer, Envelope, EventContext, Link, Names};
 use shop_shared::metrics::Outcome;
 use shop_shared::testing::{TestDatabase, amqp_url};

@@ -45,7 +45,7 @@ impl std::fmt::Debug for EmailConfig {
         f.debug_struct("EmailConfig")
             .field(
                 "smtp_url",
-                &self.smtp_url.as_deref().map(shop_shared::service::redact),
+                &self.smtp_url.as_deref().map(shop_shared::diagnose::redact),
             )
             .field("from", &self.from)
             .field("max_attempts", &self.max_attempts)

@@ -1,9 +1,9 @@
 //! The environment variables, for `shop up --help` and `shop serve --help`. They are listed
-//! once, in the README's configuration table; the help renders that table, so the two cannot
+//! once, in docs/configuration.md's table; the help renders that table, so the two cannot
 //! disagree.
 
-/// The README, as the binary was built.
-const README: &str = include_str!("../../../README.md");
+/// docs/configuration.md, as the binary was built.
+const README: &str = include_str!("../../../docs/configuration.md");
 
 /// One row of the configuration table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub struct Setting {
     pub meaning: String,
 }
 
-/// The rows of the README's "Configuration" table, markdown removed.
+/// The rows of docs/configuration.md's "Configuration" table, markdown removed.
 pub fn settings() -> Vec<Setting> {
     let Some(section) = README.split("\n## Configuration\n").nth(1) else {
         return Vec::new();
@@ -69,7 +69,7 @@ mod tests {
             settings
                 .iter()
                 .find(|s| s.key == key)
-                .unwrap_or_else(|| panic!("{key} is not in the README's configuration table"))
+                .unwrap_or_else(|| panic!("{key} is not in docs/configuration.md's table"))
         };
         assert_eq!(
             find("AMQP_URL").default,
@@ -79,7 +79,7 @@ mod tests {
             find("AUTH_JWKS_URL").default,
             shop_shared::config::DEFAULT_JWKS_URL
         );
-        let defaults = shop_shared::config::MessagingConfig::default();
+        let defaults = shop_shared::messaging::MessagingConfig::default();
         assert_eq!(
             find("CONSUMER_PREFETCH").default,
             defaults.prefetch.to_string()

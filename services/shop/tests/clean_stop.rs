@@ -55,7 +55,7 @@ impl ShopUp {
                 );
             broker.track_service(
                 service,
-                &shop_shared::config::MessagingConfig::default().retry,
+                &shop_shared::messaging::MessagingConfig::default().retry,
             );
             grpc.insert(service, addr);
             databases.insert(service, database);

@@ -10,10 +10,10 @@ use std::time::Duration;
 use clap::Parser as _;
 use lapin::types::AMQPValue;
 use serde_json::Value;
-use shop::dlq::dead_letter::DeadLetter;
-use shop::dlq::held::Held;
-use shop::dlq::replay::{self, Observer, Outcome};
-use shop::dlq::{DlqArgs, run};
+use shop::cmd::dlq::dead_letter::DeadLetter;
+use shop::cmd::dlq::held::Held;
+use shop::cmd::dlq::replay::{self, Observer, Outcome};
+use shop::cmd::dlq::{DlqArgs, run};
 use shop_proto::order::v1::{LineItem, OrderCreated};
 use shop_shared::config::AmqpConfig;
 use shop_shared::messaging::{Envelope, EventContext, RetryPolicy, envelope, topology};
@@ -425,8 +425,8 @@ impl Observer for StopAfterFirstConfirm {
 async fn a_replay_stopped_between_the_confirm_and_the_removal_loses_nothing() {
     let broker = inventory_topology().await;
     let placed = place(&broker, 3, "handler failed").await;
-    let decoder = shop::decoded::Decoder::new().unwrap();
-    let tool = shop::broker::Broker::connect(&config(&broker), "dlq-test")
+    let decoder = shop::cmd::inspect::decoded::Decoder::new().unwrap();
+    let tool = shop::cmd::inspect::broker::Broker::connect(&config(&broker), "dlq-test")
         .await
         .unwrap();
     let mut held = Held::take(&tool, &broker.names.dlq("inventory"))
@@ -647,7 +647,7 @@ async fn a_dlq_of_100000_messages_is_listed_and_replayed_in_bounded_memory() {
         replayed_mib < BOUND_MIB,
         "replay took {replayed_mib} MiB for {COUNT} messages"
     );
-    let tool = shop::broker::Broker::connect(&config(&broker), "dlq-test")
+    let tool = shop::cmd::inspect::broker::Broker::connect(&config(&broker), "dlq-test")
         .await
         .unwrap();
     assert_eq!(

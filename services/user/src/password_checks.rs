@@ -7,7 +7,7 @@
 //! The checks run on threads of their own, `concurrency` of them, at a lower scheduling
 //! priority (nice +10): a flood of logins takes the CPU only when nothing else wants it, so the
 //! other calls of the process, and the other services on the machine, keep their latency (the
-//! README's Bounds section has the figures).
+//! figures are in docs/bounds.md).
 
 use std::sync::{Arc, Mutex, mpsc};
 

@@ -12,15 +12,7 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-/// The node URLs of an `AMQP_URL`: one URL, or a comma-separated list of a cluster's nodes.
-pub fn node_urls(url: &str) -> Vec<&str> {
-    let nodes: Vec<&str> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    if nodes.is_empty() { vec![url] } else { nodes }
-}
+pub use crate::diagnose::node_urls;
 
 /// How long one node may take to accept a connection before the next one is tried (a node
 /// cut off by the network never answers at all).
@@ -65,7 +57,7 @@ pub async fn connect_from(
         }
         if nodes.len() > 1 {
             tracing::warn!(
-                node = %crate::service::redact(node),
+                node = %crate::diagnose::redact(node),
                 error = %last_error.as_ref().map(ToString::to_string).unwrap_or_default(),
                 "broker node refused or unreachable, trying the next"
             );

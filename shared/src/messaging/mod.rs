@@ -13,6 +13,7 @@
 //! - [`parked`] — outbox rows parked after failures of their own, listed and returned.
 //! - [`quarantine`] — a delivery the AMQP client cannot parse, moved to the DLQ unread.
 //! - [`retry`] — the backoff policy of transient failures.
+//! - [`settings`] — [`MessagingConfig`]: batches, retries, rounds, retention, replicas.
 //! - [`schedule`] — messages staged in the outbox for a later time, cancellable by key.
 //! - [`shapes`] — one event staged in several shapes (a v1 beside its v2), one message id.
 //!
@@ -32,6 +33,7 @@ pub mod parked;
 pub mod quarantine;
 pub mod retry;
 pub mod schedule;
+pub mod settings;
 pub mod shapes;
 pub mod topology;
 
@@ -44,4 +46,5 @@ pub use link::{Link, Links};
 pub use names::Names;
 pub use outbox::{OutboxWaker, Relay, RelayConfig, stage, stage_shapes};
 pub use retry::RetryPolicy;
+pub use settings::MessagingConfig;
 pub use shapes::{Retired, Shapes};

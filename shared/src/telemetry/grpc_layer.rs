@@ -15,8 +15,8 @@ use std::time::Instant;
 use tracing::Instrument as _;
 
 use super::propagation::{HeaderExtractor, continue_trace};
-use crate::grpc::CORRELATION_ID;
 use crate::metrics::Metrics;
+use crate::telemetry::propagation::{CORRELATION_ID, correlation_id_from_headers};
 
 /// Wraps a gRPC server's routes in [`GrpcTrace`].
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ where
             });
         }
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
-        let correlation_id = crate::grpc::correlation_id_from_headers(request.headers())
+        let correlation_id = correlation_id_from_headers(request.headers())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         if let Ok(value) = http::HeaderValue::from_str(&correlation_id) {
             request.headers_mut().insert(CORRELATION_ID, value);

@@ -1,5 +1,6 @@
 //! Carrying W3C trace context (`traceparent`, `tracestate`) across the wire: out of and into
-//! gRPC metadata (HTTP headers) and AMQP headers, and to and from the strings the outbox stores.
+//! gRPC metadata (HTTP headers) and AMQP headers, and to and from the strings the outbox stores;
+//! and the flow's correlation id a caller sends (`x-correlation-id`).
 
 use std::collections::HashMap;
 
@@ -7,6 +8,24 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The metadata key carrying the flow's correlation id (also the AMQP `correlation_id`).
+pub const CORRELATION_ID: &str = "x-correlation-id";
+
+/// The correlation id a caller sent (`x-correlation-id`), if it is usable.
+pub fn correlation_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    correlation_id_from_headers(metadata.as_ref())
+}
+
+/// [`correlation_id`] from raw HTTP headers.
+pub fn correlation_id_from_headers(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(CORRELATION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+}
 
 /// Reads trace context from HTTP headers (gRPC metadata).
 #[derive(Debug)]

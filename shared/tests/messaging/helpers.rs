@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shop_proto::order::v1::OrderCreated;
-use shop_shared::config::MessagingConfig;
+use shop_shared::messaging::MessagingConfig;
 use shop_shared::messaging::{
     Consumer, EventContext, Handle, HandlerContext, HandlerError, Links, Relay, RelayConfig,
     RetryPolicy, Subscriptions, outbox,

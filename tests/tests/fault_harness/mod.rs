@@ -93,7 +93,7 @@ impl Cluster {
             http_ports.insert(service, free_port());
             broker.track_service(
                 service,
-                &shop_shared::config::MessagingConfig::default().retry,
+                &shop_shared::messaging::MessagingConfig::default().retry,
             );
             broker.track_service(service, &fast_retry());
         }

@@ -68,7 +68,7 @@ impl Mailer {
     /// it, port 25 by default; `smtps://…`: TLS from the start, port 465; lettre's `?tls=required`
     /// also works), sending as `from`. Nothing is connected until the first email.
     pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
-        let shown = shop_shared::service::redact(url);
+        let shown = shop_shared::diagnose::redact(url);
         let from: Mailbox = from
             .parse()
             .map_err(|e| anyhow::anyhow!("SMTP_FROM={from:?} is not a mailbox ({e})"))?;

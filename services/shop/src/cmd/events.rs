@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use shop_shared::config::AmqpConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
-use crate::decoded::{self, Decoder, MessageView};
+use crate::cmd::inspect::broker::Broker;
+use crate::cmd::inspect::decoded::{self, Decoder, MessageView};
 
 /// `shop events …`.
 #[derive(Debug, clap::Parser)]

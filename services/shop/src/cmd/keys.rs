@@ -42,7 +42,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let pool = shop_shared::db::connect(url, 2).await.with_context(|| {
         format!(
             "cannot reach the user database at {} (set USER_DATABASE_URL)",
-            shop_shared::service::redact(url)
+            shop_shared::diagnose::redact(url)
         )
     })?;
     let ttl = config.auth.token_ttl;

@@ -14,7 +14,7 @@ use serde_json::json;
 use shop_shared::messaging::parked;
 use sqlx::PgPool;
 
-use crate::decoded;
+use crate::cmd::inspect::decoded;
 use crate::system::ServiceName;
 
 /// The most rows `parked` shows, and the most ids `unpark` takes.
@@ -52,13 +52,13 @@ enum OutboxCommand {
 
 /// Runs `shop outbox …`, printing to `out`.
 pub async fn run(args: OutboxArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let url = crate::schedule::database_url(args.service)?;
+    let url = crate::cmd::schedule::database_url(args.service)?;
     let setting = format!("{}_DATABASE_URL", args.service.as_str().to_uppercase());
     let pool = shop_shared::db::connect(&url, 2).await.with_context(|| {
         format!(
             "cannot reach the {} database at {} (set {setting})",
             args.service.as_str(),
-            shop_shared::service::redact(&url)
+            shop_shared::diagnose::redact(&url)
         )
     })?;
     let result = run_with(args, &pool, out).await;

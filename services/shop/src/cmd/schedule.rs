@@ -16,7 +16,7 @@ use serde_json::json;
 use shop_shared::messaging::schedule::{self, Scheduled};
 use sqlx::PgPool;
 
-use crate::decoded::{self, Decoder};
+use crate::cmd::inspect::decoded::{self, Decoder};
 use crate::system::ServiceName;
 
 /// The most messages `list` shows.
@@ -74,7 +74,7 @@ pub async fn run(args: ScheduleArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         format!(
             "cannot reach the {} database at {} (set {setting})",
             args.service.as_str(),
-            shop_shared::service::redact(&url)
+            shop_shared::diagnose::redact(&url)
         )
     })?;
     let result = run_with(args, &pool, out).await;

@@ -22,7 +22,7 @@ use shop_shared::config::AmqpConfig;
 use shop_shared::messaging::Names;
 use shop_shared::messaging::topology::{self, CONSUMERS, ConsumerQueue};
 
-use crate::broker::Broker;
+use crate::cmd::inspect::broker::Broker;
 
 /// `shop topology …`.
 #[derive(Debug, clap::Parser)]

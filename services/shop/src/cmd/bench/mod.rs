@@ -10,7 +10,8 @@
 //!   and the observer of terminal events.
 //! - [`baselines`] — raw broker, database and gRPC throughput, and the bound they imply.
 //! - [`consistency`] — the invariants checked after the run.
-//! - [`report`] — the table and the JSON object.
+//! - `run` — the phases run in order, their figures gathered.
+//! - [`report`] — the figures: the table and the JSON object.
 //! - [`hops`] — where an order's time goes, from its spans.
 //! - [`stats`], [`cpu`] — percentiles, per-thread CPU time, threads and context switches.
 
@@ -20,6 +21,7 @@ pub mod cpu;
 pub mod hops;
 pub mod load;
 pub mod report;
+mod run;
 pub mod setup;
 pub mod stats;
 

@@ -125,7 +125,7 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
     let connect = |url: String| async move {
         shop_shared::db::connect(&url, 4)
             .await
-            .with_context(|| format!("cannot connect to {}", shop_shared::service::redact(&url)))
+            .with_context(|| format!("cannot connect to {}", shop_shared::diagnose::redact(&url)))
     };
     let pools = Pools {
         user: connect(config.user.service.database_url.clone()).await?,
@@ -157,7 +157,7 @@ async fn fresh_database(url: &str, service: &str) -> anyhow::Result<String> {
         .with_context(|| {
             format!(
                 "cannot reach PostgreSQL at {}",
-                shop_shared::service::redact(url)
+                shop_shared::diagnose::redact(url)
             )
         })?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
@@ -195,7 +195,7 @@ impl Target {
                 for queue in [self.names.queue(service), self.names.dlq(service)] {
                     let _ = channel.queue_delete(&queue, Default::default()).await;
                 }
-                for delay in shop_shared::config::MessagingConfig::default()
+                for delay in shop_shared::messaging::MessagingConfig::default()
                     .retry
                     .delays()
                 {

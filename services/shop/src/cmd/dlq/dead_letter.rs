@@ -10,7 +10,7 @@ use lapin::BasicProperties;
 use serde_json::{Value, json};
 use shop_shared::messaging::envelope;
 
-use crate::decoded::{self, Decoder, MessageView};
+use crate::cmd::inspect::decoded::{self, Decoder, MessageView};
 
 /// A message in a dead-letter queue, read and decoded.
 #[derive(Debug, Clone)]

@@ -28,8 +28,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
 use super::dead_letter::DeadLetter;
-use crate::broker::Broker;
-use crate::decoded::Decoder;
+use crate::cmd::inspect::broker::Broker;
+use crate::cmd::inspect::decoded::Decoder;
 
 /// How long to wait for the next message the queue said it holds before taking fewer: another
 /// consumer may have taken some meanwhile.

@@ -15,8 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shop_shared::config::AmqpConfig;
 
-use crate::broker::Broker;
-use crate::decoded::{self, Decoder};
+use crate::cmd::inspect::broker::Broker;
+use crate::cmd::inspect::decoded::{self, Decoder};
 use dead_letter::{DeadLetter, Groups};
 use held::Held;
 use replay::{Chooser, Observer, Outcome, Pick};

@@ -20,7 +20,7 @@ use shop_shared::messaging::envelope;
 
 use super::dead_letter::{DeadLetter, Groups};
 use super::held::{Held, HeldLetter, WINDOW as HELD_AT_MOST};
-use crate::decoded::Decoder;
+use crate::cmd::inspect::decoded::Decoder;
 
 /// Copies published before their confirms are awaited: enough to keep the broker busy.
 const WINDOW: usize = 128;

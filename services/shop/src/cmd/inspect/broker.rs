@@ -32,7 +32,7 @@ impl Broker {
         Ok(Self {
             connection,
             names,
-            url: shop_shared::service::redact(&config.url),
+            url: shop_shared::diagnose::redact(&config.url),
         })
     }
 

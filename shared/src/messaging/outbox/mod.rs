@@ -1,0 +1,37 @@
+//! The transactional outbox: events are staged in the same database transaction as the state
+//! change that caused them, and a relay publishes them afterwards with publisher confirms.
+//!
+//! A staged event is published if and only if its transaction commits (at least once: a crash
+//! between the confirm and the UPDATE publishes it again, and the consumers' inbox absorbs the
+//! duplicate). The relay:
+//! - claims rows with `FOR UPDATE SKIP LOCKED`, so several relays (replicas) never publish the
+//!   same row at the same time;
+//! - publishes a batch pipelined (every publish sent, then every confirm awaited) and marks the
+//!   confirmed rows published with one UPDATE;
+//! - wakes as soon as its own process committed outbox rows ([`OutboxWaker`]), on
+//!   `LISTEN shop_outbox` for writers elsewhere ([`notify_relays`]), and polls as the fallback
+//!   (a per-commit NOTIFY trigger would serialise every commit: see the migration
+//!   `20261123000001_outbox_wake_in_process.sql`);
+//! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
+//!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
+//! - purges published rows after the retention period;
+//! - counts what it published per routing key, its failed publishes and how long its rounds
+//!   take, in the service's [`Metrics`].
+//!
+//! # Layout
+//! - `stage` — staging in the caller's transaction, and waking the relays.
+//! - `relay` — the [`Relay`]: its loop, the claim, the purge.
+//! - `publish` — one round's messages sent pipelined, each producer span, the confirms.
+//! - `round` — what a round did with each row, recorded in its transaction.
+
+mod publish;
+mod relay;
+mod round;
+mod stage;
+
+pub use relay::{Relay, RelayConfig, RoundOutcome};
+pub(super) use stage::insert;
+pub use stage::{
+    NOTIFY_CHANNEL, OutboxWaker, notify_relays, stage, stage_envelope, stage_envelopes,
+    stage_shapes,
+};
