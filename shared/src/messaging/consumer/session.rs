@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::input;
 use crate::messaging::MessagingConfig;
+#[cfg(feature = "test-util")]
 use crate::messaging::envelope::Envelope;
 use crate::messaging::link::{Link, note_generation};
 use crate::messaging::outbox::OutboxWaker;
