@@ -11,7 +11,10 @@
 //! opened. What needs a query (outbox depth and age, the inbox size, dead letters) is sampled
 //! in the background at a fixed interval ([`sampler`]), never on a scrape.
 
+mod outcome;
 pub mod sampler;
+
+pub use outcome::Outcome;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,31 +82,6 @@ const LAG_BUCKETS: &[f64] = &[
 ];
 /// Messages per batch or round.
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
-
-/// How a delivery was settled (`outcome` of [`PROCESS_DURATION`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Handled and committed: its effects are in the database.
-    Applied,
-    /// Already in the inbox: skipped and acknowledged.
-    Duplicate,
-    /// Sent to a retry queue after a transient failure.
-    Retried,
-    /// Sent to the dead-letter queue (undecodable, permanent failure, last attempt).
-    DeadLettered,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Duplicate => "duplicate",
-            Self::Retried => "retried",
-            Self::DeadLettered => "dead_lettered",
-        }
-    }
-}
 
 /// One service's instruments and the text they render to. Cheap to clone.
 #[derive(Clone)]
