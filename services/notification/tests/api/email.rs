@@ -13,7 +13,7 @@ use shop_proto::order::v1::{LineItem, OrderConfirmed, OrderRejected};
 use shop_proto::user::v2::{PersonName, UserCreated};
 use shop_shared::testing::{TestEnv, eventually, free_port, metric, publish, scrape};
 
-use crate::helpers::{TestApp, WAIT, spawn_app_with_email};
+use crate::helpers::{TestApp, WAIT, notifications_of, spawn_app_with_email};
 
 /// A real SMTP server on 127.0.0.1, writing what it accepts to a file.
 struct SmtpServer {
@@ -121,27 +121,13 @@ fn user(user_id: &str, email: &str) -> UserCreated {
 
 /// Waits until `user_id`'s notifications all have left PENDING (`count` of them).
 async fn settled(app: &TestApp, user_id: &str, count: usize) -> Vec<Notification> {
-    let client = app.client.clone();
-    eventually(WAIT, &format!("{count} settled notifications"), || {
-        let mut client = client.clone();
-        let user_id = user_id.to_owned();
-        async move {
-            let list = client
-                .list_notifications(shop_proto::notification::v1::ListNotificationsRequest {
-                    user_id,
-                    page_size: 100,
-                    page_token: String::new(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .notifications;
-            (list.len() == count
+    eventually(WAIT, &format!("{count} settled notifications"), || async {
+        notifications_of(&app.client, user_id).await.filter(|list| {
+            list.len() == count
                 && list
                     .iter()
-                    .all(|n| n.delivery_status() != NotificationDelivery::Pending))
-            .then_some(list)
-        }
+                    .all(|n| n.delivery_status() != NotificationDelivery::Pending)
+        })
     })
     .await
 }
@@ -297,23 +283,11 @@ async fn a_server_that_is_down_is_retried_until_it_comes_back() {
     .await;
     let user_id = uuid::Uuid::now_v7().to_string();
     publish(&app.env.broker, &user(&user_id, "ada@example.com")).await;
-    let client = app.client.clone();
-    let tried = eventually(WAIT, "a failed attempt recorded", || {
-        let mut client = client.clone();
-        let user_id = user_id.clone();
-        async move {
-            let list = client
-                .list_notifications(shop_proto::notification::v1::ListNotificationsRequest {
-                    user_id,
-                    page_size: 10,
-                    page_token: String::new(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .notifications;
-            list.into_iter().find(|n| !n.delivery_error.is_empty())
-        }
+    let tried = eventually(WAIT, "a failed attempt recorded", || async {
+        notifications_of(&app.client, &user_id)
+            .await?
+            .into_iter()
+            .find(|n| !n.delivery_error.is_empty())
     })
     .await;
     assert_eq!(

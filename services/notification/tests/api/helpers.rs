@@ -95,24 +95,28 @@ impl TestApp {
         eventually(
             WAIT,
             &format!("{count} notifications for {user_id}"),
-            || {
-                let mut client = client.clone();
-                let user_id = user_id.to_owned();
-                async move {
-                    let list = client
-                        .list_notifications(ListNotificationsRequest {
-                            user_id,
-                            page_size: 100,
-                            page_token: String::new(),
-                        })
-                        .await
-                        .ok()?
-                        .into_inner()
-                        .notifications;
-                    (list.len() >= count).then_some(list)
-                }
+            || async {
+                notifications_of(&client, user_id)
+                    .await
+                    .filter(|list| list.len() >= count)
             },
         )
         .await
     }
+}
+
+/// `user_id`'s notifications (up to 100, newest first), or `None` when the call fails.
+pub(crate) async fn notifications_of(client: &Client, user_id: &str) -> Option<Vec<Notification>> {
+    let list = client
+        .clone()
+        .list_notifications(ListNotificationsRequest {
+            user_id: user_id.to_owned(),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .notifications;
+    Some(list)
 }

@@ -52,15 +52,7 @@ enum OutboxCommand {
 
 /// Runs `shop outbox …`, printing to `out`.
 pub async fn run(args: OutboxArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let url = crate::cmd::schedule::database_url(args.service)?;
-    let setting = format!("{}_DATABASE_URL", args.service.as_str().to_uppercase());
-    let pool = shop_shared::db::connect(&url, 2).await.with_context(|| {
-        format!(
-            "cannot reach the {} database at {} (set {setting})",
-            args.service.as_str(),
-            shop_shared::diagnose::redact(&url)
-        )
-    })?;
+    let pool = crate::cmd::inspect::service_database(args.service).await?;
     let result = run_with(args, &pool, out).await;
     pool.close().await;
     result

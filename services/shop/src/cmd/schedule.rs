@@ -56,27 +56,9 @@ enum ScheduleCommand {
     },
 }
 
-/// The database URL of `service`, from the environment as the service reads it.
-pub(crate) fn database_url(service: ServiceName) -> anyhow::Result<String> {
-    Ok(match service {
-        ServiceName::User => shop_user::Config::from_env()?.service.database_url,
-        ServiceName::Order => shop_order::Config::from_env()?.service.database_url,
-        ServiceName::Inventory => shop_inventory::Config::from_env()?.service.database_url,
-        ServiceName::Notification => shop_notification::Config::from_env()?.service.database_url,
-    })
-}
-
 /// Runs `shop schedule …`, printing to `out`.
 pub async fn run(args: ScheduleArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let url = database_url(args.service)?;
-    let setting = format!("{}_DATABASE_URL", args.service.as_str().to_uppercase());
-    let pool = shop_shared::db::connect(&url, 2).await.with_context(|| {
-        format!(
-            "cannot reach the {} database at {} (set {setting})",
-            args.service.as_str(),
-            shop_shared::diagnose::redact(&url)
-        )
-    })?;
+    let pool = crate::cmd::inspect::service_database(args.service).await?;
     let result = run_with(args, &pool, out).await;
     pool.close().await;
     result
