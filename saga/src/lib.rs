@@ -10,9 +10,12 @@
 //! - [`inventory`] — reserve every item of an order or none; release on cancellation, in
 //!   either arrival order (a tombstone when the cancellation comes first).
 //! - [`order`] — an order's status and its transitions (confirm, reject, cancel).
+//! - [`stored`] (feature `sqlx`) — the statuses as the text columns that store them.
 //! - [`contact`] — a user's contact data kept from `user.created` / `user.updated`, newest
 //!   field wins whatever the arrival order.
 
 pub mod contact;
 pub mod inventory;
 pub mod order;
+#[cfg(feature = "sqlx")]
+pub mod stored;

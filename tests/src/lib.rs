@@ -160,11 +160,11 @@ pub async fn test_config() -> (SystemConfig, TestBroker, Vec<TestDatabase>) {
         },
         order: shop_order::Config {
             service: service_config("order", &dbs[1], &broker),
-            reservation_timeout: shop_order::config::DEFAULT_RESERVATION_TIMEOUT,
+            reservation_timeout: shop_order::config::default_reservation_timeout(),
         },
         inventory: shop_inventory::Config {
             service: service_config("inventory", &dbs[2], &broker),
-            reservation_retention: shop_inventory::config::DEFAULT_RESERVATION_RETENTION,
+            reservation_retention: shop_inventory::config::default_reservation_retention(),
         },
         notification: shop_notification::Config {
             service: service_config("notification", &dbs[3], &broker),
@@ -431,4 +431,32 @@ pub fn order_request(customer: &str, items: &[(&str, i32)]) -> CreateOrderReques
             .collect(),
         idempotency_key: String::new(),
     }
+}
+
+/// The names of the open connections whose name carries `broker`'s test prefix, sorted, as
+/// the broker lists them (`rabbitmqctl list_connections`): how a system test sees how many
+/// connections a whole process keeps.
+pub fn own_connection_names(broker: &TestBroker) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "client_properties",
+        ])
+        .output()
+        .expect("run rabbitmqctl list_connections");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let marker = "{\"connection_name\",\"";
+    let mut names: Vec<String> = listing
+        .lines()
+        .filter_map(|line| {
+            let start = line.find(marker)? + marker.len();
+            let name = &line[start..];
+            Some(name[..name.find('"')?].to_owned())
+        })
+        .filter(|name| name.starts_with(&broker.names.prefix))
+        .collect();
+    names.sort();
+    names
 }

@@ -220,7 +220,7 @@ async fn a_duplicate_delivery_and_a_poison_message_are_counted_as_such() {
     let again = original.redelivery("order");
     publish_envelope(&system.broker, &again).await;
     let poison = Envelope {
-        message_id: uuid::Uuid::now_v7().to_string(),
+        message_id: shop_shared::messaging::MessageId::new(),
         payload: vec![0xff, 0xff, 0xff],
         ..again
     };

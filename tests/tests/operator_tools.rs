@@ -401,10 +401,12 @@ async fn shop_outbox_lists_parked_rows_and_returns_them_to_the_relay() {
     let context = EventContext::new_flow();
     let parked_id = outbox::stage(&mut tx, &OrderCreated::default(), &context)
         .await
-        .unwrap();
+        .unwrap()
+        .to_string();
     let waiting_id = outbox::stage(&mut tx, &OrderCreated::default(), &context)
         .await
-        .unwrap();
+        .unwrap()
+        .to_string();
     tx.commit().await.unwrap();
     sqlx::query(
         "UPDATE outbox SET dead = true, attempts = 10, last_error = 'routing key is 300 bytes' \

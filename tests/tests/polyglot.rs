@@ -651,7 +651,7 @@ async fn the_consumers_dead_letter_an_undecodable_body_and_skip_an_unknown_type(
                 let done = consumer
                     .events()
                     .iter()
-                    .any(|l| l["message_id"] == good.message_id.as_str());
+                    .any(|l| l["message_id"] == good.message_id.to_string());
                 async move { done.then_some(()) }
             },
         )
@@ -681,7 +681,7 @@ async fn the_consumers_dead_letter_an_undecodable_body_and_skip_an_unknown_type(
             .await;
         assert_eq!(
             parked.meta().message_id,
-            poison.message_id,
+            poison.message_id.to_string(),
             "{}",
             consumer.name
         );

@@ -68,7 +68,10 @@ async fn the_four_services_of_one_process_share_one_publishing_and_one_consuming
     ];
 
     // Assert: two connections, whatever the four relays and three consumers do.
-    assert_eq!(services(system.broker.own_connection_names()), expected);
+    assert_eq!(
+        services(shop_tests::own_connection_names(&system.broker)),
+        expected
+    );
 
     // Act: the broker drops them; every session reconnects through the same two.
     assert!(system.broker.close_own_connections() >= 2);
@@ -77,7 +80,10 @@ async fn the_four_services_of_one_process_share_one_publishing_and_one_consuming
 
     // Assert
     assert_eq!(settled.status, OrderStatus::Confirmed as i32);
-    assert_eq!(services(system.broker.own_connection_names()), expected);
+    assert_eq!(
+        services(shop_tests::own_connection_names(&system.broker)),
+        expected
+    );
     system.stop().await;
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shop_shared::config::env_parse;
+use shop_shared::config::Source;
 use shop_shared::service::ServiceConfig;
 
 /// The gRPC port of the contract.
@@ -15,27 +15,38 @@ pub const DEFAULT_HTTP_PORT: u16 = 9093;
 pub struct Config {
     /// The settings every service has (`INVENTORY_GRPC_ADDR`, `INVENTORY_DATABASE_URL`, …).
     pub service: ServiceConfig,
-    /// `RESERVATION_RETENTION_S` (default 2592000, 30 days): how long a settled reservation
-    /// record (FAILED, RELEASED) is kept before the scheduled purge. RESERVED records hold
-    /// units and CANCELLED ones (a cancellation that came first) keep a late `order.created`
-    /// from reserving: those are kept.
+    /// `RESERVATION_RETENTION_S`: RESERVED records hold units and CANCELLED ones (a
+    /// cancellation that came first) keep a late `order.created` from reserving: those are
+    /// kept whatever their age.
     pub reservation_retention: Duration,
 }
 
-/// The default of [`Config::reservation_retention`].
-pub const DEFAULT_RESERVATION_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The default of [`Config::reservation_retention`] (the settings table's).
+pub fn default_reservation_retention() -> Duration {
+    Source::Defaults
+        .secs("RESERVATION_RETENTION_S")
+        .expect("the settings table's default is valid")
+}
 
 impl Config {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        let service = ServiceConfig::from_env("inventory", DEFAULT_PORT, DEFAULT_HTTP_PORT)?;
-        let reservation_retention = Duration::from_secs(env_parse(
-            "RESERVATION_RETENTION_S",
-            DEFAULT_RESERVATION_RETENTION.as_secs(),
-        )?);
+        Self::load(Source::Environment)
+    }
+
+    /// Reads the settings from `source`.
+    pub fn load(source: Source) -> anyhow::Result<Self> {
         Ok(Self {
-            service,
-            reservation_retention,
+            service: ServiceConfig::load("inventory", DEFAULT_PORT, DEFAULT_HTTP_PORT, source)?,
+            reservation_retention: source.secs("RESERVATION_RETENTION_S")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_loads_from_the_table_s_defaults() {
+        super::Config::load(shop_shared::config::Source::Defaults).unwrap();
     }
 }

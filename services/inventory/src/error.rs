@@ -1,5 +1,6 @@
 //! The inventory service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
+use shop_shared::error::InfraError;
 use tonic::Status;
 
 /// Everything an inventory RPC can fail with.
@@ -17,24 +18,20 @@ pub enum InventoryError {
     /// The change would take the available stock below zero.
     #[error("the adjustment would take available stock below zero")]
     WouldGoNegative,
-    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
-    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
-    /// is what CreateOrder's idempotency key is for).
-    #[error("the inventory service's database is briefly unavailable; retry the call")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: logged, never shown to the caller.
+    /// The database briefly out of reach, or anything else: shared by every service.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Infra(#[from] InfraError),
 }
 
 impl From<sqlx::Error> for InventoryError {
-    /// Transient database failures are [`InventoryError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        if shop_shared::db::is_transient(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Unexpected(e.into())
-        }
+        Self::Infra(e.into())
+    }
+}
+
+impl From<anyhow::Error> for InventoryError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Infra(e.into())
     }
 }
 
@@ -45,16 +42,10 @@ impl From<InventoryError> for Status {
             InventoryError::NotFound => Status::not_found(e.to_string()),
             InventoryError::WouldGoNegative => Status::failed_precondition(e.to_string()),
             InventoryError::PermissionDenied => Status::permission_denied(e.to_string()),
-            InventoryError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
-                Status::unavailable(
-                    "the inventory service's database is briefly unavailable; retry the call",
-                )
-            }
-            InventoryError::Unexpected(e) => {
-                tracing::error!(error.cause_chain = ?e, "inventory rpc failed");
-                Status::internal("internal error")
-            }
+            InventoryError::Infra(e) => e.into_status(
+                "inventory",
+                "the inventory service's database is briefly unavailable; retry the call",
+            ),
         }
     }
 }
@@ -76,7 +67,7 @@ mod tests {
             code(InventoryError::WouldGoNegative),
             Code::FailedPrecondition
         );
-        let internal = Status::from(InventoryError::Unexpected(anyhow::anyhow!("db text")));
+        let internal = Status::from(InventoryError::from(anyhow::anyhow!("db text")));
         assert_eq!(internal.code(), Code::Internal);
         assert_eq!(internal.message(), "internal error");
     }

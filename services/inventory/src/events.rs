@@ -33,11 +33,11 @@ use shop_proto::inventory::v1::{
 };
 use shop_proto::order::v1::{OrderCancelled, OrderCreated};
 use shop_saga::inventory::{Ledger, Release, Reserve, Wanted};
+use shop_shared::ids::OrderId;
 use shop_shared::messaging::{
-    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, event_id,
 };
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::repository;
 
@@ -52,15 +52,6 @@ pub(crate) fn subscriptions() -> Subscriptions {
         .on::<OrderCreated, _>(handlers.clone())
         .on::<OrderCancelled, _>(handlers)
         .into()
-}
-
-fn order_id(raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        HandlerError::permanent(format!(
-            "order_id {} is not a UUID",
-            shop_shared::input::shown(raw)
-        ))
-    })
 }
 
 fn wanted(e: &OrderCreated) -> Result<Wanted, HandlerError> {
@@ -88,7 +79,7 @@ impl BatchState for Stock {
         let mut products = BTreeSet::new();
         for e in batch.events::<OrderCreated>() {
             // Invalid orders are left to their handler, which dead-letters them.
-            if let (Ok(id), Ok(wanted)) = (Uuid::parse_str(&e.order_id), wanted(e)) {
+            if let (Ok(id), Ok(wanted)) = (event_id::<OrderId>(&e.order_id), wanted(e)) {
                 orders.insert(id);
                 products.extend(wanted.products().map(str::to_owned));
             }
@@ -96,9 +87,9 @@ impl BatchState for Stock {
         orders.extend(
             batch
                 .events::<OrderCancelled>()
-                .filter_map(|e| Uuid::parse_str(&e.order_id).ok()),
+                .filter_map(|e| event_id::<OrderId>(&e.order_id).ok()),
         );
-        let orders: Vec<Uuid> = orders.into_iter().collect();
+        let orders: Vec<OrderId> = orders.into_iter().collect();
         let reservations = repository::lock_reservations(conn, &orders).await?;
         for (_, record) in &reservations {
             products.extend(record.items.iter().map(|(p, _)| p.clone()));
@@ -135,9 +126,10 @@ impl Handle<OrderCreated, Stock> for InventoryHandlers {
         e: &OrderCreated,
         cx: &mut HandlerContext<'_, Stock>,
     ) -> Result<(), HandlerError> {
-        let id = order_id(&e.order_id)?;
+        let id: OrderId = event_id(&e.order_id)?;
         let wanted = wanted(e)?;
-        match cx.state().0.order_created(id, &wanted) {
+        // The saga's ledger keys orders by their UUID (it is pure: no service types).
+        match cx.state().0.order_created(id.as_uuid(), &wanted) {
             Reserve::Reserved(items) => {
                 cx.stage(&StockReserved {
                     order_id: e.order_id.clone(),
@@ -184,8 +176,8 @@ impl Handle<OrderCancelled, Stock> for InventoryHandlers {
         e: &OrderCancelled,
         cx: &mut HandlerContext<'_, Stock>,
     ) -> Result<(), HandlerError> {
-        let id = order_id(&e.order_id)?;
-        match cx.state().0.order_cancelled(id) {
+        let id: OrderId = event_id(&e.order_id)?;
+        match cx.state().0.order_cancelled(id.as_uuid()) {
             Release::Released(_) => {
                 cx.stage(&StockReleased {
                     order_id: e.order_id.clone(),

@@ -49,7 +49,7 @@ impl InventoryService for InventoryGrpc {
 
 fn to_proto(row: StockRow) -> StockLevel {
     StockLevel {
-        product_id: row.product_id,
+        product_id: row.product_id.into(),
         available: row.available,
         reserved: row.reserved,
     }

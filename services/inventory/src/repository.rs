@@ -5,14 +5,14 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use shop_saga::inventory::{Reservation, ReservationStatus, Stock};
-use shop_shared::messaging::HandlerError;
+use shop_shared::ids::OrderId;
 
-use crate::domain::Held;
+use crate::domain::{Held, ProductId};
 
 /// A product's stock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StockRow {
-    pub(crate) product_id: String,
+    pub(crate) product_id: ProductId,
     pub(crate) available: i64,
     pub(crate) reserved: i64,
 }
@@ -21,14 +21,15 @@ pub(crate) struct StockRow {
 /// violates the CHECK constraint (SQLSTATE 23514) and changes nothing.
 pub(crate) async fn adjust_existing(
     conn: &mut PgConnection,
-    product_id: &str,
+    product_id: &ProductId,
     delta: i64,
 ) -> Result<Option<StockRow>, sqlx::Error> {
     sqlx::query_as!(
         StockRow,
-        "UPDATE stock SET available = available + $2, updated_at = now() \
-         WHERE product_id = $1 RETURNING product_id, available, reserved",
-        product_id,
+        r#"UPDATE stock SET available = available + $2, updated_at = now()
+           WHERE product_id = $1
+           RETURNING product_id AS "product_id: ProductId", available, reserved"#,
+        product_id.as_str(),
         delta
     )
     .fetch_optional(conn)
@@ -39,16 +40,16 @@ pub(crate) async fn adjust_existing(
 /// created it in the meantime.
 pub(crate) async fn insert_product(
     conn: &mut PgConnection,
-    product_id: &str,
+    product_id: &ProductId,
     units: i64,
 ) -> Result<StockRow, sqlx::Error> {
     sqlx::query_as!(
         StockRow,
-        "INSERT INTO stock (product_id, available, reserved) VALUES ($1, $2, 0) \
-         ON CONFLICT (product_id) DO UPDATE \
-         SET available = stock.available + EXCLUDED.available, updated_at = now() \
-         RETURNING product_id, available, reserved",
-        product_id,
+        r#"INSERT INTO stock (product_id, available, reserved) VALUES ($1, $2, 0)
+           ON CONFLICT (product_id) DO UPDATE
+           SET available = stock.available + EXCLUDED.available, updated_at = now()
+           RETURNING product_id AS "product_id: ProductId", available, reserved"#,
+        product_id.as_str(),
         units
     )
     .fetch_one(conn)
@@ -58,12 +59,13 @@ pub(crate) async fn insert_product(
 /// One product's stock.
 pub(crate) async fn find_stock(
     conn: &mut PgConnection,
-    product_id: &str,
+    product_id: &ProductId,
 ) -> Result<Option<StockRow>, sqlx::Error> {
     sqlx::query_as!(
         StockRow,
-        "SELECT product_id, available, reserved FROM stock WHERE product_id = $1",
-        product_id
+        r#"SELECT product_id AS "product_id: ProductId", available, reserved
+           FROM stock WHERE product_id = $1"#,
+        product_id.as_str()
     )
     .fetch_optional(conn)
     .await
@@ -80,8 +82,8 @@ pub(crate) async fn lock_stock(
     }
     let rows = sqlx::query_as!(
         StockRow,
-        "SELECT product_id, available, reserved FROM stock WHERE product_id = ANY($1) \
-         ORDER BY product_id FOR UPDATE",
+        r#"SELECT product_id AS "product_id: ProductId", available, reserved
+           FROM stock WHERE product_id = ANY($1) ORDER BY product_id FOR UPDATE"#,
         product_ids
     )
     .fetch_all(conn)
@@ -93,7 +95,7 @@ pub(crate) async fn lock_stock(
                 available: r.available,
                 reserved: r.reserved,
             };
-            (r.product_id, stock)
+            (r.product_id.into(), stock)
         })
         .collect())
 }
@@ -120,7 +122,7 @@ pub(crate) async fn move_units(
 }
 
 /// Takes the batch's lock on each of `orders` (sorted), in order, then reads (and locks)
-/// their reservation records; returns those that exist.
+/// their reservation records; returns those that exist, keyed as the saga's ledger keys them.
 ///
 /// The per-order lock is a transaction-level advisory lock keyed by the order id: unlike a row
 /// lock it exists before the order's record does, so two transactions deciding about the same
@@ -128,13 +130,14 @@ pub(crate) async fn move_units(
 /// and the second reads what the first committed instead of deciding on a stale view.
 pub(crate) async fn lock_reservations(
     conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> Result<Vec<(Uuid, Reservation)>, HandlerError> {
+    orders: &[OrderId],
+) -> Result<Vec<(Uuid, Reservation)>, sqlx::Error> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }
     // The keys in ascending order, and `unnest` takes them in array order: every transaction
     // takes these locks in one order, so they cannot deadlock on each other.
+    let orders: Vec<Uuid> = orders.iter().map(|id| id.as_uuid()).collect();
     let mut keys: Vec<i64> = orders.iter().map(|id| order_lock_key(*id)).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -145,29 +148,29 @@ pub(crate) async fn lock_reservations(
     .fetch_all(&mut *conn)
     .await?;
     let rows = sqlx::query!(
-        r#"SELECT order_id, status, items AS "items: Json<Vec<Held>>" FROM reservations
-           WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
-        orders
+        r#"SELECT order_id, status AS "status: ReservationStatus",
+                  items AS "items: Json<Vec<Held>>"
+           FROM reservations WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
+        &orders
     )
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|r| {
-            let status = ReservationStatus::parse(&r.status).ok_or_else(|| {
-                HandlerError::permanent(format!(
-                    "reservation {} has an unknown status {:?}",
-                    r.order_id, r.status
-                ))
-            })?;
             let items = r
                 .items
                 .0
                 .into_iter()
                 .map(|h| (h.product_id, h.quantity))
                 .collect();
-            Ok((r.order_id, Reservation { status, items }))
+            let reservation = Reservation {
+                status: r.status,
+                items,
+            };
+            (r.order_id, reservation)
         })
-        .collect()
+        .collect())
 }
 
 /// The advisory lock key of an order: the low 64 bits of its id (random bits in a UUID v7).
@@ -237,7 +240,8 @@ pub(crate) async fn update_reservations(
 
 /// Deletes at most `chunk` settled reservation records (FAILED, RELEASED) last changed longer
 /// ago than `retention`. RESERVED records hold units and CANCELLED ones keep a late
-/// `order.created` from reserving: those stay.
+/// `order.created` from reserving: those stay. The statuses are written as literals, not bound:
+/// only then can the planner use the partial index `reservations_settled`, which holds these.
 pub(crate) async fn purge_settled_reservations(
     pool: &sqlx::PgPool,
     retention: std::time::Duration,

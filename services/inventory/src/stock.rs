@@ -6,7 +6,7 @@ use shop_shared::auth::Caller;
 use sqlx::PgPool;
 
 use crate::InventoryError;
-use crate::domain::StockAdjustment;
+use crate::domain::{ProductId, StockAdjustment};
 use crate::repository::{self, StockRow};
 
 /// What the use cases work with.
@@ -27,7 +27,7 @@ impl Stock {
             return Err(InventoryError::PermissionDenied);
         }
         let mut conn = self.pool.acquire().await?;
-        let product = change.product_id.as_str();
+        let product = &change.product_id;
         let existing = repository::adjust_existing(&mut conn, product, change.delta)
             .await
             .map_err(adjust_error)?;
@@ -49,15 +49,10 @@ impl Stock {
         product_id: &str,
     ) -> Result<StockRow, InventoryError> {
         // docs/contract.md gives GetStock one error, NOT_FOUND: an empty, too long or unknown
-        // id has no stock. Only a control character (NUL above all) is INVALID_ARGUMENT.
-        let product_id = product_id.trim();
-        shop_shared::input::no_control("product_id", product_id)
-            .map_err(InventoryError::InvalidArgument)?;
-        if product_id.chars().count() > crate::domain::MAX_PRODUCT_ID_CHARS {
-            return Err(InventoryError::NotFound);
-        }
+        // id has no stock.
+        let product_id = ProductId::lookup(product_id)?.ok_or(InventoryError::NotFound)?;
         let mut conn = self.pool.acquire().await?;
-        repository::find_stock(&mut conn, product_id)
+        repository::find_stock(&mut conn, &product_id)
             .await?
             .ok_or(InventoryError::NotFound)
     }

@@ -2,18 +2,13 @@
 
 use std::time::Duration;
 
+use shop_shared::config::Source;
 use shop_shared::service::ServiceConfig;
 
 /// The gRPC port of the contract.
 pub const DEFAULT_PORT: u16 = 50054;
 /// The HTTP port of the contract (metrics).
 pub const DEFAULT_HTTP_PORT: u16 = 9094;
-/// `SMTP_FROM`'s default.
-pub const DEFAULT_FROM: &str = "shop <no-reply@shop.localhost>";
-/// `NOTIFY_MAX_ATTEMPTS`' default.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 8;
-/// `NOTIFY_RETRY_BASE_MS`' default.
-pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(5);
 
 /// Settings of the notification service.
 #[derive(Debug, Clone)]
@@ -27,16 +22,13 @@ pub struct Config {
 /// Email delivery (docs/contract.md, "Notifications by email").
 #[derive(Clone)]
 pub struct EmailConfig {
-    /// `SMTP_URL` (default unset: notifications are RECORDED only): `smtp://[user:pass@]host[:port]`
-    /// (STARTTLS when the server offers it) or `smtps://…` (TLS from the start).
+    /// `SMTP_URL` (unset: notifications are RECORDED only).
     pub smtp_url: Option<String>,
-    /// `SMTP_FROM` (default `shop <no-reply@shop.localhost>`): the sender of every email.
+    /// `SMTP_FROM`.
     pub from: String,
-    /// `NOTIFY_MAX_ATTEMPTS` (default 8): attempts before a notification the server keeps
-    /// refusing for now (4xx) or cannot be reached for is FAILED.
+    /// `NOTIFY_MAX_ATTEMPTS` (1 to 100).
     pub max_attempts: i32,
-    /// `NOTIFY_RETRY_BASE_MS` (default 5000): the first retry's delay, doubled for each next
-    /// one (at most 15 minutes).
+    /// `NOTIFY_RETRY_BASE_MS` (at least 1 ms).
     pub retry_base: Duration,
 }
 
@@ -56,41 +48,30 @@ impl std::fmt::Debug for EmailConfig {
 
 impl Default for EmailConfig {
     fn default() -> Self {
-        Self {
-            smtp_url: None,
-            from: DEFAULT_FROM.to_owned(),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry_base: DEFAULT_RETRY_BASE,
-        }
+        Self::load(Source::Defaults).expect("the settings table's defaults parse")
     }
 }
 
 impl EmailConfig {
     /// Reads `SMTP_URL`, `SMTP_FROM`, `NOTIFY_MAX_ATTEMPTS`, `NOTIFY_RETRY_BASE_MS`.
     pub fn from_env() -> anyhow::Result<Self> {
-        let d = Self::default();
-        let var = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
-        let number = |key: &str, default: u64| -> anyhow::Result<u64> {
-            match var(key) {
-                None => Ok(default),
-                Some(raw) => raw
-                    .trim()
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("{key}={raw:?} is not a whole number")),
-            }
-        };
-        let max_attempts = number("NOTIFY_MAX_ATTEMPTS", d.max_attempts as u64)?;
+        Self::load(Source::Environment)
+    }
+
+    /// Reads the same from `source`.
+    pub fn load(source: Source) -> anyhow::Result<Self> {
+        let max_attempts: i32 = source.get("NOTIFY_MAX_ATTEMPTS")?;
         anyhow::ensure!(
             (1..=100).contains(&max_attempts),
             "NOTIFY_MAX_ATTEMPTS={max_attempts} is out of range: 1 to 100"
         );
         Ok(Self {
-            smtp_url: var("SMTP_URL"),
-            from: var("SMTP_FROM").unwrap_or(d.from),
-            max_attempts: max_attempts as i32,
-            retry_base: Duration::from_millis(
-                number("NOTIFY_RETRY_BASE_MS", d.retry_base.as_millis() as u64)?.max(1),
-            ),
+            smtp_url: source.var("SMTP_URL"),
+            from: source.get("SMTP_FROM")?,
+            max_attempts,
+            retry_base: source
+                .millis("NOTIFY_RETRY_BASE_MS")?
+                .max(Duration::from_millis(1)),
         })
     }
 }
@@ -98,9 +79,22 @@ impl EmailConfig {
 impl Config {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::load(Source::Environment)
+    }
+
+    /// Reads the settings from `source`.
+    pub fn load(source: Source) -> anyhow::Result<Self> {
         Ok(Self {
-            service: ServiceConfig::from_env("notification", DEFAULT_PORT, DEFAULT_HTTP_PORT)?,
-            email: EmailConfig::from_env()?,
+            service: ServiceConfig::load("notification", DEFAULT_PORT, DEFAULT_HTTP_PORT, source)?,
+            email: EmailConfig::load(source)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_loads_from_the_table_s_defaults() {
+        super::Config::load(shop_shared::config::Source::Defaults).unwrap();
     }
 }

@@ -39,6 +39,9 @@ impl DeliveryStatus {
     }
 }
 
+// The `delivery_status` text column.
+shop_saga::stored_as_text!(DeliveryStatus);
+
 impl From<DeliveryStatus> for NotificationDelivery {
     fn from(status: DeliveryStatus) -> Self {
         match status {

@@ -1,5 +1,6 @@
 //! The notification service's errors and their one mapping to gRPC status codes.
 
+use shop_shared::error::InfraError;
 use tonic::Status;
 
 /// Everything a notification RPC can fail with.
@@ -11,24 +12,26 @@ pub enum NotificationError {
     /// The caller may not read this user's notifications.
     #[error("you may only list your own notifications")]
     PermissionDenied,
-    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
-    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
-    /// is what CreateOrder's idempotency key is for).
-    #[error("the notification service's database is briefly unavailable; retry the call")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: logged, never shown to the caller.
+    /// The database briefly out of reach, or anything else: shared by every service.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Infra(#[from] InfraError),
 }
 
 impl From<sqlx::Error> for NotificationError {
-    /// Transient database failures are [`NotificationError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        if shop_shared::db::is_transient(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Unexpected(e.into())
-        }
+        Self::Infra(e.into())
+    }
+}
+
+impl From<shop_shared::ids::BadId> for NotificationError {
+    fn from(e: shop_shared::ids::BadId) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for NotificationError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Infra(e.into())
     }
 }
 
@@ -37,16 +40,10 @@ impl From<NotificationError> for Status {
         match e {
             NotificationError::InvalidArgument(m) => Status::invalid_argument(m),
             NotificationError::PermissionDenied => Status::permission_denied(e.to_string()),
-            NotificationError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
-                Status::unavailable(
-                    "the notification service's database is briefly unavailable; retry the call",
-                )
-            }
-            NotificationError::Unexpected(e) => {
-                tracing::error!(error.cause_chain = ?e, "notification rpc failed");
-                Status::internal("internal error")
-            }
+            NotificationError::Infra(e) => e.into_status(
+                "notification",
+                "the notification service's database is briefly unavailable; retry the call",
+            ),
         }
     }
 }
@@ -60,7 +57,7 @@ mod tests {
     fn every_error_maps_to_its_contract_code_and_hides_internals() {
         let invalid = Status::from(NotificationError::InvalidArgument("x".into()));
         assert_eq!(invalid.code(), Code::InvalidArgument);
-        let internal = Status::from(NotificationError::Unexpected(anyhow::anyhow!("db text")));
+        let internal = Status::from(NotificationError::from(anyhow::anyhow!("db text")));
         assert_eq!(internal.code(), Code::Internal);
         assert_eq!(internal.message(), "internal error");
     }

@@ -22,9 +22,9 @@ use shop_proto::order::v1::{OrderCancelled, OrderConfirmed, OrderRejected};
 use shop_proto::user::v1::UserUpdated;
 use shop_proto::user::v2::UserCreated;
 use shop_saga::contact::ContactChange;
-use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions};
+use shop_shared::ids::{CustomerId, NotificationId, UserId};
+use shop_shared::messaging::{Handle, HandlerContext, HandlerError, Subscriptions, event_id};
 use shop_shared::time::from_timestamp;
-use uuid::Uuid;
 
 use crate::delivery::DeliveryStatus;
 use crate::email::templates::{Kind, Line, Model, Templates, money};
@@ -54,20 +54,11 @@ pub(crate) fn subscriptions(templates: Templates, status: DeliveryStatus) -> Sub
         .on::<OrderCancelled, _>(handlers)
 }
 
-fn user_id(raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        HandlerError::permanent(format!(
-            "user id {} is not a UUID",
-            shop_shared::input::shown(raw)
-        ))
-    })
-}
-
 /// Applies a change to a user's contact: load (locked), decide ([`shop_saga::contact`]: the
 /// newest value of each field wins, whatever the arrival order), store.
 async fn change_contact(
     cx: &mut HandlerContext<'_>,
-    user_id: Uuid,
+    user_id: UserId,
     change: &ContactChange,
 ) -> Result<(), HandlerError> {
     let mut contact = repository::lock_contact(cx.conn(), user_id).await?;
@@ -93,7 +84,7 @@ impl NotificationHandlers {
     async fn notify<E: Event>(
         &self,
         cx: &mut HandlerContext<'_>,
-        user_id: Uuid,
+        user_id: UserId,
         recipient: String,
         kind: Kind,
         model: Model,
@@ -103,7 +94,7 @@ impl NotificationHandlers {
             HandlerError::permanent(format!("the {kind:?} email cannot be rendered: {e}"))
         })?;
         let notification = NewNotification {
-            notification_id: Uuid::now_v7(),
+            notification_id: NotificationId::new(),
             user_id,
             channel: CHANNEL.into(),
             recipient,
@@ -127,7 +118,7 @@ impl NotificationHandlers {
         kind: Kind,
         model: Model,
     ) -> Result<(), HandlerError> {
-        let user_id = user_id(customer_id)?;
+        let user_id = UserId::from(event_id::<CustomerId>(customer_id)?);
         let Some(contact) = repository::find_contact(cx.conn(), user_id).await? else {
             return Err(HandlerError::transient(format!(
                 "no contact for user {user_id} yet (user.created not applied)"
@@ -151,7 +142,7 @@ impl Handle<UserCreated> for NotificationHandlers {
         e: &UserCreated,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
-        let user_id = user_id(&e.user_id)?;
+        let user_id: UserId = event_id(&e.user_id)?;
         let name = e.name.clone().unwrap_or_default();
         let change = ContactChange::new(
             Some(e.email.clone()),
@@ -182,7 +173,7 @@ impl Handle<UserUpdated> for NotificationHandlers {
         e: &UserUpdated,
         cx: &mut HandlerContext<'_>,
     ) -> Result<(), HandlerError> {
-        let user_id = user_id(&e.user_id)?;
+        let user_id: UserId = event_id(&e.user_id)?;
         let change = ContactChange::new(
             e.email.clone(),
             e.name.clone(),

@@ -6,12 +6,12 @@ use shop_proto::notification::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification, NotificationDelivery,
 };
 use shop_shared::auth::caller;
+use shop_shared::ids::UserId;
 use shop_shared::time::timestamp;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::NotificationError;
-use crate::delivery::DeliveryStatus;
 use crate::notifications::{ListQuery, Notifications};
 use crate::repository::NotificationRow;
 
@@ -28,12 +28,7 @@ impl TryFrom<ListNotificationsRequest> for ListQuery {
 
     fn try_from(r: ListNotificationsRequest) -> Result<Self, Self::Error> {
         let invalid = NotificationError::InvalidArgument;
-        let user_id = Uuid::parse_str(r.user_id.trim()).map_err(|_| {
-            invalid(format!(
-                "user_id {} is not a UUID",
-                shop_shared::input::shown(&r.user_id)
-            ))
-        })?;
+        let user_id = UserId::parse(&r.user_id)?;
         let limit: i64 = match r.page_size {
             0 => 50,
             n if n < 0 => {
@@ -49,7 +44,7 @@ impl TryFrom<ListNotificationsRequest> for ListQuery {
                 .strip_prefix(TOKEN_PREFIX)
                 .and_then(|hex| Uuid::try_parse(hex).ok())
                 .ok_or_else(|| invalid("page_token is not valid".into()))?;
-            Some(id)
+            Some(id.into())
         };
         Ok(Self {
             user_id,
@@ -72,7 +67,7 @@ impl NotificationService for NotificationGrpc {
             notifications: page.notifications.into_iter().map(to_proto).collect(),
             next_page_token: page
                 .next_after
-                .map(|id| format!("{TOKEN_PREFIX}{}", id.simple()))
+                .map(|id| format!("{TOKEN_PREFIX}{}", id.as_uuid().simple()))
                 .unwrap_or_default(),
         }))
     }
@@ -90,11 +85,7 @@ fn to_proto(row: NotificationRow) -> Notification {
         source_event_id: row.source_event_id,
         order_id: row.order_id,
         create_time: Some(timestamp(row.created_at)),
-        // The column's CHECK allows only the four statuses; anything else reads as unspecified.
-        delivery_status: DeliveryStatus::parse(&row.delivery_status).map_or(
-            NotificationDelivery::Unspecified,
-            NotificationDelivery::from,
-        ) as i32,
+        delivery_status: NotificationDelivery::from(row.delivery_status) as i32,
         delivery_error: row.delivery_error,
         sent_time: row.sent_at.map(timestamp),
     }

@@ -2,8 +2,8 @@
 //! themself or staff (docs/contract.md), with no gRPC in sight (`grpc.rs` only converts).
 
 use shop_shared::auth::Caller;
+use shop_shared::ids::{NotificationId, UserId};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::NotificationError;
 use crate::repository::{self, NotificationRow};
@@ -11,10 +11,10 @@ use crate::repository::{self, NotificationRow};
 /// A valid ListNotifications request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ListQuery {
-    pub(crate) user_id: Uuid,
+    pub(crate) user_id: UserId,
     pub(crate) limit: i64,
     /// Notifications older than this one.
-    pub(crate) before: Option<Uuid>,
+    pub(crate) before: Option<NotificationId>,
 }
 
 /// One page of notifications.
@@ -22,7 +22,7 @@ pub(crate) struct ListQuery {
 pub(crate) struct Page {
     pub(crate) notifications: Vec<NotificationRow>,
     /// The last notification of the page when another page follows.
-    pub(crate) next_after: Option<Uuid>,
+    pub(crate) next_after: Option<NotificationId>,
 }
 
 /// What the use case works with.

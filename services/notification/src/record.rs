@@ -3,8 +3,8 @@
 //! a `NOTIFY` that PostgreSQL delivers only then), RECORDED when none is. Nothing is sent from
 //! inside the transaction: a rolled-back and redelivered event never emails anyone twice.
 
+use shop_shared::ids::{NotificationId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::delivery::DeliveryStatus;
 use crate::repository;
@@ -16,9 +16,9 @@ pub const NOTIFY_CHANNEL: &str = "shop_notifications";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNotification {
     /// Its id (UUID v7).
-    pub notification_id: Uuid,
+    pub notification_id: NotificationId,
     /// Whom it is for.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// How it is sent, e.g. `email`.
     pub channel: String,
     /// Where it is sent.

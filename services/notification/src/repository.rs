@@ -1,8 +1,8 @@
 //! The notification service's SQL, checked at compile time against `migrations/notification`.
 
 use chrono::{DateTime, Utc};
+use shop_shared::ids::{NotificationId, UserId};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use shop_saga::contact::{Contact as StampedContact, stamped, unstamped};
 
@@ -12,8 +12,8 @@ use crate::record::NewNotification;
 /// A stored notification.
 #[derive(Debug, Clone)]
 pub(crate) struct NotificationRow {
-    pub(crate) notification_id: Uuid,
-    pub(crate) user_id: Uuid,
+    pub(crate) notification_id: NotificationId,
+    pub(crate) user_id: UserId,
     pub(crate) channel: String,
     pub(crate) recipient: String,
     pub(crate) subject: String,
@@ -22,7 +22,7 @@ pub(crate) struct NotificationRow {
     pub(crate) source_event_id: String,
     pub(crate) order_id: String,
     pub(crate) created_at: DateTime<Utc>,
-    pub(crate) delivery_status: String,
+    pub(crate) delivery_status: DeliveryStatus,
     pub(crate) delivery_error: String,
     pub(crate) sent_at: Option<DateTime<Utc>>,
 }
@@ -30,7 +30,7 @@ pub(crate) struct NotificationRow {
 /// A notification the dispatcher claimed, with what its email needs.
 #[derive(Debug, Clone)]
 pub(crate) struct Claimed {
-    pub(crate) notification_id: Uuid,
+    pub(crate) notification_id: NotificationId,
     pub(crate) channel: String,
     pub(crate) recipient: String,
     pub(crate) subject: String,
@@ -58,8 +58,8 @@ pub(crate) async fn insert_notification(
         "INSERT INTO notifications (notification_id, user_id, channel, recipient, subject, body, \
          source_event_type, source_event_id, order_id, created_at, html_body, delivery_status) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        n.notification_id,
-        n.user_id,
+        n.notification_id.as_uuid(),
+        n.user_id.as_uuid(),
         n.channel,
         n.recipient,
         n.subject,
@@ -79,19 +79,21 @@ pub(crate) async fn insert_notification(
 /// A page of a user's notifications, newest first, strictly older than `before`.
 pub(crate) async fn list_notifications(
     conn: &mut PgConnection,
-    user_id: Uuid,
-    before: Option<Uuid>,
+    user_id: UserId,
+    before: Option<NotificationId>,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as!(
         NotificationRow,
-        "SELECT notification_id, user_id, channel, recipient, subject, body, source_event_type, \
-                source_event_id, order_id, created_at, delivery_status, delivery_error, sent_at \
-         FROM notifications \
-         WHERE user_id = $1 AND ($2::uuid IS NULL OR notification_id < $2) \
-         ORDER BY notification_id DESC LIMIT $3",
-        user_id,
-        before,
+        r#"SELECT notification_id AS "notification_id: NotificationId",
+                  user_id AS "user_id: UserId", channel, recipient, subject, body,
+                  source_event_type, source_event_id, order_id, created_at,
+                  delivery_status AS "delivery_status: DeliveryStatus", delivery_error, sent_at
+           FROM notifications
+           WHERE user_id = $1 AND ($2::uuid IS NULL OR notification_id < $2)
+           ORDER BY notification_id DESC LIMIT $3"#,
+        user_id.as_uuid(),
+        before.map(NotificationId::as_uuid),
         limit
     )
     .fetch_all(conn)
@@ -116,7 +118,8 @@ pub(crate) async fn claim_pending(
                AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
              ORDER BY next_attempt_at NULLS FIRST, notification_id LIMIT $1 \
              FOR UPDATE SKIP LOCKED) \
-         RETURNING notification_id, channel, recipient, subject, body, html_body, attempts",
+         RETURNING notification_id AS \"notification_id: NotificationId\", channel, recipient, \
+                   subject, body, html_body, attempts",
         limit,
         lease.as_secs_f64()
     )
@@ -127,13 +130,13 @@ pub(crate) async fn claim_pending(
 /// The mail server took the notification.
 pub(crate) async fn mark_sent(
     conn: &mut PgConnection,
-    notification_id: Uuid,
+    notification_id: NotificationId,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE notifications SET delivery_status = 'SENT', sent_at = $2, delivery_error = '', \
          next_attempt_at = NULL WHERE notification_id = $1 AND delivery_status = 'PENDING'",
-        notification_id,
+        notification_id.as_uuid(),
         at
     )
     .execute(conn)
@@ -144,7 +147,7 @@ pub(crate) async fn mark_sent(
 /// An attempt failed: FAILED for good (`retry_in` `None`), or PENDING again after `retry_in`.
 pub(crate) async fn mark_failed_attempt(
     conn: &mut PgConnection,
-    notification_id: Uuid,
+    notification_id: NotificationId,
     error: &str,
     retry_in: Option<std::time::Duration>,
 ) -> Result<(), sqlx::Error> {
@@ -159,7 +162,7 @@ pub(crate) async fn mark_failed_attempt(
          next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL \
                                 ELSE now() + make_interval(secs => $4) END \
          WHERE notification_id = $1 AND delivery_status = 'PENDING'",
-        notification_id,
+        notification_id.as_uuid(),
         error,
         status.as_str(),
         retry_in.map(|d| d.as_secs_f64())
@@ -195,17 +198,17 @@ pub(crate) async fn next_due(
 /// row is created empty first, so two events about a new user take turns on it.
 pub(crate) async fn lock_contact(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<StampedContact, sqlx::Error> {
     sqlx::query!(
         "INSERT INTO contacts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
-        user_id
+        user_id.as_uuid()
     )
     .execute(&mut *conn)
     .await?;
     let row = sqlx::query!(
         "SELECT email, email_time, name, name_time FROM contacts WHERE user_id = $1 FOR UPDATE",
-        user_id
+        user_id.as_uuid()
     )
     .fetch_one(conn)
     .await?;
@@ -218,7 +221,7 @@ pub(crate) async fn lock_contact(
 /// Writes a user's (locked) contact back.
 pub(crate) async fn store_contact(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     contact: &StampedContact,
 ) -> Result<(), sqlx::Error> {
     let (email, email_time) = unstamped(contact.email.as_ref());
@@ -226,7 +229,7 @@ pub(crate) async fn store_contact(
     sqlx::query!(
         "UPDATE contacts SET email = $2, email_time = $3, name = $4, name_time = $5, \
          updated_at = now() WHERE user_id = $1",
-        user_id,
+        user_id.as_uuid(),
         email,
         email_time,
         name,
@@ -240,12 +243,12 @@ pub(crate) async fn store_contact(
 /// A user's contact.
 pub(crate) async fn find_contact(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Option<Contact>, sqlx::Error> {
     sqlx::query_as!(
         Contact,
         "SELECT email, name FROM contacts WHERE user_id = $1",
-        user_id
+        user_id.as_uuid()
     )
     .fetch_optional(conn)
     .await

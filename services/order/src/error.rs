@@ -1,5 +1,6 @@
 //! The order service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
+use shop_shared::error::InfraError;
 use tonic::Status;
 
 /// Everything an order RPC can fail with.
@@ -24,26 +25,26 @@ pub enum OrderError {
     /// The order cannot be cancelled in its current status.
     #[error("order is already {0} and cannot be cancelled")]
     NotCancellable(&'static str),
-    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
-    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
-    /// is what CreateOrder's idempotency key is for).
-    #[error(
-        "the order service's database is briefly unavailable; retry the call with the same idempotency key"
-    )]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: logged, never shown to the caller.
+    /// The database briefly out of reach, or anything else: shared by every service.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Infra(#[from] InfraError),
 }
 
 impl From<sqlx::Error> for OrderError {
-    /// Transient database failures are [`OrderError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        if shop_shared::db::is_transient(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Unexpected(e.into())
-        }
+        Self::Infra(e.into())
+    }
+}
+
+impl From<shop_shared::ids::BadId> for OrderError {
+    fn from(e: shop_shared::ids::BadId) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for OrderError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Infra(e.into())
     }
 }
 
@@ -56,16 +57,10 @@ impl From<OrderError> for Status {
             OrderError::NotCancellable(_) => Status::failed_precondition(e.to_string()),
             OrderError::PermissionDenied(m) => Status::permission_denied(m),
             OrderError::IdempotencyKeyReused(_) => Status::already_exists(e.to_string()),
-            OrderError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
-                Status::unavailable(
-                    "the order service's database is briefly unavailable; retry the call with the same idempotency key",
-                )
-            }
-            OrderError::Unexpected(e) => {
-                tracing::error!(error.cause_chain = ?e, "order rpc failed");
-                Status::internal("internal error")
-            }
+            OrderError::Infra(e) => e.into_status(
+                "order",
+                "the order service's database is briefly unavailable; retry the call with the same idempotency key",
+            ),
         }
     }
 }
@@ -117,7 +112,7 @@ mod tests {
             code(OrderError::from(sqlx::Error::RowNotFound)),
             Code::Internal
         );
-        let internal = Status::from(OrderError::Unexpected(anyhow::anyhow!("db text")));
+        let internal = Status::from(OrderError::from(anyhow::anyhow!("db text")));
         assert_eq!(internal.code(), Code::Internal);
         assert_eq!(internal.message(), "internal error");
     }

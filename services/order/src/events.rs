@@ -34,12 +34,12 @@ use shop_proto::order::v1::{
 use shop_proto::user::v1::{UserCreated, UserUpdated};
 use shop_saga::contact::ContactChange;
 use shop_saga::order::{Answer, on_answer, on_deadline};
+use shop_shared::ids::{CustomerId, OrderId, UserId};
 use shop_shared::messaging::{
-    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, schedule,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, event_id, schedule,
 };
 use shop_shared::time::{from_timestamp, now, timestamp};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::{Item, OrderStatus};
 use crate::repository::{self, OrderRow};
@@ -64,7 +64,7 @@ pub(crate) fn subscriptions() -> Subscriptions {
 pub(crate) const DEADLINES_FIRED: &str = "shop_order_deadlines_fired_total";
 
 /// The schedule key of an order's reservation deadline.
-pub(crate) fn deadline_key(order_id: Uuid) -> String {
+pub(crate) fn deadline_key(order_id: OrderId) -> String {
     format!("{}:{order_id}", ReservationDeadline::ROUTING_KEY)
 }
 
@@ -97,7 +97,7 @@ fn rejection_reason(e: &StockReservationFailed) -> String {
 #[derive(Debug)]
 struct Order {
     status: OrderStatus,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     total_cents: i64,
     items: Vec<Item>,
     /// Set when this batch settled the order: the reason to store.
@@ -106,13 +106,13 @@ struct Order {
 
 /// The orders one batch's inventory answers are about, locked.
 #[derive(Debug, Default)]
-pub(crate) struct Answered(BTreeMap<Uuid, Order>);
+pub(crate) struct Answered(BTreeMap<OrderId, Order>);
 
 #[async_trait::async_trait]
 impl BatchState for Answered {
     async fn load(conn: &mut PgConnection, batch: &BatchView<'_>) -> Result<Self, HandlerError> {
         // Answers with an invalid id are left to their handler, which dead-letters them.
-        let ids: BTreeSet<Uuid> = batch
+        let ids: BTreeSet<OrderId> = batch
             .events::<StockReserved>()
             .map(|e| e.order_id.as_str())
             .chain(
@@ -125,22 +125,16 @@ impl BatchState for Answered {
                     .events::<ReservationDeadline>()
                     .map(|e| e.order_id.as_str()),
             )
-            .filter_map(|raw| Uuid::parse_str(raw).ok())
+            .filter_map(|raw| event_id(raw).ok())
             .collect();
         if ids.is_empty() {
             return Ok(Self::default());
         }
-        let ids: Vec<Uuid> = ids.into_iter().collect();
+        let ids: Vec<OrderId> = ids.into_iter().collect();
         let mut orders = BTreeMap::new();
         for row in repository::lock_answered(conn, &ids).await? {
-            let status = OrderStatus::parse(&row.status).ok_or_else(|| {
-                HandlerError::permanent(format!(
-                    "order {} has an unknown status {:?}",
-                    row.order_id, row.status
-                ))
-            })?;
             let order = Order {
-                status,
+                status: row.status,
                 customer_id: row.customer_id,
                 total_cents: row.total_cents,
                 items: row.items.0,
@@ -152,7 +146,7 @@ impl BatchState for Answered {
     }
 
     async fn store(self, conn: &mut PgConnection) -> Result<(), HandlerError> {
-        let settled: Vec<(Uuid, OrderStatus, String)> = self
+        let settled: Vec<(OrderId, OrderStatus, String)> = self
             .0
             .into_iter()
             .filter_map(|(id, o)| o.settled.map(|reason| (id, o.status, reason)))
@@ -174,7 +168,7 @@ impl Answered {
     /// the order committed.
     fn answer(
         &mut self,
-        order_id: Uuid,
+        order_id: OrderId,
         answer: Answer,
         reason: String,
     ) -> Result<Option<&Order>, HandlerError> {
@@ -193,7 +187,11 @@ impl Answered {
 
     /// Decides an order's deadline: the order when it was still PENDING and is CANCELLED now
     /// (publish `order.cancelled`), `None` when it was settled before.
-    fn deadline(&mut self, order_id: Uuid, reason: String) -> Result<Option<&Order>, HandlerError> {
+    fn deadline(
+        &mut self,
+        order_id: OrderId,
+        reason: String,
+    ) -> Result<Option<&Order>, HandlerError> {
         let order = self
             .0
             .get_mut(&order_id)
@@ -208,19 +206,10 @@ impl Answered {
     }
 }
 
-fn event_id(field: &str, raw: &str) -> Result<Uuid, HandlerError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        HandlerError::permanent(format!(
-            "{field} {} is not a UUID",
-            shop_shared::input::shown(raw)
-        ))
-    })
-}
-
 /// Applies a change to a customer's contact: load (locked), decide, store.
 async fn change_customer(
     conn: &mut PgConnection,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     change: &ContactChange,
 ) -> Result<(), HandlerError> {
     let mut contact = repository::lock_customer(conn, customer_id).await?;
@@ -239,7 +228,7 @@ impl Handle<UserCreated, Answered> for OrderHandlers {
         e: &UserCreated,
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
-        let id = event_id("user_id", &e.user_id)?;
+        let id = CustomerId::from(event_id::<UserId>(&e.user_id)?);
         let change = ContactChange::new(
             Some(e.email.clone()),
             Some(e.name.clone()),
@@ -256,7 +245,7 @@ impl Handle<UserUpdated, Answered> for OrderHandlers {
         e: &UserUpdated,
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
-        let id = event_id("user_id", &e.user_id)?;
+        let id = CustomerId::from(event_id::<UserId>(&e.user_id)?);
         let change = ContactChange::new(
             e.email.clone(),
             e.name.clone(),
@@ -273,7 +262,7 @@ impl Handle<StockReserved, Answered> for OrderHandlers {
         e: &StockReserved,
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
-        let order_id = event_id("order_id", &e.order_id)?;
+        let order_id: OrderId = event_id(&e.order_id)?;
         let Some(order) = cx
             .state()
             .answer(order_id, Answer::Reserved, String::new())?
@@ -298,7 +287,7 @@ impl Handle<StockReservationFailed, Answered> for OrderHandlers {
         e: &StockReservationFailed,
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
-        let order_id = event_id("order_id", &e.order_id)?;
+        let order_id: OrderId = event_id(&e.order_id)?;
         let reason = rejection_reason(e);
         let Some(order) = cx
             .state()
@@ -325,7 +314,7 @@ impl Handle<ReservationDeadline, Answered> for OrderHandlers {
         e: &ReservationDeadline,
         cx: &mut HandlerContext<'_, Answered>,
     ) -> Result<(), HandlerError> {
-        let order_id = event_id("order_id", &e.order_id)?;
+        let order_id: OrderId = event_id(&e.order_id)?;
         let reason = deadline_reason(e.timeout_seconds);
         let Some(order) = cx.state().deadline(order_id, reason.clone())? else {
             return Ok(());

@@ -10,7 +10,9 @@ use shop_shared::auth::caller;
 use shop_shared::time::timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{NewOrder, PageToken, cancel_reason, page_size, parse_id};
+use shop_shared::ids::{CustomerId, OrderId};
+
+use crate::domain::{NewOrder, PageToken, cancel_reason, page_size};
 use crate::events::line_items;
 use crate::orders::Orders;
 use crate::repository::OrderRow;
@@ -41,7 +43,7 @@ impl OrderService for OrderGrpc {
         request: Request<GetOrderRequest>,
     ) -> Result<Response<GetOrderResponse>, Status> {
         let caller = caller(&request)?;
-        let order_id = parse_id("order_id", &request.get_ref().order_id)?;
+        let order_id = OrderId::parse(&request.get_ref().order_id)?;
         let order = self.orders.get(&caller, order_id).await?;
         Ok(Response::new(GetOrderResponse {
             order: Some(to_proto(&order)),
@@ -54,7 +56,7 @@ impl OrderService for OrderGrpc {
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let customer_id = parse_id("customer_id", &r.customer_id)?;
+        let customer_id = CustomerId::parse(&r.customer_id)?;
         let limit = page_size(r.page_size)?;
         let after = PageToken::parse(&r.page_token)?;
         let page = self.orders.list(&caller, customer_id, limit, after).await?;
@@ -71,7 +73,7 @@ impl OrderService for OrderGrpc {
         let caller = caller(&request)?;
         let context = shop_shared::grpc::event_context(&request);
         let r = request.into_inner();
-        let order_id = parse_id("order_id", &r.order_id)?;
+        let order_id = OrderId::parse(&r.order_id)?;
         let reason = cancel_reason(&r.reason)?;
         let order = self
             .orders
@@ -89,7 +91,7 @@ fn to_proto(order: &OrderRow) -> Order {
         customer_id: order.customer_id.to_string(),
         items: line_items(&order.items.0),
         total_cents: order.total_cents,
-        status: crate::domain::to_proto(order.status()).into(),
+        status: crate::domain::to_proto(order.status).into(),
         status_reason: order.status_reason.clone(),
         create_time: Some(timestamp(order.created_at)),
         update_time: Some(timestamp(order.updated_at)),

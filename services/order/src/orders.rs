@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use shop_shared::auth::Caller;
+use shop_shared::ids::{CustomerId, OrderId};
 use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, outbox, schedule};
 use shop_shared::time::now;
 use sqlx::PgPool;
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use crate::OrderError;
 use crate::domain::{NewOrder, OrderStatus, PageToken};
@@ -54,16 +54,16 @@ impl Orders {
         }
         let at = now();
         let order = OrderRow {
-            order_id: Uuid::now_v7(),
+            order_id: OrderId::new(),
             customer_id: new.customer_id,
             items: Json(new.items.clone()),
             total_cents: new.total_cents,
-            status: OrderStatus::Pending.as_str().to_owned(),
+            status: OrderStatus::Pending,
             status_reason: String::new(),
             created_at: at,
             updated_at: at,
         };
-        let key = new.idempotency_key.as_deref();
+        let key = new.idempotency_key.as_ref();
         // The order exists if and only if order.created will be published: one statement
         // writes both.
         let created = Envelope::new(&order_created(&order), "", context);
@@ -75,7 +75,7 @@ impl Orders {
         );
         let due = at
             + chrono::Duration::from_std(self.reservation_timeout)
-                .map_err(|e| OrderError::Unexpected(e.into()))?;
+                .map_err(|e| OrderError::from(anyhow::Error::from(e)))?;
         let deadline_key = deadline_key(order.order_id);
         let scheduled = Scheduled {
             envelope: &deadline,
@@ -103,7 +103,7 @@ impl Orders {
             // The same order again: answer with the first one, create nothing.
             Some(first) if first.items.0 == new.items => Ok(first),
             Some(_) => Err(OrderError::IdempotencyKeyReused(
-                key.unwrap_or_default().to_owned(),
+                key.map(|k| k.as_str().to_owned()).unwrap_or_default(),
             )),
             None => Err(OrderError::UnknownCustomer(new.customer_id.to_string())),
         }
@@ -113,7 +113,7 @@ impl Orders {
     pub(crate) async fn get(
         &self,
         caller: &Caller,
-        order_id: Uuid,
+        order_id: OrderId,
     ) -> Result<OrderRow, OrderError> {
         let mut conn = self.pool.acquire().await?;
         repository::find_order(&mut conn, order_id)
@@ -126,7 +126,7 @@ impl Orders {
     pub(crate) async fn list(
         &self,
         caller: &Caller,
-        customer_id: Uuid,
+        customer_id: CustomerId,
         limit: i64,
         after: Option<PageToken>,
     ) -> Result<Page, OrderError> {
@@ -152,7 +152,7 @@ impl Orders {
     pub(crate) async fn cancel(
         &self,
         caller: &Caller,
-        order_id: Uuid,
+        order_id: OrderId,
         reason: String,
         context: &EventContext,
     ) -> Result<OrderRow, OrderError> {
@@ -162,7 +162,7 @@ impl Orders {
             .await?
             .filter(|order| caller.may_act_for(order.customer_id))
             .ok_or(OrderError::NotFound)?;
-        let cancelled = shop_saga::order::cancel(order.status())
+        let cancelled = shop_saga::order::cancel(order.status)
             .map_err(|status| OrderError::NotCancellable(status.as_str()))?;
         let at = now();
         repository::set_status(&mut tx, order_id, cancelled, &reason, at).await?;
@@ -171,7 +171,7 @@ impl Orders {
         schedule::cancel(&mut tx, &[deadline_key(order_id)]).await?;
         tx.commit().await?;
         self.waker.wake();
-        order.status = cancelled.as_str().to_owned();
+        order.status = cancelled;
         order.status_reason = reason;
         order.updated_at = at;
         Ok(order)

@@ -1,33 +1,26 @@
 //! The order service's SQL, checked at compile time against `migrations/order`.
 
 use chrono::{DateTime, Utc};
+use shop_shared::ids::{CustomerId, OrderId};
 use shop_shared::messaging::Envelope;
 use sqlx::PgConnection;
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use shop_saga::contact::{Contact, stamped, unstamped};
 
-use crate::domain::{Item, OrderStatus};
+use crate::domain::{IdempotencyKey, Item, OrderStatus};
 
 /// An order as stored.
 #[derive(Debug, Clone)]
 pub(crate) struct OrderRow {
-    pub(crate) order_id: Uuid,
-    pub(crate) customer_id: Uuid,
+    pub(crate) order_id: OrderId,
+    pub(crate) customer_id: CustomerId,
     pub(crate) items: Json<Vec<Item>>,
     pub(crate) total_cents: i64,
-    pub(crate) status: String,
+    pub(crate) status: OrderStatus,
     pub(crate) status_reason: String,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
-}
-
-impl OrderRow {
-    /// The parsed status (the CHECK constraint guarantees one of the four).
-    pub(crate) fn status(&self) -> OrderStatus {
-        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Pending)
-    }
 }
 
 /// Inserts a PENDING order and stages its `order.created` and its reservation deadline (a
@@ -40,14 +33,10 @@ impl OrderRow {
 pub(crate) async fn create_order_staging_event(
     conn: &mut PgConnection,
     order: &OrderRow,
-    idempotency_key: Option<&str>,
+    idempotency_key: Option<&IdempotencyKey>,
     event: &Envelope,
     deadline: &Scheduled<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let message_id = Uuid::parse_str(&event.message_id)
-        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
-    let deadline_id = Uuid::parse_str(&deadline.envelope.message_id)
-        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
     let inserted = sqlx::query_scalar!(
         r#"WITH inserted AS (
                INSERT INTO orders (order_id, customer_id, items, total_cents, status,
@@ -68,14 +57,14 @@ pub(crate) async fn create_order_staging_event(
                SELECT $18, $19, $20, $21, $12, $13, $14, $15, $16, $17, $22, $23 FROM inserted
            )
            SELECT order_id AS "order_id!" FROM inserted"#,
-        order.order_id,
-        order.customer_id,
+        order.order_id.as_uuid(),
+        order.customer_id.as_uuid(),
         order.items as _,
         order.total_cents,
-        order.status,
-        idempotency_key,
+        order.status.as_str(),
+        idempotency_key.map(IdempotencyKey::as_str),
         order.created_at,
-        message_id,
+        event.message_id.as_uuid(),
         event.routing_key,
         event.message_type,
         event.payload,
@@ -85,7 +74,7 @@ pub(crate) async fn create_order_staging_event(
         event.tracestate,
         event.actor_id,
         event.subject,
-        deadline_id,
+        deadline.envelope.message_id.as_uuid(),
         deadline.envelope.routing_key,
         deadline.envelope.message_type,
         deadline.envelope.payload,
@@ -108,16 +97,17 @@ pub(crate) struct Scheduled<'a> {
 /// The order a customer created with `key`.
 pub(crate) async fn find_by_idempotency_key(
     conn: &mut PgConnection,
-    customer_id: Uuid,
-    key: &str,
+    customer_id: CustomerId,
+    key: &IdempotencyKey,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as!(
         OrderRow,
-        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
-                  status_reason, created_at, updated_at
+        r#"SELECT order_id AS "order_id: OrderId", customer_id AS "customer_id: CustomerId",
+                  items AS "items: Json<Vec<Item>>", total_cents,
+                  status AS "status: OrderStatus", status_reason, created_at, updated_at
            FROM orders WHERE customer_id = $1 AND idempotency_key = $2"#,
-        customer_id,
-        key
+        customer_id.as_uuid(),
+        key.as_str()
     )
     .fetch_optional(conn)
     .await
@@ -126,14 +116,15 @@ pub(crate) async fn find_by_idempotency_key(
 /// One order by id.
 pub(crate) async fn find_order(
     conn: &mut PgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as!(
         OrderRow,
-        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
-                  status_reason, created_at, updated_at
+        r#"SELECT order_id AS "order_id: OrderId", customer_id AS "customer_id: CustomerId",
+                  items AS "items: Json<Vec<Item>>", total_cents,
+                  status AS "status: OrderStatus", status_reason, created_at, updated_at
            FROM orders WHERE order_id = $1"#,
-        order_id
+        order_id.as_uuid()
     )
     .fetch_optional(conn)
     .await
@@ -142,14 +133,15 @@ pub(crate) async fn find_order(
 /// One order by id, locked until the transaction ends.
 pub(crate) async fn lock_order(
     conn: &mut PgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
 ) -> Result<Option<OrderRow>, sqlx::Error> {
     sqlx::query_as!(
         OrderRow,
-        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
-                  status_reason, created_at, updated_at
+        r#"SELECT order_id AS "order_id: OrderId", customer_id AS "customer_id: CustomerId",
+                  items AS "items: Json<Vec<Item>>", total_cents,
+                  status AS "status: OrderStatus", status_reason, created_at, updated_at
            FROM orders WHERE order_id = $1 FOR UPDATE"#,
-        order_id
+        order_id.as_uuid()
     )
     .fetch_optional(conn)
     .await
@@ -158,20 +150,21 @@ pub(crate) async fn lock_order(
 /// A page of a customer's orders, newest first, strictly older than `before`.
 pub(crate) async fn list_orders(
     conn: &mut PgConnection,
-    customer_id: Uuid,
-    before: Option<Uuid>,
+    customer_id: CustomerId,
+    before: Option<OrderId>,
     limit: i64,
 ) -> Result<Vec<OrderRow>, sqlx::Error> {
     sqlx::query_as!(
         OrderRow,
-        r#"SELECT order_id, customer_id, items AS "items: Json<Vec<Item>>", total_cents, status,
-                  status_reason, created_at, updated_at
+        r#"SELECT order_id AS "order_id: OrderId", customer_id AS "customer_id: CustomerId",
+                  items AS "items: Json<Vec<Item>>", total_cents,
+                  status AS "status: OrderStatus", status_reason, created_at, updated_at
            FROM orders
            WHERE customer_id = $1 AND ($2::uuid IS NULL OR order_id < $2)
            ORDER BY order_id DESC
            LIMIT $3"#,
-        customer_id,
-        before,
+        customer_id.as_uuid(),
+        before.map(OrderId::as_uuid),
         limit
     )
     .fetch_all(conn)
@@ -181,14 +174,14 @@ pub(crate) async fn list_orders(
 /// Sets an order's status and reason.
 pub(crate) async fn set_status(
     conn: &mut PgConnection,
-    order_id: Uuid,
+    order_id: OrderId,
     status: OrderStatus,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4 WHERE order_id = $1",
-        order_id,
+        order_id.as_uuid(),
         status.as_str(),
         reason,
         now
@@ -202,9 +195,9 @@ pub(crate) async fn set_status(
 /// (the events that settle it carry them, for the customer's email).
 #[derive(Debug, Clone)]
 pub(crate) struct Answered {
-    pub(crate) order_id: Uuid,
-    pub(crate) status: String,
-    pub(crate) customer_id: Uuid,
+    pub(crate) order_id: OrderId,
+    pub(crate) status: OrderStatus,
+    pub(crate) customer_id: CustomerId,
     pub(crate) total_cents: i64,
     pub(crate) items: Json<Vec<Item>>,
 }
@@ -213,13 +206,16 @@ pub(crate) struct Answered {
 /// deadlock; a row a concurrent CancelOrder holds is waited for, and read as it committed.
 pub(crate) async fn lock_answered(
     conn: &mut PgConnection,
-    order_ids: &[Uuid],
+    order_ids: &[OrderId],
 ) -> Result<Vec<Answered>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = order_ids.iter().map(|id| id.as_uuid()).collect();
     sqlx::query_as!(
         Answered,
-        r#"SELECT order_id, status, customer_id, total_cents, items AS "items: Json<Vec<Item>>"
+        r#"SELECT order_id AS "order_id: OrderId", status AS "status: OrderStatus",
+                  customer_id AS "customer_id: CustomerId", total_cents,
+                  items AS "items: Json<Vec<Item>>"
            FROM orders WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE"#,
-        order_ids
+        &ids
     )
     .fetch_all(conn)
     .await
@@ -228,10 +224,10 @@ pub(crate) async fn lock_answered(
 /// Sets the status and reason of several (locked) orders in one statement.
 pub(crate) async fn settle(
     conn: &mut PgConnection,
-    settled: &[(Uuid, OrderStatus, String)],
+    settled: &[(OrderId, OrderStatus, String)],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = settled.iter().map(|a| a.0).collect();
+    let ids: Vec<uuid::Uuid> = settled.iter().map(|a| a.0.as_uuid()).collect();
     let statuses: Vec<String> = settled.iter().map(|a| a.1.as_str().to_owned()).collect();
     let reasons: Vec<String> = settled.iter().map(|a| a.2.clone()).collect();
     sqlx::query!(
@@ -252,8 +248,9 @@ pub(crate) async fn settle(
 /// so two events about a new customer take turns on it instead of both inserting.
 pub(crate) async fn lock_customer(
     conn: &mut PgConnection,
-    customer_id: Uuid,
+    customer_id: CustomerId,
 ) -> Result<Contact, sqlx::Error> {
+    let customer_id = customer_id.as_uuid();
     sqlx::query!(
         "INSERT INTO customers (customer_id) VALUES ($1) ON CONFLICT (customer_id) DO NOTHING",
         customer_id
@@ -276,9 +273,10 @@ pub(crate) async fn lock_customer(
 /// Writes a customer's (locked) contact back.
 pub(crate) async fn store_customer(
     conn: &mut PgConnection,
-    customer_id: Uuid,
+    customer_id: CustomerId,
     contact: &Contact,
 ) -> Result<(), sqlx::Error> {
+    let customer_id = customer_id.as_uuid();
     let (email, email_time) = unstamped(contact.email.as_ref());
     let (name, name_time) = unstamped(contact.name.as_ref());
     sqlx::query!(

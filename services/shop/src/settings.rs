@@ -1,61 +1,32 @@
-//! The environment variables, for `shop up --help` and `shop serve --help`. They are listed
-//! once, in docs/configuration.md's table; the help renders that table, so the two cannot
-//! disagree.
+//! The environment variables, for `shop up --help` and `shop serve --help`: the settings
+//! table the services read through ([`shop_shared::config::SETTINGS`]), so the help cannot
+//! disagree with what they do.
 
-/// docs/configuration.md, as the binary was built.
-const README: &str = include_str!("../../../docs/configuration.md");
-
-/// One row of the configuration table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting {
-    /// The variable (or variables: `RETRY_BASE_MS, RETRY_FACTOR, …`).
-    pub key: String,
-    /// Its default.
-    pub default: String,
-    /// What it does.
-    pub meaning: String,
-}
-
-/// The rows of docs/configuration.md's "Configuration" table, markdown removed.
-pub fn settings() -> Vec<Setting> {
-    let Some(section) = README.split("\n## Configuration\n").nth(1) else {
-        return Vec::new();
-    };
-    section
-        .lines()
-        .skip_while(|line| !line.starts_with('|'))
-        .take_while(|line| line.starts_with('|'))
-        .skip(2) // the header and its rule
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
-            match cells.as_slice() {
-                [key, default, meaning] => Some(Setting {
-                    key: plain(key),
-                    default: plain(default),
-                    meaning: plain(meaning),
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn plain(cell: &str) -> String {
-    cell.trim().replace('`', "")
-}
+use shop_shared::config::{Fallback, SETTINGS};
 
 /// The help section listing every variable with its default.
 pub fn help() -> String {
     let mut out = String::from(
         "Environment variables (every one has a default that works on a developer machine):\n",
     );
-    for s in settings() {
+    for s in SETTINGS {
+        let default = match s.default {
+            Fallback::Value(v) => v,
+            Fallback::Unset(text) | Fallback::Computed(text) => text,
+        };
         out.push_str(&format!(
             "  {}\n      default: {}\n      {}\n",
-            s.key, s.default, s.meaning
+            s.key,
+            plain(default),
+            plain(s.meaning)
         ));
     }
     out
+}
+
+/// Markdown's code marks removed.
+fn plain(text: &str) -> String {
+    text.replace('`', "")
 }
 
 #[cfg(test)]
@@ -63,51 +34,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_help_lists_the_settings_the_services_read_with_their_defaults() {
-        let settings = settings();
-        let find = |key: &str| {
-            settings
-                .iter()
-                .find(|s| s.key == key)
-                .unwrap_or_else(|| panic!("{key} is not in docs/configuration.md's table"))
-        };
-        assert_eq!(
-            find("AMQP_URL").default,
-            shop_shared::config::DEFAULT_AMQP_URL
-        );
-        assert_eq!(
-            find("AUTH_JWKS_URL").default,
-            shop_shared::config::DEFAULT_JWKS_URL
-        );
-        let defaults = shop_shared::messaging::MessagingConfig::default();
-        assert_eq!(
-            find("CONSUMER_PREFETCH").default,
-            defaults.prefetch.to_string()
-        );
-        assert_eq!(
-            find("CONSUMER_BATCH").default,
-            defaults.batch_size.to_string()
-        );
-        assert_eq!(
-            find("OUTBOX_BATCH").default,
-            defaults.outbox_batch.to_string()
-        );
-        assert_eq!(
-            find("METRICS_SAMPLE_INTERVAL_MS").default,
-            defaults.metrics_interval.as_millis().to_string()
-        );
-        for key in [
-            "<SERVICE>_DATABASE_URL",
-            "<SERVICE>_GRPC_ADDR",
-            "RUST_LOG",
-            "NO_COLOR",
-        ] {
-            find(key);
-        }
+    fn the_help_lists_every_setting_with_its_default() {
         let help = help();
         assert!(
-            help.contains("  AMQP_URL\n      default: amqp://"),
+            help.contains("  AMQP_URL\n      default: amqp://guest:guest@127.0.0.1:5672/%2f\n"),
             "{help}"
         );
+        assert!(
+            help.contains("  PASSWORD_HASH_CONCURRENCY\n      default: the number of CPUs\n"),
+            "{help}"
+        );
+        for key in ["<SERVICE>_DATABASE_URL", "RUST_LOG", "NO_COLOR", "SMTP_URL"] {
+            assert!(
+                help.contains(&format!("  {key}\n")),
+                "{key} missing: {help}"
+            );
+        }
+        assert!(!help.contains('`'), "{help}");
     }
 }

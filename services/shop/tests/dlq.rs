@@ -119,7 +119,7 @@ async fn expect_dlq(broker: &TestBroker, expected: Vec<String>) {
 }
 
 fn ids(envelopes: &[&Envelope]) -> Vec<String> {
-    envelopes.iter().map(|e| e.message_id.clone()).collect()
+    envelopes.iter().map(|e| e.message_id.to_string()).collect()
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
     );
     assert_eq!(shown.len(), 3, "{shown:?}");
     for (message, envelope) in shown.iter().zip(&placed) {
-        assert_eq!(message["message_id"], envelope.message_id.as_str());
+        assert_eq!(message["message_id"], envelope.message_id.to_string());
         assert_eq!(message["type"], "shop.order.v1.OrderCreated");
         assert_eq!(message["routing_key"], "order.created");
         assert_eq!(message["correlation_id"], envelope.correlation_id.as_str());
@@ -179,7 +179,7 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
 
     // Reading took nothing away and changed no order; --limit shows the first ones.
     let mut expected = ids(&placed.iter().collect::<Vec<_>>());
-    expected.push(garbage.message_id.clone());
+    expected.push(garbage.message_id.to_string());
     expect_dlq(&broker, expected.clone()).await;
     let limited = json_lines(
         &dlq(&broker, &["show", "inventory", "--limit", "1", "--json"])
@@ -243,7 +243,7 @@ async fn list_groups_messages_by_type_and_masked_reason() {
     );
     assert!(groups[0]["oldest"].as_str() <= groups[0]["newest"].as_str());
     assert_eq!(groups[1]["count"], 1);
-    assert_eq!(groups[1]["message_ids"][0], other[0].message_id.as_str());
+    assert_eq!(groups[1]["message_ids"][0], other[0].message_id.to_string());
 
     // Group 1 alone is replayed; group 2 stays.
     let out = dlq(&broker, &["replay", "inventory", "--group", "1"])
@@ -256,7 +256,7 @@ async fn list_groups_messages_by_type_and_masked_reason() {
         text.contains(&format!("{}: 1 message", broker.names.dlq("inventory"))),
         "{text}"
     );
-    assert_eq!(groups[0]["message_ids"][1], first[1].message_id.as_str());
+    assert_eq!(groups[0]["message_ids"][1], first[1].message_id.to_string());
 }
 
 #[tokio::test]
@@ -269,7 +269,12 @@ async fn replay_sends_the_copy_to_its_queue_only_and_leaves_the_others_in_order(
 
     let out = dlq(
         &broker,
-        &["replay", "inventory", "--message-id", &b.message_id],
+        &[
+            "replay",
+            "inventory",
+            "--message-id",
+            &b.message_id.to_string(),
+        ],
     )
     .await
     .unwrap();
@@ -325,7 +330,7 @@ async fn a_dry_run_changes_nothing() {
     );
     assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[0]["outcome"], "would_replay");
-    assert_eq!(out[0]["message_id"], placed[0].message_id.as_str());
+    assert_eq!(out[0]["message_id"], placed[0].message_id.to_string());
     assert_eq!(out[2]["would_replay"], 2);
     assert_eq!(out[2]["left"], 2);
     expect_dlq(&broker, ids(&placed.iter().collect::<Vec<_>>())).await;
@@ -347,7 +352,7 @@ async fn purge_removes_only_what_it_was_told() {
     .unwrap();
     assert!(out.contains("deleted 2 messages"), "{out}");
     assert!(
-        out.contains(&a.message_id) && out.contains(&c.message_id),
+        out.contains(&a.message_id.to_string()) && out.contains(&c.message_id.to_string()),
         "{out}"
     );
     assert!(out.contains("shop.order.v1.OrderCreated"), "{out}");
@@ -522,7 +527,10 @@ async fn the_command_fails_clearly() {
 
     let (code, stdout, stderr) = shop(&["dlq", "purge", "inventory", "--all"], &broker.url, "y\n");
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains(&placed[0].message_id), "{stdout}");
+    assert!(
+        stdout.contains(&placed[0].message_id.to_string()),
+        "{stdout}"
+    );
     assert!(dlq_ids(&broker).await.is_empty());
 }
 

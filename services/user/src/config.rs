@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use shop_shared::config::{env_parse, env_var};
+use shop_shared::config::Source;
 use shop_shared::service::ServiceConfig;
 
 /// The gRPC port of the contract.
@@ -27,18 +27,24 @@ pub struct Config {
 /// argon2id parameters (OWASP's recommended minimum by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordHashing {
-    /// `PASSWORD_HASH_MEMORY_KIB` (default 19456 = 19 MiB).
+    /// `PASSWORD_HASH_MEMORY_KIB`.
     pub memory_kib: u32,
-    /// `PASSWORD_HASH_ITERATIONS` (default 2).
+    /// `PASSWORD_HASH_ITERATIONS`.
     pub iterations: u32,
 }
 
 impl Default for PasswordHashing {
     fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-        }
+        Self::load(Source::Defaults).expect("the settings table's defaults parse")
+    }
+}
+
+impl PasswordHashing {
+    fn load(source: Source) -> anyhow::Result<Self> {
+        Ok(Self {
+            memory_kib: source.get("PASSWORD_HASH_MEMORY_KIB")?,
+            iterations: source.get("PASSWORD_HASH_ITERATIONS")?,
+        })
     }
 }
 
@@ -46,31 +52,38 @@ impl Default for PasswordHashing {
 /// [`PasswordHashing::memory_kib`] of memory while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordCheckLimits {
-    /// `PASSWORD_HASH_CONCURRENCY` (default: the number of CPUs): checks running at once.
+    /// `PASSWORD_HASH_CONCURRENCY` (at least 1).
     pub concurrency: usize,
-    /// `PASSWORD_HASH_QUEUE` (default 32): calls waiting for a running slot; beyond them a
-    /// call is answered RESOURCE_EXHAUSTED at once.
+    /// `PASSWORD_HASH_QUEUE`.
     pub queue: usize,
 }
 
 impl Default for PasswordCheckLimits {
     fn default() -> Self {
-        Self {
-            concurrency: std::thread::available_parallelism().map_or(1, usize::from),
-            queue: 32,
-        }
+        Self::load(Source::Defaults).expect("the settings table's defaults parse")
+    }
+}
+
+impl PasswordCheckLimits {
+    fn load(source: Source) -> anyhow::Result<Self> {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self {
+            concurrency: source
+                .get_or::<usize>("PASSWORD_HASH_CONCURRENCY", cpus)?
+                .max(1),
+            queue: source.get("PASSWORD_HASH_QUEUE")?,
+        })
     }
 }
 
 /// How the user service issues tokens (docs/contract.md, "Authentication and authorization").
 #[derive(Debug, Clone)]
 pub struct UserAuthConfig {
-    /// `AUTH_TOKEN_TTL_S` (default 900): how long an access token is valid.
+    /// `AUTH_TOKEN_TTL_S` (at least a second).
     pub token_ttl: Duration,
-    /// `LOGIN_MAX_FAILURES` (default 5): failed logins for one email within the window
-    /// after which Login answers RESOURCE_EXHAUSTED.
+    /// `LOGIN_MAX_FAILURES` (at least 1).
     pub login_max_failures: u32,
-    /// `LOGIN_WINDOW_S` (default 300): the throttling window.
+    /// `LOGIN_WINDOW_S`.
     pub login_window: Duration,
     /// `SHOP_ADMIN_EMAIL` and `SHOP_ADMIN_PASSWORD`: the staff account made sure of at start.
     pub admin: Option<AdminAccount>,
@@ -78,12 +91,31 @@ pub struct UserAuthConfig {
 
 impl Default for UserAuthConfig {
     fn default() -> Self {
-        Self {
-            token_ttl: Duration::from_secs(900),
-            login_max_failures: 5,
-            login_window: Duration::from_secs(300),
-            admin: None,
-        }
+        Self::load(Source::Defaults).expect("the settings table's defaults parse")
+    }
+}
+
+impl UserAuthConfig {
+    fn load(source: Source) -> anyhow::Result<Self> {
+        let admin = match (
+            source.var("SHOP_ADMIN_EMAIL"),
+            source.var("SHOP_ADMIN_PASSWORD"),
+        ) {
+            (Some(email), Some(password)) => Some(AdminAccount {
+                email,
+                password: SecretString::from(password),
+            }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "set both SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD (the staff account), or neither"
+            ),
+        };
+        Ok(Self {
+            token_ttl: source.secs("AUTH_TOKEN_TTL_S")?.max(Duration::from_secs(1)),
+            login_max_failures: source.get::<u32>("LOGIN_MAX_FAILURES")?.max(1),
+            login_window: source.secs("LOGIN_WINDOW_S")?,
+            admin,
+        })
     }
 }
 
@@ -99,40 +131,24 @@ pub struct AdminAccount {
 impl Config {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        let d = PasswordHashing::default();
-        let a = UserAuthConfig::default();
-        let limits = PasswordCheckLimits::default();
-        let admin = match (env_var("SHOP_ADMIN_EMAIL"), env_var("SHOP_ADMIN_PASSWORD")) {
-            (Some(email), Some(password)) => Some(AdminAccount {
-                email,
-                password: SecretString::from(password),
-            }),
-            (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
-                "set both SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD (the staff account), or neither"
-            ),
-        };
+        Self::load(Source::Environment)
+    }
+
+    /// Reads the settings from `source`.
+    pub fn load(source: Source) -> anyhow::Result<Self> {
         Ok(Self {
-            service: ServiceConfig::from_env("user", DEFAULT_PORT, DEFAULT_HTTP_PORT)?,
-            password: PasswordHashing {
-                memory_kib: env_parse("PASSWORD_HASH_MEMORY_KIB", d.memory_kib)?,
-                iterations: env_parse("PASSWORD_HASH_ITERATIONS", d.iterations)?,
-            },
-            password_checks: PasswordCheckLimits {
-                concurrency: env_parse("PASSWORD_HASH_CONCURRENCY", limits.concurrency)?.max(1),
-                queue: env_parse("PASSWORD_HASH_QUEUE", limits.queue)?,
-            },
-            auth: UserAuthConfig {
-                token_ttl: Duration::from_secs(
-                    env_parse("AUTH_TOKEN_TTL_S", a.token_ttl.as_secs())?.max(1),
-                ),
-                login_max_failures: env_parse("LOGIN_MAX_FAILURES", a.login_max_failures)?.max(1),
-                login_window: Duration::from_secs(env_parse(
-                    "LOGIN_WINDOW_S",
-                    a.login_window.as_secs(),
-                )?),
-                admin,
-            },
+            service: ServiceConfig::load("user", DEFAULT_PORT, DEFAULT_HTTP_PORT, source)?,
+            password: PasswordHashing::load(source)?,
+            password_checks: PasswordCheckLimits::load(source)?,
+            auth: UserAuthConfig::load(source)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_loads_from_the_table_s_defaults() {
+        super::Config::load(shop_shared::config::Source::Defaults).unwrap();
     }
 }

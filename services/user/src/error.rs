@@ -1,5 +1,6 @@
 //! The user service's errors and their one mapping to gRPC status codes (docs/contract.md).
 
+use shop_shared::error::InfraError;
 use tonic::Status;
 
 /// Everything a user RPC can fail with.
@@ -29,24 +30,26 @@ pub enum UserError {
     /// The caller may not act on this user.
     #[error("you may only read or change your own user")]
     PermissionDenied,
-    /// The database was briefly out of reach (a lost connection, an exhausted pool): worth
-    /// retrying (if it was lost at the commit, the first attempt may have taken effect, which
-    /// is what CreateOrder's idempotency key is for).
-    #[error("the user service's database is briefly unavailable; retry the call")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else: logged, never shown to the caller.
+    /// The database briefly out of reach, or anything else: shared by every service.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Infra(#[from] InfraError),
 }
 
 impl From<sqlx::Error> for UserError {
-    /// Transient database failures are [`UserError::Unavailable`]; the rest are unexpected.
     fn from(e: sqlx::Error) -> Self {
-        if shop_shared::db::is_transient(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Unexpected(e.into())
-        }
+        Self::Infra(e.into())
+    }
+}
+
+impl From<shop_shared::ids::BadId> for UserError {
+    fn from(e: shop_shared::ids::BadId) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for UserError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Infra(e.into())
     }
 }
 
@@ -63,16 +66,10 @@ impl From<UserError> for Status {
                 Status::resource_exhausted(e.to_string())
             }
             UserError::PermissionDenied => Status::permission_denied(e.to_string()),
-            UserError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "rpc answered UNAVAILABLE: transient database failure");
-                Status::unavailable(
-                    "the user service's database is briefly unavailable; retry the call",
-                )
-            }
-            UserError::Unexpected(e) => {
-                tracing::error!(error.cause_chain = ?e, "user rpc failed");
-                Status::internal("internal error")
-            }
+            UserError::Infra(e) => e.into_status(
+                "user",
+                "the user service's database is briefly unavailable; retry the call",
+            ),
         }
     }
 }
@@ -112,7 +109,7 @@ mod tests {
             Status::from(UserError::PermissionDenied).code(),
             Code::PermissionDenied
         );
-        let internal = Status::from(UserError::Unexpected(anyhow::anyhow!(
+        let internal = Status::from(UserError::from(anyhow::anyhow!(
             "relation users does not exist"
         )));
         assert_eq!(internal.code(), Code::Internal);

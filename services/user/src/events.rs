@@ -21,16 +21,16 @@ pub(crate) fn user_created(
 ) -> Shapes {
     let v1 = UserCreated {
         user_id: user.user_id.to_string(),
-        email: user.email.clone(),
-        name: user.name.clone(),
+        email: user.email.as_str().to_owned(),
+        name: user.name.as_str().to_owned(),
         create_time: Some(timestamp(user.created_at)),
         metadata: profile.metadata.to_map(),
     };
     let v2 = v2::UserCreated {
         user_id: user.user_id.to_string(),
-        email: user.email.clone(),
+        email: user.email.as_str().to_owned(),
         name: Some(v2::PersonName {
-            display_name: user.name.clone(),
+            display_name: user.name.as_str().to_owned(),
             given_name: profile.given_name.clone().unwrap_or_default(),
             family_name: profile.family_name.clone().unwrap_or_default(),
         }),
@@ -49,8 +49,8 @@ pub(crate) fn user_updated(
 ) -> UserUpdated {
     UserUpdated {
         user_id: user.user_id.to_string(),
-        email: email_changed.then(|| user.email.clone()),
-        name: name_changed.then(|| user.name.clone()),
+        email: email_changed.then(|| user.email.as_str().to_owned()),
+        name: name_changed.then(|| user.name.as_str().to_owned()),
         update_time: Some(timestamp(at)),
     }
 }

@@ -9,7 +9,9 @@ use shop_shared::auth::caller;
 use shop_shared::time::timestamp;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Credentials, NewUser, UserPatch, parse_user_id};
+use shop_shared::ids::UserId;
+
+use crate::domain::{Credentials, NewUser, UserPatch};
 use crate::repository::UserRow;
 use crate::users::Users;
 
@@ -57,7 +59,7 @@ impl UserService for UserGrpc {
         request: Request<GetUserRequest>,
     ) -> Result<Response<GetUserResponse>, Status> {
         let caller = caller(&request)?;
-        let user_id = parse_user_id(&request.get_ref().user_id)?;
+        let user_id = UserId::parse(&request.get_ref().user_id)?;
         let user = self.users.get(&caller, user_id).await?;
         Ok(Response::new(GetUserResponse {
             user: Some(to_proto(&user)),
@@ -81,8 +83,8 @@ impl UserService for UserGrpc {
 fn to_proto(user: &UserRow) -> User {
     User {
         user_id: user.user_id.to_string(),
-        email: user.email.clone(),
-        name: user.name.clone(),
+        email: user.email.as_str().to_owned(),
+        name: user.name.as_str().to_owned(),
         create_time: Some(timestamp(user.created_at)),
     }
 }

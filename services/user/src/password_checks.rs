@@ -131,18 +131,16 @@ impl Admission {
         let slot = Arc::clone(&self.running)
             .acquire_owned()
             .await
-            .map_err(|e| UserError::Unexpected(e.into()))?;
+            .map_err(|e| UserError::from(anyhow::Error::from(e)))?;
         let (done, result) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
                 let _ = done.send(check());
                 drop(slot);
             }))
-            .map_err(|_| {
-                UserError::Unexpected(anyhow::anyhow!("the password-check threads are gone"))
-            })?;
+            .map_err(|_| UserError::from(anyhow::anyhow!("the password-check threads are gone")))?;
         result.await.map_err(|_| {
-            UserError::Unexpected(anyhow::anyhow!("a password check ended without an answer"))
+            UserError::from(anyhow::anyhow!("a password check ended without an answer"))
         })
     }
 }

@@ -1,20 +1,20 @@
 //! The user service's SQL, checked at compile time against `migrations/user`.
 
 use chrono::{DateTime, Utc};
+use shop_shared::ids::UserId;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use shop_shared::auth::Role;
 
 use crate::UserError;
-use crate::domain::{Email, SignUpProfile};
+use crate::domain::{Email, SignUpProfile, UserName};
 
 /// A user as stored, without the password hash (which is never read back).
 #[derive(Debug, Clone)]
 pub(crate) struct UserRow {
-    pub(crate) user_id: Uuid,
-    pub(crate) email: String,
-    pub(crate) name: String,
+    pub(crate) user_id: UserId,
+    pub(crate) email: Email,
+    pub(crate) name: UserName,
     pub(crate) created_at: DateTime<Utc>,
 }
 
@@ -28,14 +28,14 @@ pub(crate) async fn insert_user(
     role: Role,
 ) -> Result<(), UserError> {
     let metadata = serde_json::to_value(profile.metadata.entries())
-        .map_err(|e| UserError::Unexpected(e.into()))?;
+        .map_err(|e| UserError::from(anyhow::Error::from(e)))?;
     sqlx::query!(
         "INSERT INTO users (user_id, email, name, password_hash, created_at, updated_at, role, \
                             given_name, family_name, metadata) \
          VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
-        user.user_id,
-        user.email,
-        user.name,
+        user.user_id.as_uuid(),
+        user.email.as_str(),
+        user.name.as_str(),
         password_hash,
         user.created_at,
         role.as_str(),
@@ -52,12 +52,14 @@ pub(crate) async fn insert_user(
 /// One user by id.
 pub(crate) async fn find_user(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as!(
         UserRow,
-        "SELECT user_id, email, name, created_at FROM users WHERE user_id = $1",
-        user_id
+        r#"SELECT user_id AS "user_id: UserId", email AS "email: Email",
+                  name AS "name: UserName", created_at
+           FROM users WHERE user_id = $1"#,
+        user_id.as_uuid()
     )
     .fetch_optional(conn)
     .await
@@ -66,12 +68,14 @@ pub(crate) async fn find_user(
 /// One user by id, locked until the transaction ends (so concurrent updates serialise).
 pub(crate) async fn lock_user(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as!(
         UserRow,
-        "SELECT user_id, email, name, created_at FROM users WHERE user_id = $1 FOR UPDATE",
-        user_id
+        r#"SELECT user_id AS "user_id: UserId", email AS "email: Email",
+                  name AS "name: UserName", created_at
+           FROM users WHERE user_id = $1 FOR UPDATE"#,
+        user_id.as_uuid()
     )
     .fetch_optional(conn)
     .await
@@ -85,9 +89,9 @@ pub(crate) async fn update_user(
 ) -> Result<(), UserError> {
     sqlx::query!(
         "UPDATE users SET email = $2, name = $3, updated_at = $4 WHERE user_id = $1",
-        user.user_id,
-        user.email,
-        user.name,
+        user.user_id.as_uuid(),
+        user.email.as_str(),
+        user.name.as_str(),
         now,
     )
     .execute(conn)
@@ -119,12 +123,13 @@ pub(crate) struct StoredCredentials {
 /// The account with `email` (case-insensitively), with its hash and role.
 pub(crate) async fn find_credentials(
     conn: &mut PgConnection,
-    email: &str,
+    email: &Email,
 ) -> Result<Option<StoredCredentials>, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT user_id, email, name, created_at, password_hash, role FROM users \
-         WHERE lower(email) = lower($1)",
-        email
+        r#"SELECT user_id AS "user_id: UserId", email AS "email: Email",
+                  name AS "name: UserName", created_at, password_hash, role
+           FROM users WHERE lower(email) = lower($1)"#,
+        email.as_str()
     )
     .fetch_optional(conn)
     .await?;
@@ -153,13 +158,13 @@ pub(crate) async fn lock_staff_setup(conn: &mut PgConnection) -> Result<(), sqlx
 /// Makes an existing account staff with a new password hash.
 pub(crate) async fn make_staff(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     password_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE users SET role = 'staff', password_hash = $2, updated_at = $3 WHERE user_id = $1",
-        user_id,
+        user_id.as_uuid(),
         password_hash,
         now,
     )

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret as _;
 use shop_shared::auth::{Caller, Claims, Role};
+use shop_shared::ids::UserId;
 use shop_shared::messaging::{EventContext, OutboxWaker, Retired, outbox};
 use shop_shared::time::now;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::UserError;
 use crate::config::{AdminAccount, PasswordHashing, UserAuthConfig};
@@ -52,7 +52,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, UserError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| UserError::Unexpected(e.into()))
+        .map_err(|e| UserError::from(anyhow::Error::from(e)))
 }
 
 impl Users {
@@ -71,11 +71,11 @@ impl Users {
             })
             .await?;
         drop(admission);
-        let hash = hash.map_err(UserError::Unexpected)?;
+        let hash = hash.map_err(UserError::from)?;
         let user = UserRow {
-            user_id: Uuid::now_v7(),
-            email: new.email.as_str().to_owned(),
-            name: new.name.as_str().to_owned(),
+            user_id: UserId::new(),
+            email: new.email.clone(),
+            name: new.name.clone(),
             created_at: now(),
         };
         let mut tx = self.pool.begin().await?;
@@ -106,7 +106,7 @@ impl Users {
             return Err(UserError::TooManyFailedLogins { retry_after_secs });
         }
         let mut conn = self.pool.acquire().await?;
-        let stored = repository::find_credentials(&mut conn, credentials.email.as_str()).await?;
+        let stored = repository::find_credentials(&mut conn, &credentials.email).await?;
         drop(conn);
         let (stored, hash) = match stored {
             Some(stored) => {
@@ -143,7 +143,7 @@ impl Users {
     }
 
     /// GetUser: the user themself, or staff.
-    pub(crate) async fn get(&self, caller: &Caller, user_id: Uuid) -> Result<UserRow, UserError> {
+    pub(crate) async fn get(&self, caller: &Caller, user_id: UserId) -> Result<UserRow, UserError> {
         if !caller.may_act_for(user_id) {
             return Err(UserError::PermissionDenied);
         }
@@ -167,16 +167,13 @@ impl Users {
         let mut user = repository::lock_user(&mut tx, patch.user_id)
             .await?
             .ok_or(UserError::NotFound)?;
-        let email_changed = patch
-            .email
-            .as_ref()
-            .is_some_and(|e| e.as_str() != user.email);
-        let name_changed = patch.name.as_ref().is_some_and(|n| n.as_str() != user.name);
+        let email_changed = patch.email.as_ref().is_some_and(|e| *e != user.email);
+        let name_changed = patch.name.as_ref().is_some_and(|n| *n != user.name);
         if let Some(email) = patch.email.filter(|_| email_changed) {
-            user.email = email.as_str().to_owned();
+            user.email = email;
         }
         if let Some(name) = patch.name.filter(|_| name_changed) {
-            user.name = name.as_str().to_owned();
+            user.name = name;
         }
         if email_changed || name_changed {
             let now = now();
@@ -198,7 +195,7 @@ impl Users {
             .map_err(|e| anyhow::anyhow!("SHOP_ADMIN_PASSWORD is not usable: {e}"))?;
         let mut tx = self.pool.begin().await?;
         repository::lock_staff_setup(&mut tx).await?;
-        let existing = repository::find_credentials(&mut tx, email.as_str()).await?;
+        let existing = repository::find_credentials(&mut tx, &email).await?;
         let cost = self.hashing;
         match existing {
             Some(stored) => {
@@ -220,9 +217,9 @@ impl Users {
             None => {
                 let hash = blocking(move || password.hash(cost)).await??;
                 let user = UserRow {
-                    user_id: Uuid::now_v7(),
-                    email: email.as_str().to_owned(),
-                    name: UserName::parse("shop staff")?.as_str().to_owned(),
+                    user_id: UserId::new(),
+                    email,
+                    name: UserName::parse("shop staff")?,
                     created_at: now(),
                 };
                 let profile = SignUpProfile::default();

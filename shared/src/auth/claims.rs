@@ -27,11 +27,16 @@ pub struct Claims {
 
 impl Claims {
     /// The claims of a token for `user_id` with `role`, valid `ttl_secs` from `now_secs`.
-    pub fn new(user_id: uuid::Uuid, role: super::Role, now_secs: i64, ttl_secs: i64) -> Self {
+    pub fn new(
+        user_id: impl Into<crate::ids::UserId>,
+        role: super::Role,
+        now_secs: i64,
+        ttl_secs: i64,
+    ) -> Self {
         Self {
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
-            sub: user_id.to_string(),
+            sub: user_id.into().to_string(),
             iat: now_secs,
             exp: now_secs + ttl_secs,
             roles: vec![role.as_str().to_owned()],

@@ -29,7 +29,8 @@ pub use layer::{AuthLayer, PublicMethods};
 pub use verifier::{AuthError, KeySource, Verifier};
 
 use tonic::{Request, Status};
-use uuid::Uuid;
+
+use crate::ids::UserId;
 
 /// What a caller may be, from the token's `roles` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +65,7 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     /// The caller's `user_id`.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Customer or staff.
     pub role: Role,
 }
@@ -76,8 +77,8 @@ impl Caller {
     }
 
     /// Whether the caller may act for `user_id`: it is them, or they are staff.
-    pub fn may_act_for(&self, user_id: Uuid) -> bool {
-        self.is_staff() || self.user_id == user_id
+    pub fn may_act_for(&self, user_id: impl Into<UserId>) -> bool {
+        self.is_staff() || self.user_id == user_id.into()
     }
 }
 

@@ -39,9 +39,9 @@ pub mod topology;
 
 pub use consumer::{
     BatchState, BatchView, Consumer, Handle, HandlerContext, HandlerError, StatefulSubscriptions,
-    Subscriptions,
+    Subscriptions, event_id,
 };
-pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta};
+pub use envelope::{DecodeError, Envelope, EventContext, IncomingMeta, MessageId};
 pub use link::{Link, Links};
 pub use names::Names;
 pub use outbox::{OutboxWaker, Relay, RelayConfig, stage, stage_shapes};

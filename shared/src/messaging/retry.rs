@@ -18,13 +18,10 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 1 s, ×5, 5 attempts: retries after 1 s, 5 s, 25 s and 125 s, then the DLQ.
+    /// The settings table's `RETRY_BASE_MS`, `RETRY_FACTOR`, `RETRY_ATTEMPTS` (1 s, ×5, 5
+    /// attempts: retries after 1 s, 5 s, 25 s and 125 s, then the DLQ).
     fn default() -> Self {
-        Self {
-            base: Duration::from_secs(1),
-            factor: 5,
-            max_attempts: 5,
-        }
+        super::MessagingConfig::default().retry
     }
 }
 

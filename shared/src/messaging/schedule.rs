@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use shop_proto::Event;
 use sqlx::PgConnection;
 
+use super::envelope::MessageId;
 use super::{Envelope, EventContext};
 
 /// Stages `event` to be published at `due`, under `key` (one unpublished message per key:
@@ -26,7 +27,7 @@ pub async fn stage_at<E: Event>(
     context: &EventContext,
     due: DateTime<Utc>,
     key: &str,
-) -> Result<String, sqlx::Error> {
+) -> Result<MessageId, sqlx::Error> {
     let envelope = Envelope::new(event, "", context);
     stage_envelope_at(conn, &envelope, due, key).await?;
     Ok(envelope.message_id)

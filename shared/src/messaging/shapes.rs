@@ -14,7 +14,7 @@
 
 use shop_proto::Event;
 
-use super::envelope::{Envelope, EventContext};
+use super::envelope::{Envelope, EventContext, MessageId};
 
 /// The shapes of one event, staged together with one message id.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ impl Shapes {
     pub fn and<E: Event>(mut self, event: &E) -> Self {
         let first = &self.envelopes[0];
         let envelope = Envelope {
-            message_id: first.message_id.clone(),
+            message_id: first.message_id,
             correlation_id: first.correlation_id.clone(),
             causation_id: first.causation_id.clone(),
             actor_id: first.actor_id.clone(),
@@ -48,8 +48,8 @@ impl Shapes {
     }
 
     /// The event's message id, the same for every shape.
-    pub fn message_id(&self) -> &str {
-        &self.envelopes[0].message_id
+    pub fn message_id(&self) -> MessageId {
+        self.envelopes[0].message_id
     }
 
     /// The envelopes to stage: every shape except the retired ones, but never none (the newest

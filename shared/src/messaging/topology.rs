@@ -198,6 +198,49 @@ pub async fn declare_exchange(channel: &Channel, names: &Names) -> Result<(), la
         .await
 }
 
+/// Declares a tap: a queue of this connection's own (named by the broker, classic,
+/// exclusive, deleted when the connection or its consumer goes, kept nowhere) bound to the
+/// events exchange for `routing_keys` (`#` for every event). What `shop events tail`, the
+/// benchmark's observer and the tests' probes read the events from, beside the services'
+/// queues and without taking anything from them. Returns the queue's name.
+pub async fn declare_tap(
+    channel: &Channel,
+    names: &Names,
+    routing_keys: &[&str],
+) -> Result<String, lapin::Error> {
+    let mut arguments = FieldTable::default();
+    // Exclusive queues cannot be quorum queues; nothing in it must survive.
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("classic")),
+    );
+    let queue = channel
+        .queue_declare(
+            "", // named by the broker
+            QueueDeclareOptions {
+                passive: false,
+                durable: false,    // nothing to keep over a broker restart
+                exclusive: true,   // this connection's only, deleted when it closes
+                auto_delete: true, // and when the consumer goes
+                nowait: false,
+            },
+            arguments,
+        )
+        .await?;
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue.name().as_str(),
+                &names.exchange(),
+                key.trim(),
+                QueueBindOptions { nowait: false },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(queue.name().as_str().to_owned())
+}
+
 /// Removes the bindings of `service`'s queue for `routing_keys` (keys it consumed before and
 /// no longer does); a binding that does not exist is not an error.
 pub async fn unbind(

@@ -73,33 +73,6 @@ impl TestBroker {
             })
     }
 
-    /// The names of the open connections whose name carries this test's prefix, sorted, as
-    /// the broker lists them (`rabbitmqctl list_connections`).
-    pub fn own_connection_names(&self) -> Vec<String> {
-        let out = std::process::Command::new("rabbitmqctl")
-            .args([
-                "list_connections",
-                "-q",
-                "--no-table-headers",
-                "client_properties",
-            ])
-            .output()
-            .expect("run rabbitmqctl list_connections");
-        let listing = String::from_utf8_lossy(&out.stdout);
-        let marker = "{\"connection_name\",\"";
-        let mut names: Vec<String> = listing
-            .lines()
-            .filter_map(|line| {
-                let start = line.find(marker)? + marker.len();
-                let name = &line[start..];
-                Some(name[..name.find('"')?].to_owned())
-            })
-            .filter(|name| name.starts_with(&self.names.prefix))
-            .collect();
-        names.sort();
-        names
-    }
-
     /// The routing keys `queue` is bound with on the test's exchange (`rabbitmqctl
     /// list_bindings`), sorted.
     pub fn bindings_of(&self, queue: &str) -> Vec<String> {
@@ -217,7 +190,7 @@ pub async fn publish<E: Event>(broker: &TestBroker, event: &E) -> String {
     let envelope =
         crate::messaging::Envelope::new(event, "test", &crate::messaging::EventContext::new_flow());
     publish_envelope(broker, &envelope).await;
-    envelope.message_id
+    envelope.message_id.to_string()
 }
 
 /// Publishes a prepared envelope on the test's exchange, confirmed by the broker.

@@ -29,8 +29,8 @@ pub use database::{TestDatabase, database_server_url, with_database};
 pub use metrics::{Series, http_get, metric, parse_metrics, scrape};
 pub use probe::{EventProbe, Received};
 pub use service::{
-    RunningUntilDropped, TestEnv, authorized, free_port, grpc_channel, run_until_dropped,
-    service_config,
+    RunningUntilDropped, SpawnedService, TestEnv, authorized, bearer, free_port, grpc_channel,
+    run_until_dropped, service_config, spawn_service,
 };
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use shop_proto::Event;
@@ -47,7 +47,9 @@ impl Received {
     pub fn redelivery(&self, app_id: &str) -> crate::messaging::Envelope {
         let meta = self.meta();
         crate::messaging::Envelope {
-            message_id: meta.message_id,
+            message_id: uuid::Uuid::parse_str(&meta.message_id)
+                .expect("a service's message id is a UUID")
+                .into(),
             message_type: meta.message_type,
             routing_key: self.routing_key.clone(),
             payload: self.body.clone(),
@@ -79,31 +81,10 @@ impl EventProbe {
         topology::declare_exchange(&channel, &broker.names)
             .await
             .expect("declare the exchange");
-        let queue = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
+        let queue = topology::declare_tap(&channel, &broker.names, keys)
             .await
-            .expect("declare the probe queue");
-        for key in keys {
-            channel
-                .queue_bind(
-                    queue.name().as_str(),
-                    &broker.names.exchange(),
-                    key,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind the probe");
-        }
-        Self::consume(conn, channel, queue.name().as_str()).await
+            .expect("declare and bind the probe's queue");
+        Self::consume(conn, channel, &queue).await
     }
 
     /// A probe reading an existing queue (a DLQ, say).

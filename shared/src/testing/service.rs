@@ -59,6 +59,48 @@ where
     RunningUntilDropped(shutdown)
 }
 
+/// A service a test started: its addresses, a channel to its gRPC port, and the guard that
+/// stops it when the test's app drops (keep it the app's first field, so the service stops
+/// before its database and prefix are removed).
+#[derive(Debug)]
+pub struct SpawnedService {
+    /// Stops the service when dropped.
+    pub running: RunningUntilDropped,
+    /// Its gRPC address (port 0 resolved).
+    pub grpc_addr: std::net::SocketAddr,
+    /// Its HTTP address (`/metrics`, `/ready`, the JWK Set).
+    pub http_addr: std::net::SocketAddr,
+    /// A channel to its gRPC port, for the test's clients.
+    pub channel: tonic::transport::Channel,
+}
+
+/// Runs a built service until the returned guard drops: `addrs` are its bound addresses
+/// (`(app.grpc_addr(), app.http_addr())`), `run` its `|s| app.run_until_stopped(s)`. What the
+/// four services' `spawn_app`s share.
+pub async fn spawn_service<F>(
+    addrs: (std::net::SocketAddr, std::net::SocketAddr),
+    run: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+) -> SpawnedService
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (grpc_addr, http_addr) = addrs;
+    SpawnedService {
+        running: run_until_dropped(run),
+        grpc_addr,
+        http_addr,
+        channel: grpc_channel(grpc_addr).await,
+    }
+}
+
+/// A bearer token interceptor that sends `token`.
+pub fn bearer(token: &str) -> crate::auth::BearerToken {
+    let bearer = crate::auth::BearerToken::new();
+    bearer.set(token).expect("a token is ASCII");
+    bearer
+}
+
 /// Settings for a service under test: port 0 on localhost, the test's database and broker
 /// prefix, quick retries and polling.
 pub fn service_config(

@@ -193,7 +193,7 @@ impl Harness {
         .await
         .unwrap();
         tx.commit().await.unwrap();
-        id
+        id.to_string()
     }
 
     pub(crate) async fn effects(&self, order_id: &str) -> i64 {

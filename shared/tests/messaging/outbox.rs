@@ -35,7 +35,10 @@ async fn staged_event_is_published_once_with_every_header() {
     let received = probe.expect(WAIT, "the staged OrderCreated").await;
     let p = &received.properties;
     assert_eq!(received.routing_key, OrderCreated::ROUTING_KEY);
-    assert_eq!(p.message_id().as_ref().unwrap().as_str(), message_id);
+    assert_eq!(
+        p.message_id().as_ref().unwrap().as_str(),
+        message_id.to_string()
+    );
     assert_eq!(
         p.kind().as_ref().unwrap().as_str(),
         "shop.order.v1.OrderCreated"

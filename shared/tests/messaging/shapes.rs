@@ -145,7 +145,7 @@ async fn a_retired_shape_is_not_staged_and_the_newest_still_is() {
         rows,
         vec![(
             "user.created.v2".to_owned(),
-            uuid::Uuid::parse_str(&id).unwrap(),
+            id.as_uuid(),
             Some("u-2".to_owned())
         )]
     );

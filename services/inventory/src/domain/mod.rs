@@ -8,8 +8,10 @@ use crate::InventoryError;
 /// The longest product id accepted (the same bound as the order service's).
 pub const MAX_PRODUCT_ID_CHARS: usize = 128;
 
-/// A non-empty product id of bounded length.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A non-empty product id of bounded length, without control characters; stored as the
+/// `product_id` text column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
+#[sqlx(transparent)]
 pub struct ProductId(String);
 
 impl ProductId {
@@ -31,9 +33,28 @@ impl ProductId {
         Ok(Self(id.to_owned()))
     }
 
+    /// The product a GetStock asks for: `None` when no product can have that id (empty or
+    /// too long: docs/contract.md gives GetStock one error, NOT_FOUND, for those); only a
+    /// control character (NUL above all) is INVALID_ARGUMENT.
+    pub fn lookup(raw: &str) -> Result<Option<Self>, InventoryError> {
+        let id = raw.trim();
+        shop_shared::input::no_control("product_id", id)
+            .map_err(InventoryError::InvalidArgument)?;
+        if id.is_empty() || id.chars().count() > MAX_PRODUCT_ID_CHARS {
+            return Ok(None);
+        }
+        Ok(Some(Self(id.to_owned())))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<ProductId> for String {
+    fn from(id: ProductId) -> Self {
+        id.0
     }
 }
 

@@ -6,7 +6,7 @@ use shop_proto::order::v1::{LineItem, OrderCreated};
 use shop_shared::auth::BearerToken;
 use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
-    EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
+    EventProbe, RunningUntilDropped, TestEnv, bearer, grpc_channel, spawn_service,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -36,19 +36,19 @@ pub(crate) async fn spawn_app() -> TestApp {
     let events = EventProbe::bind(&env.broker, &["inventory.*"]).await;
     let app = shop_inventory::Application::build(shop_inventory::Config {
         service: config,
-        reservation_retention: shop_inventory::config::DEFAULT_RESERVATION_RETENTION,
+        reservation_retention: shop_inventory::config::default_reservation_retention(),
     })
     .await
     .expect("build the inventory service");
-    let grpc_addr = app.grpc_addr();
-    let staff = BearerToken::new();
-    staff.set(&issuer.staff()).unwrap();
-    let client = InventoryServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
+    let service = spawn_service((app.grpc_addr(), app.http_addr()), |s| {
+        app.run_until_stopped(s)
+    })
+    .await;
     TestApp {
-        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
-        client,
+        client: InventoryServiceClient::with_interceptor(service.channel, bearer(&issuer.staff())),
+        _running: service.running,
         issuer,
-        grpc_addr,
+        grpc_addr: service.grpc_addr,
         events,
         env,
     }
@@ -75,9 +75,7 @@ impl TestApp {
     /// A client sending `token`.
     #[allow(dead_code)]
     pub(crate) async fn client_with(&self, token: &str) -> Client {
-        let bearer = BearerToken::new();
-        bearer.set(token).unwrap();
-        InventoryServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+        InventoryServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer(token))
     }
 
     pub(crate) async fn stock_up(&mut self, product: &str, units: i64) -> StockLevel {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
-use uuid::Uuid;
+use shop_shared::ids::NotificationId;
 
 /// How long one SMTP command may take before the attempt counts as unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,7 +22,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Email<'a> {
     /// The notification's id (its `Message-ID` is `<id@shop>`).
-    pub notification_id: Uuid,
+    pub notification_id: NotificationId,
     /// The recipient's address.
     pub to: &'a str,
     /// The subject line.
@@ -123,7 +123,7 @@ impl Mailer {
 }
 
 /// The `Message-ID` of a notification's email.
-pub fn message_id(notification_id: Uuid) -> String {
+pub fn message_id(notification_id: NotificationId) -> String {
     format!("<{notification_id}@shop>")
 }
 
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn the_message_id_is_the_notifications() {
-        let id = Uuid::nil();
+        let id = NotificationId::from(uuid::Uuid::nil());
         assert_eq!(message_id(id), format!("<{id}@shop>"));
     }
 }

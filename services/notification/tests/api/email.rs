@@ -160,7 +160,7 @@ async fn a_confirmed_order_is_emailed_once_with_both_parts_the_lines_and_its_mes
     // Act: the confirmation, then the same message again (a redelivery), then a rejection.
     let message_id = publish(&app.env.broker, &confirmed).await;
     let envelope = shop_shared::messaging::Envelope {
-        message_id,
+        message_id: uuid::Uuid::parse_str(&message_id).unwrap().into(),
         ..shop_shared::messaging::Envelope::new(
             &confirmed,
             "order",

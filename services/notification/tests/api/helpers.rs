@@ -5,7 +5,7 @@ use shop_proto::notification::v1::{ListNotificationsRequest, Notification};
 use shop_shared::auth::BearerToken;
 use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
-    RunningUntilDropped, TestEnv, eventually, grpc_channel, run_until_dropped,
+    RunningUntilDropped, TestEnv, bearer, eventually, grpc_channel, spawn_service,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -52,17 +52,19 @@ pub(crate) async fn spawn_app_with_email(
     })
     .await
     .expect("build the notification service");
-    let grpc_addr = app.grpc_addr();
-    let http_addr = app.http_addr();
-    let staff = BearerToken::new();
-    staff.set(&issuer.staff()).unwrap();
-    let client = NotificationServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
+    let service = spawn_service((app.grpc_addr(), app.http_addr()), |s| {
+        app.run_until_stopped(s)
+    })
+    .await;
     TestApp {
-        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
-        client,
+        client: NotificationServiceClient::with_interceptor(
+            service.channel,
+            bearer(&issuer.staff()),
+        ),
+        _running: service.running,
         issuer,
-        grpc_addr,
-        http_addr,
+        grpc_addr: service.grpc_addr,
+        http_addr: service.http_addr,
         env,
     }
 }
@@ -71,9 +73,10 @@ impl TestApp {
     /// A client sending `token`.
     #[allow(dead_code)]
     pub(crate) async fn client_with(&self, token: &str) -> Client {
-        let bearer = BearerToken::new();
-        bearer.set(token).unwrap();
-        NotificationServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+        NotificationServiceClient::with_interceptor(
+            grpc_channel(self.grpc_addr).await,
+            bearer(token),
+        )
     }
 
     pub(crate) async fn list(&mut self, user_id: &str) -> Vec<Notification> {

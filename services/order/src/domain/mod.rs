@@ -1,8 +1,10 @@
 //! Validated orders: a request that becomes a [`NewOrder`] cannot be invalid.
 
+mod idempotency_key;
 mod page_token;
 mod status;
 
+pub use idempotency_key::{IdempotencyKey, MAX_IDEMPOTENCY_KEY_CHARS};
 pub use page_token::PageToken;
 pub use status::{OrderStatus, to_proto};
 
@@ -10,8 +12,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use shop_proto::order::v1::{CreateOrderRequest, LineItem};
+use shop_shared::ids::CustomerId;
 use shop_shared::input::no_control;
-use uuid::Uuid;
 
 use crate::OrderError;
 
@@ -19,8 +21,6 @@ use crate::OrderError;
 pub const MAX_ITEMS: usize = 100;
 /// The longest product id accepted.
 pub const MAX_PRODUCT_ID_CHARS: usize = 128;
-/// The longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// The longest cancellation reason accepted.
 pub const MAX_REASON_CHARS: usize = 500;
 
@@ -49,13 +49,13 @@ impl From<&Item> for LineItem {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewOrder {
     /// The ordering customer.
-    pub customer_id: Uuid,
+    pub customer_id: CustomerId,
     /// 1 to [`MAX_ITEMS`] items, each product once.
     pub items: Vec<Item>,
     /// Σ quantity × unit price, checked for overflow.
     pub total_cents: i64,
     /// The caller's idempotency key, when given.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 impl TryFrom<CreateOrderRequest> for NewOrder {
@@ -63,7 +63,7 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
 
     fn try_from(r: CreateOrderRequest) -> Result<Self, Self::Error> {
         let invalid = |m: String| OrderError::InvalidArgument(m);
-        let customer_id = parse_id("customer_id", &r.customer_id)?;
+        let customer_id = CustomerId::parse(&r.customer_id)?;
         if r.items.is_empty() {
             return Err(invalid("an order needs at least one item".into()));
         }
@@ -116,30 +116,13 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
                 unit_price_cents: item.unit_price_cents,
             });
         }
-        let key = r.idempotency_key.trim();
-        if key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-            return Err(invalid(format!(
-                "idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
-            )));
-        }
-        no_control("idempotency_key", key).map_err(invalid)?;
         Ok(Self {
             customer_id,
             items,
             total_cents: total,
-            idempotency_key: (!key.is_empty()).then(|| key.to_owned()),
+            idempotency_key: IdempotencyKey::parse(&r.idempotency_key)?,
         })
     }
-}
-
-/// Parses an id field that must be a UUID.
-pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, OrderError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| {
-        OrderError::InvalidArgument(format!(
-            "{field} {} is not a UUID",
-            shop_shared::input::shown(raw)
-        ))
-    })
 }
 
 /// The page size of a list request: 0 means 50, at most 500, negative is invalid.
@@ -175,7 +158,7 @@ mod tests {
 
     fn request(items: Vec<LineItem>) -> CreateOrderRequest {
         CreateOrderRequest {
-            customer_id: Uuid::now_v7().to_string(),
+            customer_id: CustomerId::new().to_string(),
             items,
             idempotency_key: String::new(),
         }
@@ -251,7 +234,7 @@ mod fuzz {
 
     proptest! {
         #[test]
-        fn create_order(customer in prop_oneof![text(), Just(Uuid::now_v7().to_string())], items in proptest::collection::vec(item(), 0..4), key in text()) {
+        fn create_order(customer in prop_oneof![text(), Just(CustomerId::new().to_string())], items in proptest::collection::vec(item(), 0..4), key in text()) {
             let request = CreateOrderRequest { customer_id: customer, items, idempotency_key: key };
             if let Ok(order) = NewOrder::try_from(request) {
                 let mut total = 0i64;
@@ -261,7 +244,7 @@ mod fuzz {
                     total += i64::from(item.quantity) * item.unit_price_cents;
                 }
                 prop_assert_eq!(total, order.total_cents);
-                prop_assert!(order.idempotency_key.as_deref().is_none_or(|k| !k.chars().any(char::is_control)));
+                prop_assert!(order.idempotency_key.as_ref().is_none_or(|k| !k.as_str().chars().any(char::is_control)));
             }
         }
 
@@ -270,7 +253,7 @@ mod fuzz {
             if let Ok(reason) = cancel_reason(&reason) {
                 prop_assert!(!reason.contains('\0') && reason.chars().count() <= MAX_REASON_CHARS);
             }
-            let _ = parse_id("order_id", &id);
+            let _ = shop_shared::ids::OrderId::parse(&id);
             let _ = PageToken::parse(&id);
         }
     }

@@ -7,7 +7,8 @@ use shop_proto::user::v1::UserCreated;
 use shop_shared::auth::BearerToken;
 use shop_shared::testing::TestIssuer;
 use shop_shared::testing::{
-    EventProbe, RunningUntilDropped, TestEnv, eventually, grpc_channel, publish, run_until_dropped,
+    EventProbe, RunningUntilDropped, TestEnv, bearer, eventually, grpc_channel, publish,
+    spawn_service,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -32,7 +33,7 @@ pub(crate) struct TestApp {
 pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(
         Arc::new(TestEnv::new().await),
-        shop_order::config::DEFAULT_RESERVATION_TIMEOUT,
+        shop_order::config::default_reservation_timeout(),
     )
     .await
 }
@@ -49,15 +50,15 @@ pub(crate) async fn spawn_app_with(env: Arc<TestEnv>, reservation_timeout: Durat
     })
     .await
     .expect("build the order service");
-    let grpc_addr = app.grpc_addr();
-    let staff = BearerToken::new();
-    staff.set(&issuer.staff()).unwrap();
-    let client = OrderServiceClient::with_interceptor(grpc_channel(grpc_addr).await, staff);
+    let service = spawn_service((app.grpc_addr(), app.http_addr()), |s| {
+        app.run_until_stopped(s)
+    })
+    .await;
     TestApp {
-        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
-        client,
+        client: OrderServiceClient::with_interceptor(service.channel, bearer(&issuer.staff())),
+        _running: service.running,
         issuer,
-        grpc_addr,
+        grpc_addr: service.grpc_addr,
         events,
         env,
     }
@@ -91,9 +92,7 @@ impl TestApp {
     /// A client sending `token`.
     #[allow(dead_code)]
     pub(crate) async fn client_with(&self, token: &str) -> Client {
-        let bearer = BearerToken::new();
-        bearer.set(token).unwrap();
-        OrderServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+        OrderServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer(token))
     }
 
     /// A customer the order service knows: user.created published and applied.

@@ -7,12 +7,11 @@ use std::io::Write;
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use lapin::ExchangeKind;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::options::{BasicConsumeOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use shop_shared::config::AmqpConfig;
+use shop_shared::messaging::topology;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::inspect::broker::Broker;
@@ -142,41 +141,13 @@ async fn bind(
             _ => anyhow::Error::new(e).context(format!("cannot look up {exchange}")),
         })?;
     let channel = broker.channel().await?;
-    let mut arguments = FieldTable::default();
-    // A classic queue: exclusive queues cannot be quorum queues; nothing in it must survive.
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("classic")),
-    );
-    let queue = channel
-        .queue_declare(
-            "", // named by the broker
-            QueueDeclareOptions {
-                passive: false,
-                durable: false,    // nothing to keep over a broker restart
-                exclusive: true,   // this connection's only, deleted when it closes
-                auto_delete: true, // and when the consumer goes
-                nowait: false,
-            },
-            arguments,
-        )
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let queue = topology::declare_tap(&channel, &broker.names, &keys)
         .await
-        .context("cannot declare the tail's own queue")?;
-    for key in keys {
-        channel
-            .queue_bind(
-                queue.name().as_str(),
-                &exchange,
-                key.trim(),
-                QueueBindOptions { nowait: false },
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("cannot bind to {exchange} for {key}"))?;
-    }
+        .context("cannot declare and bind the tail's own queue")?;
     let consumer = channel
         .basic_consume(
-            queue.name().as_str(),
+            &queue,
             "shop-events-tail",
             BasicConsumeOptions {
                 no_ack: true, // a view: nothing to settle

@@ -114,11 +114,11 @@ impl Command {
             Command::Outbox(args) => outbox::run(args, &mut out).await,
             Command::Topology(args) => {
                 let replicas = MessagingConfig::from_env()?.queue_replicas;
-                topology::run(args, &AmqpConfig::from_env(), replicas, &mut out).await
+                topology::run(args, &AmqpConfig::from_env()?, replicas, &mut out).await
             }
-            Command::Dlq(args) => dlq::run(args, &AmqpConfig::from_env(), &mut out).await,
+            Command::Dlq(args) => dlq::run(args, &AmqpConfig::from_env()?, &mut out).await,
             Command::Events(args) => {
-                events::run(args, &AmqpConfig::from_env(), shutdown, &mut out).await
+                events::run(args, &AmqpConfig::from_env()?, shutdown, &mut out).await
             }
             Command::Bench(args) => match bench::run(args, hops).await {
                 Ok(true) => Ok(()),

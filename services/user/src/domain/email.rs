@@ -6,8 +6,9 @@ use crate::UserError;
 /// The longest address (RFC 5321's limit on a path, less its angle brackets).
 const MAX_BYTES: usize = 254;
 
-/// A syntactically valid email address, trimmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A syntactically valid email address, trimmed; stored as the `email` text column.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
 pub struct Email(String);
 
 impl Email {

@@ -7,15 +7,17 @@ pub use email::Email;
 pub use password::Password;
 
 use shop_proto::user::v1::{CreateUserRequest, LoginRequest, UpdateUserRequest};
-use uuid::Uuid;
+use shop_shared::ids::UserId;
 
 use crate::UserError;
 
 /// The most characters a name may have.
 pub const MAX_NAME_CHARS: usize = 200;
 
-/// A display name: trimmed, not empty, at most [`MAX_NAME_CHARS`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A display name: trimmed, not empty, at most [`MAX_NAME_CHARS`]; stored as the `name`
+/// text column.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
 pub struct UserName(String);
 
 impl UserName {
@@ -42,16 +44,6 @@ impl UserName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Parses a user id (a UUID) from a request field.
-pub fn parse_user_id(raw: &str) -> Result<Uuid, UserError> {
-    Uuid::parse_str(raw.trim()).map_err(|_| {
-        UserError::InvalidArgument(format!(
-            "user_id {} is not a UUID",
-            shop_shared::input::shown(raw)
-        ))
-    })
 }
 
 /// A valid CreateUser request.
@@ -217,7 +209,7 @@ impl TryFrom<LoginRequest> for Credentials {
 #[derive(Debug)]
 pub struct UserPatch {
     /// Whose profile.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// The new email, if it changes.
     pub email: Option<Email>,
     /// The new name, if it changes.
@@ -229,7 +221,7 @@ impl TryFrom<UpdateUserRequest> for UserPatch {
 
     fn try_from(r: UpdateUserRequest) -> Result<Self, Self::Error> {
         Ok(Self {
-            user_id: parse_user_id(&r.user_id)?,
+            user_id: UserId::parse(&r.user_id)?,
             email: r.email.as_deref().map(Email::parse).transpose()?,
             name: r.name.as_deref().map(UserName::parse).transpose()?,
         })
@@ -310,8 +302,8 @@ mod tests {
 
     #[test]
     fn user_ids_must_be_uuids() {
-        assert!(parse_user_id("not-a-uuid").is_err());
-        assert!(parse_user_id("0190f5a0-0000-7000-8000-000000000000").is_ok());
+        assert!(UserId::parse("not-a-uuid").is_err());
+        assert!(UserId::parse("0190f5a0-0000-7000-8000-000000000000").is_ok());
     }
 }
 

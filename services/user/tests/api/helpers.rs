@@ -4,7 +4,7 @@ use shop_proto::user::v1::user_service_client::UserServiceClient;
 use shop_proto::user::v1::{CreateUserRequest, LoginRequest, LoginResponse, User};
 use shop_shared::auth::BearerToken;
 use shop_shared::testing::{
-    EventProbe, RunningUntilDropped, TestEnv, grpc_channel, run_until_dropped,
+    EventProbe, RunningUntilDropped, TestEnv, bearer, grpc_channel, spawn_service,
 };
 use shop_user::config::{AdminAccount, PasswordHashing, UserAuthConfig};
 use sqlx::PgPool;
@@ -63,16 +63,19 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut shop_user::Config)) 
     let app = shop_user::Application::build(config.clone())
         .await
         .expect("build the user service");
-    let (grpc_addr, http_addr) = (app.grpc_addr(), app.http_addr());
-    let channel = grpc_channel(grpc_addr).await;
+    let service = spawn_service((app.grpc_addr(), app.http_addr()), |s| {
+        app.run_until_stopped(s)
+    })
+    .await;
+    let (grpc_addr, http_addr) = (service.grpc_addr, service.http_addr);
     let staff_token = BearerToken::new();
-    let client = UserServiceClient::with_interceptor(channel.clone(), staff_token.clone());
-    let anonymous = UserServiceClient::with_interceptor(channel, BearerToken::new());
+    let client = UserServiceClient::with_interceptor(service.channel.clone(), staff_token.clone());
+    let anonymous = UserServiceClient::with_interceptor(service.channel, BearerToken::new());
     let db = shop_shared::db::connect(&env.database.url, 2)
         .await
         .unwrap();
     let mut app = TestApp {
-        _running: run_until_dropped(|shutdown| app.run_until_stopped(shutdown)),
+        _running: service.running,
         client,
         anonymous,
         events,
@@ -133,9 +136,7 @@ impl TestApp {
 
     /// A client sending `token`.
     pub(crate) async fn client_with(&self, token: &str) -> Client {
-        let bearer = BearerToken::new();
-        bearer.set(token).unwrap();
-        UserServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer)
+        UserServiceClient::with_interceptor(grpc_channel(self.grpc_addr).await, bearer(token))
     }
 
     /// The JWK Set served on the HTTP port.

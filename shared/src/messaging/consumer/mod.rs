@@ -45,7 +45,7 @@ use std::any::Any;
 use shop_proto::Event;
 use sqlx::PgConnection;
 
-use crate::messaging::envelope::{Envelope, EventContext, IncomingMeta};
+use crate::messaging::envelope::{Envelope, EventContext, IncomingMeta, MessageId};
 use crate::telemetry::propagation::TraceFields;
 
 /// How a handler failed.
@@ -128,9 +128,9 @@ impl<S> HandlerContext<'_, S> {
     /// Stages an event caused by this message in the handler's transaction; returns its
     /// message id. The consumer writes the outbox rows of a whole batch in one statement just
     /// before the commit, so they commit with the handler's effects or not at all.
-    pub fn stage<E: Event>(&mut self, event: &E) -> String {
+    pub fn stage<E: Event>(&mut self, event: &E) -> MessageId {
         let envelope = Envelope::new(event, "", &self.child_context());
-        let id = envelope.message_id.clone();
+        let id = envelope.message_id;
         self.staged.push(envelope);
         id
     }
@@ -190,6 +190,13 @@ impl BatchState for () {
     async fn store(self, _: &mut PgConnection) -> Result<(), HandlerError> {
         Ok(())
     }
+}
+
+/// The one parser of an id field in an event a handler reads (`order_id`, `user_id`, …):
+/// exactly a UUID's text, or a permanent failure that names the field (the message is
+/// dead-lettered: it will never parse).
+pub fn event_id<I: crate::ids::Id>(raw: &str) -> Result<I, HandlerError> {
+    crate::ids::parse_exact(raw).map_err(HandlerError::permanent)
 }
 
 pub use session::Consumer;

@@ -68,7 +68,7 @@ fn envelope_carries_the_cloud_events_attributes_in_binary_mode() {
     let headers = p.headers().as_ref().unwrap();
     let ce = |key| header_str(headers, key);
     assert_eq!(ce(cloud_events::SPECVERSION).as_deref(), Some("1.0"));
-    assert_eq!(ce(cloud_events::ID), Some(envelope.message_id.clone()));
+    assert_eq!(ce(cloud_events::ID), Some(envelope.message_id.to_string()));
     assert_eq!(ce(cloud_events::SOURCE).as_deref(), Some("/shop/order"));
     assert_eq!(
         ce(cloud_events::TYPE).as_deref(),

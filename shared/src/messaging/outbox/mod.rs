@@ -24,6 +24,24 @@
 //! - `publish` — one round's messages sent pipelined, each producer span, the confirms.
 //! - `round` — what a round did with each row, recorded in its transaction.
 
+/// The outbox columns an [`Envelope`](crate::messaging::Envelope) fills when it is staged, in
+/// the order every statement binds them: written once, for `concat!` into each statement.
+/// (`query!` statements, as the order service's one-statement order insert, need a literal
+/// and keep their own list; `outbox_columns_are_the_envelope_s` checks it names these.)
+macro_rules! staged_columns {
+    () => {
+        "message_id, routing_key, message_type, payload, correlation_id, causation_id, \
+         traceparent, tracestate, actor_id, subject"
+    };
+}
+
+/// What the relay reads of a row to publish it: the staged columns and its bookkeeping.
+macro_rules! claimed_columns {
+    () => {
+        concat!("id, ", staged_columns!(), ", created_at, attempts")
+    };
+}
+
 mod publish;
 mod relay;
 mod round;

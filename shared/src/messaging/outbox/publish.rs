@@ -149,7 +149,7 @@ impl Relay {
 
     pub(super) fn envelope(&self, row: &ClaimedRow) -> Envelope {
         Envelope {
-            message_id: row.message_id.to_string(),
+            message_id: row.message_id,
             message_type: row.message_type.clone(),
             routing_key: row.routing_key.clone(),
             payload: row.payload.clone(),

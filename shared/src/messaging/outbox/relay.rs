@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::messaging::envelope::MessageId;
 use crate::messaging::link::{Link, note_generation};
 use crate::messaging::{Names, connection, topology};
 use crate::metrics::Metrics;
@@ -77,7 +78,7 @@ pub struct Relay {
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct ClaimedRow {
     pub(super) id: i64,
-    pub(super) message_id: uuid::Uuid,
+    pub(super) message_id: MessageId,
     pub(super) routing_key: String,
     pub(super) message_type: String,
     pub(super) payload: Vec<u8>,
@@ -303,15 +304,14 @@ impl Relay {
         // Rows to publish now, through the `outbox_pending` index, which holds no scheduled
         // row: the deadlines of the orders in flight (each inserted, then mostly deleted when
         // the order is answered) never lengthen this scan.
-        let mut rows: Vec<ClaimedRow> = sqlx::query_as(
-            "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
-                    causation_id, traceparent, tracestate, actor_id, subject, created_at, \
-                    attempts \
-             FROM outbox \
-             WHERE published_at IS NULL AND NOT dead AND due_at IS NULL \
-               AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
+        let mut rows: Vec<ClaimedRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            claimed_columns!(),
+            " FROM outbox \
+                 WHERE published_at IS NULL AND NOT dead AND due_at IS NULL \
+                   AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ))
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
@@ -319,15 +319,14 @@ impl Relay {
         // future and the cancelled ones are not visited), once per poll interval.
         let room = self.config.batch_size - rows.len() as i64;
         if room > 0 && self.scheduled_round() {
-            let due: Vec<ClaimedRow> = sqlx::query_as(
-                "SELECT id, message_id, routing_key, message_type, payload, correlation_id, \
-                        causation_id, traceparent, tracestate, actor_id, subject, created_at, \
-                        attempts \
-                 FROM outbox \
-                 WHERE due_at <= now() AND published_at IS NULL AND NOT dead \
-                   AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
-                 ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            )
+            let due: Vec<ClaimedRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                claimed_columns!(),
+                " FROM outbox \
+                     WHERE due_at <= now() AND published_at IS NULL AND NOT dead \
+                       AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+                     ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ))
             .bind(room)
             .fetch_all(&mut *tx)
             .await?;

@@ -5,7 +5,7 @@
 use shop_proto::Event;
 use sqlx::PgConnection;
 
-use crate::messaging::envelope::{Envelope, EventContext};
+use crate::messaging::envelope::{Envelope, EventContext, MessageId};
 
 /// The NOTIFY channel relays LISTEN on.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
@@ -59,7 +59,7 @@ pub async fn stage<E: Event>(
     conn: &mut PgConnection,
     event: &E,
     context: &EventContext,
-) -> Result<String, sqlx::Error> {
+) -> Result<MessageId, sqlx::Error> {
     let envelope = Envelope::new(event, "", context);
     stage_envelope(conn, &envelope).await?;
     Ok(envelope.message_id)
@@ -71,8 +71,8 @@ pub async fn stage_shapes(
     conn: &mut PgConnection,
     shapes: crate::messaging::Shapes,
     retired: &crate::messaging::Retired,
-) -> Result<String, sqlx::Error> {
-    let message_id = shapes.message_id().to_owned();
+) -> Result<MessageId, sqlx::Error> {
+    let message_id = shapes.message_id();
     stage_envelopes(conn, &shapes.to_publish(retired)).await?;
     Ok(message_id)
 }
@@ -93,14 +93,13 @@ pub(in crate::messaging) async fn insert(
     due: Option<chrono::DateTime<chrono::Utc>>,
     key: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let message_id = uuid::Uuid::parse_str(&envelope.message_id)
-        .map_err(|e| sqlx::Error::Protocol(format!("message id is not a UUID: {e}")))?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id, subject, due_at, schedule_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(message_id)
+    sqlx::query(concat!(
+        "INSERT INTO outbox (",
+        staged_columns!(),
+        ", due_at, schedule_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ))
+    .bind(envelope.message_id)
     .bind(&envelope.routing_key)
     .bind(&envelope.message_type)
     .bind(&envelope.payload)
@@ -126,13 +125,7 @@ pub async fn stage_envelopes(
     if envelopes.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(envelopes.len());
-    for e in envelopes {
-        ids.push(
-            uuid::Uuid::parse_str(&e.message_id)
-                .map_err(|err| sqlx::Error::Protocol(format!("message id is not a UUID: {err}")))?,
-        );
-    }
+    let ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id.as_uuid()).collect();
     let column = |f: fn(&Envelope) -> &String| envelopes.iter().map(f).cloned().collect::<Vec<_>>();
     let optional = |f: fn(&Envelope) -> &Option<String>| {
         envelopes
@@ -142,12 +135,12 @@ pub async fn stage_envelopes(
             .collect::<Vec<Option<String>>>()
     };
     let payloads: Vec<Vec<u8>> = envelopes.iter().map(|e| e.payload.clone()).collect();
-    sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id, \
-         causation_id, traceparent, tracestate, actor_id, subject) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
-    )
+    sqlx::query(concat!(
+        "INSERT INTO outbox (",
+        staged_columns!(),
+        ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
+                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+    ))
     .bind(&ids)
     .bind(column(|e| &e.routing_key))
     .bind(column(|e| &e.message_type))

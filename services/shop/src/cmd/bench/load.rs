@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use shop_proto::Event;
 use shop_proto::order::v1::order_service_client::OrderServiceClient;
 use shop_proto::order::v1::{CreateOrderRequest, LineItem, OrderConfirmed, OrderRejected};
-use shop_shared::messaging::{Names, connection, envelope};
+use shop_shared::messaging::{Names, connection, envelope, topology};
 use tonic::transport::Channel;
 
 use super::setup::Customer;
@@ -103,31 +103,15 @@ impl Observer {
         let conn =
             connection::connect(amqp_url, &names.connection_name("bench", "observer")).await?;
         let channel = conn.create_channel().await?;
-        let queue = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        for key in [OrderConfirmed::ROUTING_KEY, OrderRejected::ROUTING_KEY] {
-            channel
-                .queue_bind(
-                    queue.name().as_str(),
-                    &names.exchange(),
-                    key,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
+        let queue = topology::declare_tap(
+            &channel,
+            names,
+            &[OrderConfirmed::ROUTING_KEY, OrderRejected::ROUTING_KEY],
+        )
+        .await?;
         let mut deliveries = channel
             .basic_consume(
-                queue.name().as_str(),
+                &queue,
                 "bench-observer",
                 BasicConsumeOptions {
                     no_ack: true, // an observer: losing nothing matters less than speed here

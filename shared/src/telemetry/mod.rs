@@ -42,11 +42,18 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     /// Reads `OTEL_EXPORTER_OTLP_ENDPOINT` and `LOG_FORMAT`.
     pub fn from_env() -> Self {
+        use crate::config::{Fallback, Source, setting};
+        let source = Source::Environment;
+        let default_filter = match setting("RUST_LOG").default {
+            Fallback::Value(filter) => filter,
+            Fallback::Unset(_) | Fallback::Computed(_) => "info",
+        };
         Self {
-            otlp_endpoint: crate::config::env_var("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            json: crate::config::env_var("LOG_FORMAT")
+            otlp_endpoint: source.var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            json: source
+                .var("LOG_FORMAT")
                 .is_some_and(|f| f.eq_ignore_ascii_case("json")),
-            default_filter: "info".into(),
+            default_filter: default_filter.into(),
         }
     }
 }

@@ -251,7 +251,8 @@ impl Verifier {
         if claims.exp <= now {
             return Err(AuthError::Expired);
         }
-        let user_id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadClaim("sub"))?;
+        let user_id =
+            crate::ids::UserId::parse(&claims.sub).map_err(|_| AuthError::BadClaim("sub"))?;
         let role = if claims.roles.iter().any(|r| r == Role::Staff.as_str()) {
             Role::Staff
         } else if claims.roles.iter().any(|r| r == Role::Customer.as_str()) {

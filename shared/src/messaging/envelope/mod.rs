@@ -6,6 +6,10 @@ use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use shop_proto::Event;
 
+mod message_id;
+
+pub use message_id::MessageId;
+
 /// The content type of every event body.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
 /// Header: W3C `traceparent` of the span that produced the event.
@@ -54,7 +58,7 @@ pub mod cloud_events {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     /// UUID v7, unique per event.
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Full protobuf message name (`type` property).
     pub message_type: String,
     /// Routing key on the topic exchange.
@@ -85,7 +89,7 @@ impl Envelope {
     /// Wraps a typed event; ids and trace context come from `context`.
     pub fn new<E: Event>(event: &E, app_id: &str, context: &EventContext) -> Self {
         Self {
-            message_id: new_message_id(),
+            message_id: MessageId::new(),
             message_type: E::TYPE_NAME.to_owned(),
             routing_key: E::ROUTING_KEY.to_owned(),
             payload: event.encode_to_vec(),
@@ -104,13 +108,14 @@ impl Envelope {
     /// CloudEvents attributes included.
     pub fn properties(&self, timestamp_secs: u64) -> BasicProperties {
         let mut headers = FieldTable::default();
+        let message_id = self.message_id.to_string();
         let time = self
             .staged_at
             .unwrap_or_else(chrono::Utc::now)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         for (key, value) in [
             (cloud_events::SPECVERSION, cloud_events::VERSION),
-            (cloud_events::ID, &self.message_id),
+            (cloud_events::ID, &message_id),
             (cloud_events::SOURCE, &format!("/shop/{}", self.app_id)),
             (cloud_events::TYPE, &self.message_type),
             (cloud_events::TIME, &time),
@@ -131,7 +136,7 @@ impl Envelope {
             }
         }
         BasicProperties::default()
-            .with_message_id(self.message_id.as_str().into())
+            .with_message_id(message_id.into())
             .with_type(self.message_type.as_str().into())
             .with_content_type(CONTENT_TYPE.into())
             .with_timestamp(timestamp_secs)
@@ -175,11 +180,6 @@ impl EventContext {
             ..Self::default()
         }
     }
-}
-
-/// A fresh message id: UUID v7, time-ordered.
-pub fn new_message_id() -> String {
-    uuid::Uuid::now_v7().to_string()
 }
 
 /// Why a delivery could not be turned into an event. Every variant is permanent: the message

@@ -32,7 +32,7 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
-use crate::config::{AmqpConfig, AuthConfig, env_addr, env_parse, env_var};
+use crate::config::{AmqpConfig, AuthConfig, Source};
 use crate::messaging::MessagingConfig;
 use crate::messaging::{Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions};
 use crate::metrics::Metrics;
@@ -111,12 +111,22 @@ impl ServiceConfig {
         default_port: u16,
         default_http_port: u16,
     ) -> anyhow::Result<Self> {
+        Self::load(name, default_port, default_http_port, Source::Environment)
+    }
+
+    /// Reads the settings of service `name` from `source`.
+    pub fn load(
+        name: &'static str,
+        default_port: u16,
+        default_http_port: u16,
+        source: Source,
+    ) -> anyhow::Result<Self> {
         let upper = name.to_uppercase();
-        let grpc_addr = env_addr(
+        let grpc_addr = source.addr(
             &format!("{upper}_GRPC_ADDR"),
             SocketAddr::from(([0, 0, 0, 0], default_port)),
         )?;
-        let http_addr = env_addr(
+        let http_addr = source.addr(
             &format!("{upper}_HTTP_ADDR"),
             SocketAddr::from(([0, 0, 0, 0], default_http_port)),
         )?;
@@ -124,12 +134,14 @@ impl ServiceConfig {
             name,
             grpc_addr,
             http_addr,
-            database_url: env_var(&format!("{upper}_DATABASE_URL"))
-                .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/shop_{name}")),
-            pool_size: env_parse("DATABASE_POOL_SIZE", 16)?,
-            amqp: AmqpConfig::from_env(),
-            messaging: MessagingConfig::from_env()?,
-            auth: AuthConfig::from_env()?,
+            database_url: source.get_or(
+                &format!("{upper}_DATABASE_URL"),
+                format!("postgres://postgres@127.0.0.1:5432/shop_{name}"),
+            )?,
+            pool_size: source.get("DATABASE_POOL_SIZE")?,
+            amqp: AmqpConfig::load(source)?,
+            messaging: MessagingConfig::load(source)?,
+            auth: AuthConfig::load(source)?,
             shared_links: None,
         })
     }
