@@ -88,7 +88,8 @@ impl Orders {
                 .await?;
         if inserted {
             drop(conn);
-            self.waker.wake();
+            // Committed: the relay publishes order.created at once (the fast path).
+            self.waker.committed(vec![created]);
             return Ok(order);
         }
         // Either the key was used before (a retried call: the conflicting insert has
@@ -166,11 +167,12 @@ impl Orders {
             .map_err(|status| OrderError::NotCancellable(status.as_str()))?;
         let at = now();
         repository::set_status(&mut tx, order_id, cancelled, &reason, at).await?;
-        outbox::stage(&mut tx, &order_cancelled(&order, &reason), context).await?;
+        let event = Envelope::new(&order_cancelled(&order, &reason), "", context);
+        outbox::stage_envelope(&mut tx, &event).await?;
         // No longer pending: its deadline has nothing left to do.
         schedule::cancel(&mut tx, &[deadline_key(order_id)]).await?;
         tx.commit().await?;
-        self.waker.wake();
+        self.waker.committed(vec![event]);
         order.status = cancelled;
         order.status_reason = reason;
         order.updated_at = at;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret as _;
 use shop_shared::auth::{Caller, Claims, Role};
 use shop_shared::ids::UserId;
-use shop_shared::messaging::{EventContext, OutboxWaker, Retired, outbox};
+use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, Retired, outbox};
 use shop_shared::time::now;
 use sqlx::PgPool;
 
@@ -82,10 +82,11 @@ impl Users {
         repository::insert_user(&mut tx, &user, &new.profile, &hash, Role::Customer).await?;
         // Same transaction: the user exists if and only if user.created (in each of its
         // shapes, one message id) will be published.
-        let shapes = user_created(&user, &new.profile, context);
-        outbox::stage_shapes(&mut tx, shapes, &self.retired).await?;
+        let staged = user_created(&user, &new.profile, context).to_publish(&self.retired);
+        outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;
-        self.waker.wake();
+        // Committed: the relay publishes them at once (the fast path).
+        self.waker.committed(staged);
         tracing::info!(user_id = %user.user_id, "user created");
         Ok(user)
     }
@@ -175,14 +176,16 @@ impl Users {
         if let Some(name) = patch.name.filter(|_| name_changed) {
             user.name = name;
         }
+        let mut staged = Vec::new();
         if email_changed || name_changed {
             let now = now();
             repository::update_user(&mut tx, &user, now).await?;
             let event = user_updated(&user, email_changed, name_changed, now);
-            outbox::stage(&mut tx, &event, context).await?;
+            staged.push(Envelope::new(&event, "", context));
+            outbox::stage_envelopes(&mut tx, &staged).await?;
         }
         tx.commit().await?;
-        self.waker.wake();
+        self.waker.committed(staged);
         Ok(user)
     }
 
@@ -224,10 +227,11 @@ impl Users {
                 };
                 let profile = SignUpProfile::default();
                 repository::insert_user(&mut tx, &user, &profile, &hash, Role::Staff).await?;
-                let shapes = user_created(&user, &profile, &EventContext::new_flow());
-                outbox::stage_shapes(&mut tx, shapes, &self.retired).await?;
+                let staged = user_created(&user, &profile, &EventContext::new_flow())
+                    .to_publish(&self.retired);
+                outbox::stage_envelopes(&mut tx, &staged).await?;
                 tx.commit().await?;
-                self.waker.wake();
+                self.waker.committed(staged);
                 tracing::info!(user_id = %user.user_id, "staff account created");
             }
         }

@@ -155,7 +155,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "OUTBOX_POLL_MS",
         default: Fallback::Value("1000"),
-        meaning: "how often the relay polls as a fallback: it is woken in-process right after its service commits a transaction that staged events, and by a NOTIFY on the PostgreSQL channel `shop_outbox`, which only tools outside the process send (`shop outbox unpark`)",
+        meaning: "how often the relay claims staged rows as a fallback: what its service commits is handed to it in-process right after the commit (the fast path), and a NOTIFY on the PostgreSQL channel `shop_outbox`, which only tools outside the process send (`shop outbox unpark`), wakes it",
     },
     Setting {
         key: "OUTBOX_MAX_ATTEMPTS",
@@ -185,7 +185,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "OUTBOX_CONFIRM_TIMEOUT_MS",
         default: Fallback::Value("10000"),
-        meaning: "how long a relay round waits for the broker's confirms before it releases its rows, unchanged, and starts again on a new channel",
+        meaning: "how long a relay waits for the broker's confirms before it releases its rows, unchanged, and starts again on a new channel; also how old a row must be before a polling round claims it while the fast path is in use",
     },
     Setting {
         key: "OUTBOX_RETENTION_S",

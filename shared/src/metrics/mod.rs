@@ -66,6 +66,8 @@ pub const CONSUMER_LAG: &str = "shop_consumer_lag_seconds";
 pub const QUEUE_MESSAGES: &str = "shop_queue_messages";
 /// Counter: published messages that reached no queue (returned by the broker).
 pub const UNROUTABLE: &str = "shop_unroutable_messages_total";
+/// Outbox rows both the fast path and the claiming relay published (the inbox absorbs them).
+pub const PUBLISHED_TWICE: &str = "shop_outbox_published_twice_total";
 /// The database pool's connections, by state (`idle`, `used`).
 pub const DB_CONNECTIONS: &str = "db_client_connection_count";
 /// The database pool's size limit.
@@ -227,6 +229,7 @@ impl Metrics {
                 UNROUTABLE,
                 "Published messages that reached no queue (returned by the broker), by routing key"
             );
+            describe_counter!(PUBLISHED_TWICE, "Outbox rows published by both relay paths");
         });
     }
 
@@ -258,6 +261,11 @@ impl Metrics {
     /// Outbox publishes that failed.
     pub fn publish_failed(&self, count: u64) {
         self.with(|| metrics::counter!(OUTBOX_PUBLISH_FAILURES).increment(count));
+    }
+
+    /// Rows the fast path published that the claiming relay published too.
+    pub fn published_twice(&self, count: u64) {
+        self.with(|| metrics::counter!(PUBLISHED_TWICE).increment(count));
     }
 
     /// A relay round that claimed rows took `elapsed`.

@@ -182,6 +182,13 @@ impl Harness {
             .push(tokio::spawn(relay.run(self.shutdown.clone())));
     }
 
+    /// Runs a relay that takes what `waker` hands over (its fast path).
+    pub(crate) fn spawn_relay_with(&mut self, waker: &shop_shared::messaging::OutboxWaker) {
+        let relay = self.relay().with_waker(waker.clone());
+        self.tasks
+            .push(tokio::spawn(relay.run(self.shutdown.clone())));
+    }
+
     /// Stages `OrderCreated { order_id }` in its own committed transaction.
     pub(crate) async fn stage(&self, order_id: &str) -> String {
         let mut tx = self.pool.begin().await.unwrap();

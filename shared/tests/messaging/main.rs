@@ -4,6 +4,7 @@
 mod helpers;
 
 mod consumer;
+mod fast_path;
 mod metrics;
 mod outbox;
 mod readiness;

@@ -228,9 +228,8 @@ impl Inner {
         }
         outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;
-        if !staged.is_empty() {
-            self.waker.wake();
-        }
+        // Committed: the relay publishes them at once (the fast path).
+        self.waker.committed(staged);
         for name in counted {
             self.metrics.count(name);
         }

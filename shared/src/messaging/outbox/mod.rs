@@ -8,10 +8,14 @@
 //!   same row at the same time;
 //! - publishes a batch pipelined (every publish sent, then every confirm awaited) and marks the
 //!   confirmed rows published with one UPDATE;
-//! - wakes as soon as its own process committed outbox rows ([`OutboxWaker`]), on
-//!   `LISTEN shop_outbox` for writers elsewhere ([`notify_relays`]), and polls as the fallback
-//!   (a per-commit NOTIFY trigger would serialise every commit: see the migration
-//!   `20261123000001_outbox_wake_in_process.sql`);
+//! - publishes what its own process committed at once, without reading it back: the committing
+//!   code hands the events over after the commit ([`OutboxWaker::committed`], the fast path),
+//!   and the rows are marked after the confirm; the claim is for the rest (rows a crash, a
+//!   broker outage or another process left, scheduled messages);
+//! - claims when woken ([`OutboxWaker::wake`]), on `LISTEN shop_outbox` for writers elsewhere
+//!   ([`notify_relays`]), and polls as the fallback, leaving rows younger than the confirm
+//!   timeout to the fast path then (a per-commit NOTIFY trigger would serialise every commit:
+//!   see the migration `20261123000001_outbox_wake_in_process.sql`);
 //! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
 //!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;
 //! - purges published rows after the retention period;
@@ -19,7 +23,8 @@
 //!   take, in the service's [`Metrics`].
 //!
 //! # Layout
-//! - `stage` — staging in the caller's transaction, and waking the relays.
+//! - `stage` — staging in the caller's transaction, and reaching the relays.
+//! - `fast` — the fast path: events handed over after their commit, published at once.
 //! - `relay` — the [`Relay`]: its loop, the claim, the purge.
 //! - `publish` — one round's messages sent pipelined, each producer span, the confirms.
 //! - `round` — what a round did with each row, recorded in its transaction.
@@ -42,6 +47,7 @@ macro_rules! claimed_columns {
     };
 }
 
+mod fast;
 mod publish;
 mod relay;
 mod round;

@@ -25,6 +25,18 @@ impl Relay {
         returned: &[(String, String)],
         failed: usize,
     ) {
+        self.count_sent(published_keys, returned, failed);
+        self.metrics.relay_round(started.elapsed());
+    }
+
+    /// Counts events confirmed, per routing key, the failed publishes, and the events no queue
+    /// was bound for (each routing key logged once).
+    pub(super) fn count_sent(
+        &self,
+        published_keys: &[&str],
+        returned: &[(String, String)],
+        failed: usize,
+    ) {
         let exchange = self.names.exchange();
         let mut counts: Vec<(&str, u64)> = Vec::new();
         for key in published_keys {
@@ -55,24 +67,30 @@ impl Relay {
                 );
             }
         }
-        self.metrics.relay_round(started.elapsed());
     }
 
     /// Sends every row, then awaits every confirm: one round trip for the whole batch.
-    ///
-    /// Each message gets a producer span whose parent is the span that staged the row (its
-    /// stored trace context), so the publish continues the request's trace, not the relay
-    /// loop's; the message carries the producer span's context in its headers.
     pub(super) async fn publish_pipelined(
         &self,
         channel: &Channel,
         rows: &[&ClaimedRow],
     ) -> Vec<Sent> {
+        let envelopes: Vec<Envelope> = rows.iter().map(|row| self.envelope(row)).collect();
+        let in_flight = self.send(channel, envelopes).await;
+        self.confirmed(in_flight).await
+    }
+
+    /// Sends every envelope (as this relay's `app_id`), without waiting for a confirm.
+    ///
+    /// Each message gets a producer span whose parent is the span that staged the row (its
+    /// stored trace context), so the publish continues the request's trace, not the relay
+    /// loop's; the message carries the producer span's context in its headers.
+    pub(super) async fn send(&self, channel: &Channel, envelopes: Vec<Envelope>) -> Vec<InFlight> {
         let exchange = self.names.exchange();
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut envelope = self.envelope(row);
+        let mut pending = Vec::new();
+        for mut envelope in envelopes {
+            envelope.app_id.clone_from(&self.app_id);
             let span = tracing::info_span!(
                 "amqp.publish",
                 otel.name = %format!("{} publish", envelope.routing_key),
@@ -119,31 +137,39 @@ impl Relay {
                     .await
                     .map_err(|e| Sent::failed(&e)),
             };
-            pending.push((sent, span));
+            pending.push(InFlight { sent, span });
         }
+        pending
+    }
+
+    /// Awaits the confirm of every message sent, each at most `OUTBOX_CONFIRM_TIMEOUT_MS`:
+    /// what the broker made of each, in order.
+    pub(super) async fn confirmed(&self, in_flight: Vec<InFlight>) -> Vec<Sent> {
         let timeout = self.config.confirm_timeout;
-        let confirms = pending.into_iter().map(|(sent, span)| async move {
-            let outcome = match sent {
-                Err(failed) => failed,
-                Ok(confirm) => match tokio::time::timeout(timeout, confirm).await {
-                    Ok(Ok(Confirmation::Ack(returned))) => Sent::Confirmed {
-                        returned: returned.is_some(),
+        let confirms = in_flight
+            .into_iter()
+            .map(|InFlight { sent, span }| async move {
+                let outcome = match sent {
+                    Err(failed) => failed,
+                    Ok(confirm) => match tokio::time::timeout(timeout, confirm).await {
+                        Ok(Ok(Confirmation::Ack(returned))) => Sent::Confirmed {
+                            returned: returned.is_some(),
+                        },
+                        Ok(Ok(Confirmation::NotRequested)) => Sent::Confirmed { returned: false },
+                        Ok(Ok(Confirmation::Nack(_))) => {
+                            Sent::BrokerFault("the broker nacked the message".to_owned())
+                        }
+                        Ok(Err(e)) => Sent::failed(&e),
+                        Err(_) => Sent::TimedOut(timeout),
                     },
-                    Ok(Ok(Confirmation::NotRequested)) => Sent::Confirmed { returned: false },
-                    Ok(Ok(Confirmation::Nack(_))) => {
-                        Sent::BrokerFault("the broker nacked the message".to_owned())
-                    }
-                    Ok(Err(e)) => Sent::failed(&e),
-                    Err(_) => Sent::TimedOut(timeout),
-                },
-            };
-            if !matches!(outcome, Sent::Confirmed { .. }) {
-                span.record("otel.status_code", "ERROR");
-            }
-            // The producer span ends here, once the broker has answered.
-            drop(span);
-            outcome
-        });
+                };
+                if !matches!(outcome, Sent::Confirmed { .. }) {
+                    span.record("otel.status_code", "ERROR");
+                }
+                // The producer span ends here, once the broker has answered.
+                drop(span);
+                outcome
+            });
         join_all(confirms).await
     }
 
@@ -178,6 +204,12 @@ fn check_publishable(envelope: &Envelope) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// One message sent, its confirm not awaited yet; its producer span ends with the confirm.
+pub(super) struct InFlight {
+    sent: Result<lapin::publisher_confirm::PublisherConfirm, Sent>,
+    span: tracing::Span,
 }
 
 /// How the broker took one message of a round.

@@ -3,7 +3,7 @@
 //! claims, wakes on its process's commits or a NOTIFY, and purges published rows.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -73,6 +73,8 @@ pub struct Relay {
     pub(super) started: Instant,
     /// The routing keys whose unroutable messages were logged (once per key).
     pub(super) unroutable_logged: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Messages the fast path took and has not marked (or left to the claiming relay) yet.
+    pub(super) fast_pending: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -130,6 +132,7 @@ impl Relay {
             scheduled_checked_ms: Arc::default(),
             started: Instant::now(),
             unroutable_logged: Arc::default(),
+            fast_pending: Arc::default(),
         }
     }
 
@@ -176,7 +179,14 @@ impl Relay {
         let channel = leased.channel;
         // The channel is the session's own: whatever ends the session closes it (the shared
         // connection stays for the other sessions, and is replaced by the link if it failed).
-        let result = self.work(&channel, shutdown).await;
+        // Hand-offs from before (a lost session's) are dropped: the first round claims them.
+        self.waker.take_hand_offs(false);
+        self.fast_pending.store(0, Ordering::Release);
+        let result = tokio::select! {
+            worked = self.work(&channel, shutdown) => worked,
+            failed = self.fast_path(&channel) => failed.map(|()| false),
+        };
+        self.waker.take_hand_offs(false);
         if channel.status().connected() {
             let _ = channel.close(200, "relay stopping").await;
         }
@@ -197,6 +207,13 @@ impl Relay {
 
         let mut last_purge = Instant::now();
         let mut worked = false;
+        // Rounds claim every due row, except a round the poll timer started while the fast path
+        // is in use (something was handed over within the grace period): it leaves the rows
+        // younger than that to the fast path, which may be publishing them. The first round
+        // takes everything: hand-offs open after it.
+        let grace = self.config.confirm_timeout;
+        let mut claim_grace = Duration::ZERO;
+        let mut first = true;
         // The round claimed and published whose outcome is being recorded: its mark (UPDATE,
         // COMMIT) runs while the next round claims and publishes, so a commit's fsync is off
         // the path of the rows behind it. Its rows stay locked until then, so the next claim
@@ -207,12 +224,18 @@ impl Relay {
             // confirmed and marked, or released, never left half done.
             let (claimed, marked) = match unmarked.take() {
                 Some(previous) => {
-                    let (claimed, marked) =
-                        tokio::join!(self.claim_and_publish(channel), previous.mark(self));
+                    let (claimed, marked) = tokio::join!(
+                        self.claim_and_publish(channel, claim_grace),
+                        previous.mark(self)
+                    );
                     (claimed, Some(marked))
                 }
-                None => (self.claim_and_publish(channel).await, None),
+                None => (self.claim_and_publish(channel, claim_grace).await, None),
             };
+            claim_grace = Duration::ZERO;
+            if std::mem::take(&mut first) && !shutdown.is_cancelled() {
+                self.waker.take_hand_offs(true);
+            }
             if let Some(marked) = marked {
                 match marked {
                     Ok(outcome) => self.settled(&outcome, &shutdown, &mut worked),
@@ -244,8 +267,16 @@ impl Relay {
                 last_purge = Instant::now();
             }
             if shutdown.is_cancelled() {
-                // Stopping: the round that was running when the signal came may have missed
-                // rows committed just before it, so go on until a round finds nothing due.
+                // Stopping: no more hand-offs (a commit from now on wakes the claiming loop),
+                // and what the fast path has in flight is confirmed and marked first, so the
+                // rounds below do not publish it again.
+                self.waker.take_hand_offs(false);
+                let waited = Instant::now();
+                while !self.fast_path_idle() && waited.elapsed() < self.config.confirm_timeout {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                // The round that was running when the signal came may have missed rows
+                // committed just before it, so go on until a round finds nothing due.
                 if claimed > 0 || unmarked.is_some() {
                     continue;
                 }
@@ -271,7 +302,11 @@ impl Relay {
                         tokio::time::sleep(self.config.linger).await;
                     }
                 }
-                () = tokio::time::sleep(self.config.poll_interval) => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {
+                    if self.waker.handed_off_within(grace) {
+                        claim_grace = grace;
+                    }
+                }
                 () = shutdown.cancelled() => {}
             }
         }
@@ -289,14 +324,18 @@ impl Relay {
     /// Claims up to `batch_size` due rows, publishes them and records the outcome, in one
     /// transaction. Public so tests and the benchmark can drive the relay step by step.
     pub async fn publish_round(&self, channel: &Channel) -> anyhow::Result<RoundOutcome> {
-        self.claim_and_publish(channel).await?.mark(self).await
+        self.claim_and_publish(channel, Duration::ZERO)
+            .await?
+            .mark(self)
+            .await
     }
 
     /// The first half of a round: claims up to `batch_size` due rows and publishes them, each
     /// confirmed (or failed) by the broker. The rows stay locked by the round's transaction
     /// until [`Round::mark`] records the outcome, so another round (of this relay or another)
-    /// skips them meanwhile.
-    async fn claim_and_publish(&self, channel: &Channel) -> anyhow::Result<Round> {
+    /// skips them meanwhile. Rows staged less than `grace` ago are left alone (the fast path
+    /// may be publishing them).
+    async fn claim_and_publish(&self, channel: &Channel, grace: Duration) -> anyhow::Result<Round> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
@@ -310,9 +349,11 @@ impl Relay {
             " FROM outbox \
                  WHERE published_at IS NULL AND NOT dead AND due_at IS NULL \
                    AND (next_attempt_at IS NULL OR next_attempt_at <= now()) \
+                   AND created_at <= now() - make_interval(secs => $2) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
         .bind(self.config.batch_size)
+        .bind(grace.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
         // Scheduled rows that are due, through `outbox_scheduled` (a range up to now: the

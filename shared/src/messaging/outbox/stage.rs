@@ -1,6 +1,6 @@
 //! Staging events in the caller's transaction (published if and only if it commits), and
-//! waking the relays: in-process after a commit ([`OutboxWaker`]), or from elsewhere with
-//! `NOTIFY shop_outbox` ([`notify_relays`]).
+//! reaching the relays: in-process after a commit ([`OutboxWaker`]: the committed events handed
+//! over, or a wake-up), or from elsewhere with `NOTIFY shop_outbox` ([`notify_relays`]).
 
 use shop_proto::Event;
 use sqlx::PgConnection;
@@ -10,10 +10,30 @@ use crate::messaging::envelope::{Envelope, EventContext, MessageId};
 /// The NOTIFY channel relays LISTEN on.
 pub const NOTIFY_CHANNEL: &str = "shop_outbox";
 
-/// Wakes the relay of this process after a commit that staged events: the in-process,
-/// zero-cost path (no database round trip, no commit-time lock).
+/// The most envelopes waiting for the fast path; beyond them a commit wakes the claiming
+/// relay instead (the rows are in the table either way).
+const MAX_HANDED_OFF: usize = 10_000;
+
+/// How the code that commits staged events reaches the relay of its own process: it hands
+/// the committed events over ([`OutboxWaker::committed`]: the fast path publishes them at once,
+/// without reading them back), or wakes the relay to claim what is in the table
+/// ([`OutboxWaker::wake`]). In-process: no database round trip, no commit-time lock.
 #[derive(Debug, Clone, Default)]
-pub struct OutboxWaker(std::sync::Arc<tokio::sync::Notify>);
+pub struct OutboxWaker(std::sync::Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Wakes the claiming loop.
+    claim: tokio::sync::Notify,
+    /// Wakes the fast path.
+    handed: tokio::sync::Notify,
+    /// Events committed and handed over, not taken by the fast path yet.
+    queue: std::sync::Mutex<Vec<Envelope>>,
+    /// Whether a relay's fast path takes hand-offs (while its session runs).
+    open: std::sync::atomic::AtomicBool,
+    /// When something was last handed over (milliseconds since the Unix epoch).
+    last_hand_off_ms: std::sync::atomic::AtomicU64,
+}
 
 impl OutboxWaker {
     /// A waker no relay listens to yet.
@@ -21,14 +41,80 @@ impl OutboxWaker {
         Self::default()
     }
 
-    /// Wakes the relay (or makes its next wait return at once).
+    /// Wakes the relay to claim staged rows (or makes its next wait return at once).
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.claim.notify_one();
+    }
+
+    /// After the commit of a transaction that staged `envelopes` (exactly those, as staged):
+    /// hands them to this process's relay, which publishes them at once and marks their rows
+    /// afterwards. When no relay session takes hand-offs (none runs, or it is reconnecting) or
+    /// too many wait, wakes the relay to claim them from the table instead.
+    pub fn committed(&self, envelopes: Vec<Envelope>) {
+        use std::sync::atomic::Ordering;
+        if envelopes.is_empty() {
+            return;
+        }
+        if self.0.open.load(Ordering::Acquire) {
+            let mut queue = self.queue();
+            if queue.len() + envelopes.len() <= MAX_HANDED_OFF {
+                queue.extend(envelopes);
+                drop(queue);
+                self.0.last_hand_off_ms.store(unix_ms(), Ordering::Release);
+                self.0.handed.notify_one();
+                return;
+            }
+        }
+        self.wake();
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Envelope>> {
+        self.0.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) async fn woken(&self) {
-        self.0.notified().await;
+        self.0.claim.notified().await;
     }
+
+    /// Opens or closes the fast path; what waits is dropped (its rows are in the table, and
+    /// the claiming relay publishes them).
+    pub(super) fn take_hand_offs(&self, open: bool) {
+        self.0
+            .open
+            .store(open, std::sync::atomic::Ordering::Release);
+        self.queue().clear();
+    }
+
+    /// Waits until something was handed over (at once when something was since the last take).
+    pub(super) async fn handed(&self) {
+        self.0.handed.notified().await;
+    }
+
+    /// Takes what was handed over.
+    pub(super) fn take(&self) -> Vec<Envelope> {
+        std::mem::take(&mut *self.queue())
+    }
+
+    /// Whether something was handed over less than `period` ago (the fast path may be
+    /// publishing rows that young).
+    pub(super) fn handed_off_within(&self, period: std::time::Duration) -> bool {
+        let last = self
+            .0
+            .last_hand_off_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        last > 0 && unix_ms().saturating_sub(last) <= period.as_millis() as u64
+    }
+
+    /// How many hand-offs wait.
+    pub(super) fn waiting(&self) -> usize {
+        self.queue().len()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Wakes every relay on the database, for a writer outside a service process (a tool that

@@ -57,6 +57,13 @@ pub const HOPS: [(&str, &str); 8] = [
     ),
 ];
 
+/// The relay hops: a commit (or CreateOrder's answer) until the broker confirmed the event.
+pub const RELAY_HOPS: [&str; 3] = [
+    "order_created_confirmed",
+    "inventory_reserved_confirmed",
+    "order_confirmed_confirmed",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     CreateOrder,

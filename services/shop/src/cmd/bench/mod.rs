@@ -19,6 +19,7 @@ pub mod baselines;
 pub mod consistency;
 pub mod cpu;
 pub mod hops;
+pub mod idle;
 pub mod load;
 pub mod report;
 mod run;
@@ -70,6 +71,10 @@ pub struct BenchArgs {
     /// Lines per order (distinct products) [default: 1 to 3]
     #[arg(long)]
     pub lines: Option<usize>,
+    /// Seconds of the idle phase at the end: the services' CPU with no traffic at all
+    /// (`idle_cpu_fraction`); 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    pub idle_seconds: f64,
     /// Print one JSON object (on stdout) instead of the table [default: the table]
     #[arg(long)]
     pub json: bool,

@@ -5,6 +5,7 @@ use serde_json::json;
 use super::baselines::Baselines;
 use super::consistency::Consistency;
 use super::hops::{self};
+use super::idle::Quiet;
 use super::stats::Percentiles;
 
 /// The figures of one load phase.
@@ -74,6 +75,8 @@ pub struct Report {
     pub lines: Option<usize>,
     /// `--products`.
     pub products: usize,
+    /// The idle phase, and what the services counted over the run.
+    pub quiet: Quiet,
 }
 
 impl Report {
@@ -82,6 +85,32 @@ impl Report {
         let bound = self.baselines?.bound_orders_per_s();
         let achieved = self.closed.as_ref()?.orders_per_s;
         (bound > 0.0).then(|| achieved / bound)
+    }
+
+    /// The slowest relay hop's p50 (a commit until the broker confirmed the event) over the
+    /// broker confirm's p50, in the fixed-rate phase: how much the relay adds to the confirm.
+    pub fn relay_hop_vs_confirm_p50(&self) -> f64 {
+        let Some(open) = &self.open else { return 0.0 };
+        let confirm = open.broker_confirm.p50_ms;
+        let relay_hops = hops::HOPS
+            .iter()
+            .zip(&open.hops)
+            .filter(|((name, _), _)| hops::RELAY_HOPS.contains(name))
+            .map(|(_, p)| p.p50_ms);
+        match relay_hops.reduce(f64::max) {
+            Some(slowest) if confirm > 0.0 => slowest / confirm,
+            _ => 0.0,
+        }
+    }
+
+    /// The fixed-rate phase's end-to-end p50 over the broker confirm's p50.
+    pub fn e2e_p50_vs_confirm_p50(&self) -> f64 {
+        match &self.open {
+            Some(open) if open.broker_confirm.p50_ms > 0.0 => {
+                open.end_to_end.p50_ms / open.broker_confirm.p50_ms
+            }
+            _ => 0.0,
+        }
     }
 
     /// One flat JSON object with every figure.
@@ -146,6 +175,12 @@ impl Report {
             "amqp_connections": process.amqp_connections,
             "context_switches_per_order": process.context_switches_per_order,
             "max_context_switches_per_order": closed.context_switches_per_order,
+            "relay_hop_vs_confirm_p50": self.relay_hop_vs_confirm_p50(),
+            "e2e_p50_vs_confirm_p50": self.e2e_p50_vs_confirm_p50(),
+            "idle_seconds": self.quiet.idle_seconds,
+            "idle_cpu_fraction": self.quiet.idle_cpu_fraction,
+            "events_published": self.quiet.events_published,
+            "published_twice": self.quiet.published_twice,
             "lines_per_order": self.lines.map_or(json!("1-3"), |l| json!(l)),
             "products": self.products,
         });
@@ -258,6 +293,25 @@ impl Report {
         if let Some(f) = self.fraction_of_bound() {
             println!("\nfraction of the bound     {f:.2}");
         }
+        if self.open.is_some() {
+            println!(
+                "slowest relay hop / broker confirm (p50) {:.2}   end to end / broker confirm (p50) {:.1}",
+                self.relay_hop_vs_confirm_p50(),
+                self.e2e_p50_vs_confirm_p50()
+            );
+        }
+        let q = &self.quiet;
+        if q.idle_seconds > 0.0 {
+            println!(
+                "idle                      {:.2}% of one core over {:.0} s with no traffic",
+                q.idle_cpu_fraction * 100.0,
+                q.idle_seconds
+            );
+        }
+        println!(
+            "published by both relay paths {} of {} events (duplicates the inbox absorbed)",
+            q.published_twice, q.events_published
+        );
         let c = &self.consistency;
         println!(
             "\nconsistency: {} confirmed, {} rejected, {} pending, {} dead letters, {} unpublished outbox rows",

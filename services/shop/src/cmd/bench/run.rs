@@ -12,6 +12,7 @@ use super::baselines::{self, Baselines};
 use super::consistency::{self};
 use super::cpu;
 use super::hops::HopRecorder;
+use super::idle;
 use super::load::{self, Observer, PhaseOutcome};
 use super::setup::{self, Target};
 use super::stats::{Percentiles, Samples};
@@ -133,7 +134,12 @@ impl Report {
         eprintln!("checking consistency …");
         let consistency =
             consistency::check(target, &all_orders, &stock, Duration::from_secs(60)).await?;
+        if args.idle_seconds > 0.0 {
+            eprintln!("idle phase ({} s, no traffic) …", args.idle_seconds);
+        }
+        let quiet = idle::measure(target, args.idle_seconds).await;
         Ok(Self {
+            quiet,
             baselines,
             closed,
             open,

@@ -24,6 +24,8 @@ use crate::system::{Addresses, BuiltSystem, RunningSystem, SystemConfig};
 pub struct Target {
     /// Where the services listen.
     pub addresses: Addresses,
+    /// Their HTTP ports (`/metrics`).
+    pub http: Addresses,
     /// The broker URL.
     pub amqp_url: String,
     /// Broker names (the prefix of this run, or the environment's).
@@ -86,7 +88,7 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
             "--target needs the target's staff account to stock products: set SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD"
         ),
     };
-    let (addresses, running) = match target {
+    let (addresses, http, running) = match target {
         Some(host) => {
             let addr = |port: u16| -> anyhow::Result<std::net::SocketAddr> {
                 use std::net::ToSocketAddrs as _;
@@ -101,7 +103,13 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
                 inventory: addr(50053)?,
                 notification: addr(50054)?,
             };
-            (addresses, None)
+            let http = Addresses {
+                user: addr(9091)?,
+                order: addr(9092)?,
+                inventory: addr(9093)?,
+                notification: addr(9094)?,
+            };
+            (addresses, http, None)
         }
         None => {
             let prefix = format!("bench{run_id}_");
@@ -118,8 +126,8 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
                 service.amqp.prefix = prefix.clone();
             }
             let built = BuiltSystem::build(config.clone()).await?;
-            let addresses = built.addresses();
-            (addresses, Some(built.spawn(CancellationToken::new())))
+            let (addresses, http) = (built.addresses(), built.http_addresses());
+            (addresses, http, Some(built.spawn(CancellationToken::new())))
         }
     };
     let connect = |url: String| async move {
@@ -135,6 +143,7 @@ pub async fn start(target: Option<&str>) -> anyhow::Result<Target> {
     };
     Ok(Target {
         addresses,
+        http,
         amqp_url: config.order.service.amqp.url.clone(),
         names: config.order.service.names(),
         pools,
