@@ -21,13 +21,20 @@ async fn commit(h: &Harness, order_id: &str) -> Envelope {
     envelope
 }
 
-/// Hands one event over and waits for it: afterwards the relay's fast path is open (it opens
-/// after the relay's first round, which ran before this event could be published).
+/// Gets the relay's fast path open and in use: a first event through the claim (woken), so
+/// the relay's first round is over (the fast path opens after it), then one handed over.
 async fn warm_up(h: &Harness, waker: &OutboxWaker, probe: &mut EventProbe) {
-    let envelope = commit(h, "warm-up").await;
+    commit(h, "warm-up-claimed").await;
+    waker.wake();
+    probe.expect(WAIT, "the first event").await;
+    eventually(WAIT, "its claim round counted", || async {
+        (metric(&h.metrics.render(), ROUNDS, &[]) >= 1.0).then_some(())
+    })
+    .await;
+    let envelope = commit(h, "warm-up-handed").await;
     waker.committed(vec![envelope]);
-    probe.expect(WAIT, "the warm-up event").await;
-    eventually(WAIT, "the warm-up row marked", || async {
+    probe.expect(WAIT, "the handed-over event").await;
+    eventually(WAIT, "the warm-up rows marked", || async {
         (h.unpublished().await == 0).then_some(())
     })
     .await;

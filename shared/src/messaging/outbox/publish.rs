@@ -88,7 +88,7 @@ impl Relay {
     pub(super) async fn send(&self, channel: &Channel, envelopes: Vec<Envelope>) -> Vec<InFlight> {
         let exchange = self.names.exchange();
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let mut pending = Vec::new();
+        let mut prepared = Vec::with_capacity(envelopes.len());
         for mut envelope in envelopes {
             envelope.app_id.clone_from(&self.app_id);
             let span = tracing::info_span!(
@@ -120,26 +120,34 @@ impl Relay {
             };
             envelope.traceparent = carried.traceparent;
             envelope.tracestate = carried.tracestate;
-            let sent = match check_publishable(&envelope) {
-                Err(e) => Err(Sent::RowFault(e)),
-                Ok(()) => channel
-                    .basic_publish(
-                        &exchange,
-                        &envelope.routing_key,
-                        BasicPublishOptions {
-                            // Returned, not dropped, when no queue is bound to its key: counted.
-                            mandatory: true,
-                            immediate: false, // not supported by RabbitMQ
-                        },
-                        &envelope.payload,
-                        envelope.properties(now),
-                    )
-                    .await
-                    .map_err(|e| Sent::failed(&e)),
-            };
-            pending.push(InFlight { sent, span });
+            prepared.push((envelope, span));
         }
-        pending
+        // Every publish handed to the connection at once (in order: each takes its delivery
+        // tag when first polled), then their sends awaited together: a batch costs one trip
+        // through the connection's I/O thread, not one per message.
+        let sends = prepared.iter().map(|(envelope, _)| async {
+            check_publishable(envelope).map_err(Sent::RowFault)?;
+            channel
+                .basic_publish(
+                    &exchange,
+                    &envelope.routing_key,
+                    BasicPublishOptions {
+                        // Returned, not dropped, when no queue is bound to its key: counted.
+                        mandatory: true,
+                        immediate: false, // not supported by RabbitMQ
+                    },
+                    &envelope.payload,
+                    envelope.properties(now),
+                )
+                .await
+                .map_err(|e| Sent::failed(&e))
+        });
+        let sent = join_all(sends).await;
+        prepared
+            .into_iter()
+            .zip(sent)
+            .map(|((_, span), sent)| InFlight { sent, span })
+            .collect()
     }
 
     /// Awaits the confirm of every message sent, each at most `OUTBOX_CONFIRM_TIMEOUT_MS`:

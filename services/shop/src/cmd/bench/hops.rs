@@ -64,6 +64,23 @@ pub const RELAY_HOPS: [&str; 3] = [
     "order_confirmed_confirmed",
 ];
 
+/// The event each relay hop publishes, in [`RELAY_HOPS`]' order.
+const RELAY_KEYS: [&str; 3] = ["order.created", "inventory.reserved", "order.confirmed"];
+
+/// What [`HopRecorder::hops`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct HopFigures {
+    /// Each hop of [`HOPS`].
+    pub hops: Vec<Percentiles>,
+    /// The broker's confirm of every publish of those sagas.
+    pub broker_confirm: Percentiles,
+    /// The broker's confirm of each relay hop's own event, in [`RELAY_HOPS`]' order (a batch's
+    /// events may wait longer for theirs than a lone event).
+    pub relay_confirms: Vec<Percentiles>,
+    /// Sagas measured.
+    pub sagas: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     CreateOrder,
@@ -107,31 +124,35 @@ impl HopRecorder {
     /// notified), then of the broker's confirms alone (each publish span, from the publish to
     /// the confirm: the part of a relay hop the relay cannot shorten), and how many sagas that
     /// was.
-    pub fn hops(&self) -> (Vec<Percentiles>, Percentiles, usize) {
+    pub fn hops(&self) -> HopFigures {
         let mut samples: Vec<Samples> = vec![Samples::default(); HOPS.len()];
         let mut confirms = Samples::default();
+        let mut by_key: Vec<Samples> = vec![Samples::default(); RELAY_KEYS.len()];
         let mut complete = 0;
         for points in self.lock().values() {
             if let Some(times) = saga(points) {
                 complete += 1;
                 for publish in points.iter().filter(|p| p.kind == Kind::Publish) {
-                    confirms.record(
-                        publish
-                            .end
-                            .duration_since(publish.start)
-                            .unwrap_or(Duration::ZERO),
-                    );
+                    let took = publish
+                        .end
+                        .duration_since(publish.start)
+                        .unwrap_or(Duration::ZERO);
+                    confirms.record(took);
+                    if let Some(i) = RELAY_KEYS.iter().position(|k| *k == publish.routing_key) {
+                        by_key[i].record(took);
+                    }
                 }
                 for (i, pair) in times.windows(2).enumerate() {
                     samples[i].record(pair[1].duration_since(pair[0]).unwrap_or(Duration::ZERO));
                 }
             }
         }
-        (
-            samples.iter().map(Samples::percentiles).collect(),
-            confirms.percentiles(),
-            complete,
-        )
+        HopFigures {
+            hops: samples.iter().map(Samples::percentiles).collect(),
+            broker_confirm: confirms.percentiles(),
+            relay_confirms: by_key.iter().map(Samples::percentiles).collect(),
+            sagas: complete,
+        }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct PhaseReport {
     pub hops: Vec<Percentiles>,
     /// The broker's confirm of each publish of those sagas.
     pub broker_confirm: Percentiles,
+    /// The broker's confirm of each relay hop's own event ([`hops::RELAY_HOPS`]' order).
+    pub relay_confirms: Vec<Percentiles>,
     /// Sagas the hops were measured on.
     pub hop_sagas: usize,
     /// Threads of the process at the end of the phase's calls.
@@ -124,6 +126,9 @@ impl Report {
         for ((name, _), p) in hops::HOPS.iter().zip(&open.hops) {
             hop_figures.insert(format!("hop_{name}_p50_ms"), json!(p.p50_ms));
             hop_figures.insert(format!("hop_{name}_p99_ms"), json!(p.p99_ms));
+        }
+        for (name, p) in hops::RELAY_HOPS.iter().zip(&open.relay_confirms) {
+            hop_figures.insert(format!("hop_{name}_broker_p50_ms"), json!(p.p50_ms));
         }
         let mut out = json!({
             "consistent": self.consistent,
@@ -288,6 +293,14 @@ impl Report {
                     p.broker_confirm.p50_ms,
                     p.broker_confirm.p99_ms
                 );
+                for (name, c) in hops::RELAY_HOPS.iter().zip(&p.relay_confirms) {
+                    println!(
+                        "    {:<56} p50 {:>6.1} ms  p99 {:>6.1} ms",
+                        format!("(the broker's confirm in {name})"),
+                        c.p50_ms,
+                        c.p99_ms
+                    );
+                }
             }
         }
         if let Some(f) = self.fraction_of_bound() {

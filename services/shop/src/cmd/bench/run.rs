@@ -11,11 +11,11 @@ use anyhow::Context as _;
 use super::baselines::{self, Baselines};
 use super::consistency::{self};
 use super::cpu;
-use super::hops::HopRecorder;
+use super::hops::{HopFigures, HopRecorder};
 use super::idle;
 use super::load::{self, Observer, PhaseOutcome};
 use super::setup::{self, Target};
-use super::stats::{Percentiles, Samples};
+use super::stats::Samples;
 use super::{BenchArgs, Plan};
 
 use super::report::{PhaseReport, Report};
@@ -270,12 +270,12 @@ where
     bar.finish_and_clear();
     let (cpu_after, _) = cpu::cpu_seconds();
     let switches = cpu::context_switches().saturating_sub(switches_before);
-    let (hop_figures, broker_confirm, hop_sagas) = match hops {
+    let figures = match hops {
         Some(hops) => {
             hops.stop();
             hops.hops()
         }
-        None => (Vec::new(), Percentiles::default(), 0),
+        None => HopFigures::default(),
     };
 
     let mut e2e = Samples::default();
@@ -334,9 +334,10 @@ where
         },
         outbox_unpublished_at_end: unpublished,
         outbox_lag_ms: oldest_ms,
-        hops: hop_figures,
-        broker_confirm,
-        hop_sagas,
+        hops: figures.hops,
+        relay_confirms: figures.relay_confirms,
+        broker_confirm: figures.broker_confirm,
+        hop_sagas: figures.sagas,
         threads,
         amqp_connections,
         context_switches_per_order: if placed > 0 {
