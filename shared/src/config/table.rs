@@ -185,7 +185,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "OUTBOX_CONFIRM_TIMEOUT_MS",
         default: Fallback::Value("10000"),
-        meaning: "how long a relay waits for the broker's confirms before it releases its rows, unchanged, and starts again on a new channel; also how old a row must be before a polling round claims it while the fast path is in use",
+        meaning: "how long a relay waits for the broker's confirms before it releases its rows, unchanged, and starts again on a new channel; also how old a row must be before a claiming round takes it while the fast path is in use",
     },
     Setting {
         key: "OUTBOX_RETENTION_S",

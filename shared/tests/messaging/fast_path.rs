@@ -93,7 +93,7 @@ async fn an_event_committed_but_never_handed_over_is_published_by_the_claiming_r
     // Act: committed, then the process "dies" before handing it over.
     let envelope = commit(&h, "o-orphan").await;
 
-    // Assert: a poll round claims it once it is older than the grace.
+    // Assert: a claiming round takes it once it is older than the grace.
     let received = probe.expect(WAIT, "the orphaned event").await;
     assert_eq!(received.meta().message_id, envelope.message_id);
     eventually(WAIT, "the row marked published", || async {

@@ -13,8 +13,8 @@
 //!   and the rows are marked after the confirm; the claim is for the rest (rows a crash, a
 //!   broker outage or another process left, scheduled messages);
 //! - claims when woken ([`OutboxWaker::wake`]), on `LISTEN shop_outbox` for writers elsewhere
-//!   ([`notify_relays`]), and polls as the fallback, leaving rows younger than the confirm
-//!   timeout to the fast path then (a per-commit NOTIFY trigger would serialise every commit:
+//!   ([`notify_relays`]), and polls as the fallback; while the fast path is in use a round
+//!   leaves rows younger than the confirm timeout to it (a per-commit NOTIFY trigger would serialise every commit:
 //!   see the migration `20261123000001_outbox_wake_in_process.sql`);
 //! - isolates a row that keeps failing: a failed row is retried alone, after a delay, and
 //!   parked as `dead` after `max_attempts`, so it never blocks the rows behind it;

@@ -207,12 +207,11 @@ impl Relay {
 
         let mut last_purge = Instant::now();
         let mut worked = false;
-        // Rounds claim every due row, except a round the poll timer started while the fast path
-        // is in use (something was handed over within the grace period): it leaves the rows
-        // younger than that to the fast path, which may be publishing them. The first round
-        // takes everything: hand-offs open after it.
+        // While the fast path is open and in use (something was handed over within the grace
+        // period), a round leaves the rows younger than that to it: it may be publishing them.
+        // Otherwise (the first round, before hand-offs open; the rounds that drain at shutdown,
+        // after they close) a round takes every due row.
         let grace = self.config.confirm_timeout;
-        let mut claim_grace = Duration::ZERO;
         let mut first = true;
         // The round claimed and published whose outcome is being recorded: its mark (UPDATE,
         // COMMIT) runs while the next round claims and publishes, so a commit's fsync is off
@@ -222,6 +221,11 @@ impl Relay {
         loop {
             // The round runs to completion even during shutdown: a claimed batch is either
             // confirmed and marked, or released, never left half done.
+            let claim_grace = if self.waker.fast_path_in_use(grace) {
+                grace
+            } else {
+                Duration::ZERO
+            };
             let (claimed, marked) = match unmarked.take() {
                 Some(previous) => {
                     let (claimed, marked) = tokio::join!(
@@ -232,7 +236,6 @@ impl Relay {
                 }
                 None => (self.claim_and_publish(channel, claim_grace).await, None),
             };
-            claim_grace = Duration::ZERO;
             if std::mem::take(&mut first) && !shutdown.is_cancelled() {
                 self.waker.take_hand_offs(true);
             }
@@ -302,11 +305,7 @@ impl Relay {
                         tokio::time::sleep(self.config.linger).await;
                     }
                 }
-                () = tokio::time::sleep(self.config.poll_interval) => {
-                    if self.waker.handed_off_within(grace) {
-                        claim_grace = grace;
-                    }
-                }
+                () = tokio::time::sleep(self.config.poll_interval) => {}
                 () = shutdown.cancelled() => {}
             }
         }

@@ -95,14 +95,14 @@ impl OutboxWaker {
         std::mem::take(&mut *self.queue())
     }
 
-    /// Whether something was handed over less than `period` ago (the fast path may be
-    /// publishing rows that young).
-    pub(super) fn handed_off_within(&self, period: std::time::Duration) -> bool {
-        let last = self
-            .0
-            .last_hand_off_ms
-            .load(std::sync::atomic::Ordering::Acquire);
-        last > 0 && unix_ms().saturating_sub(last) <= period.as_millis() as u64
+    /// Whether hand-offs are open and something was handed over less than `period` ago: the
+    /// fast path may be publishing rows that young.
+    pub(super) fn fast_path_in_use(&self, period: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.0.last_hand_off_ms.load(Ordering::Acquire);
+        self.0.open.load(Ordering::Acquire)
+            && last > 0
+            && unix_ms().saturating_sub(last) <= period.as_millis() as u64
     }
 
     /// How many hand-offs wait.
