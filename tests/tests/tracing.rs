@@ -236,3 +236,105 @@ async fn a_caller_supplied_traceparent_is_honoured() {
     assert_saga_chain(trace, parent).await;
     system.stop().await;
 }
+
+#[tokio::test]
+async fn a_consumer_span_ends_when_its_transaction_commits_not_when_its_handler_returns() {
+    use sqlx::Connection as _;
+    // Arrange: the inventory's outbox locked against inserts, so the consumer's transaction
+    // waits at its last statement (staging the answer), after its handler has returned.
+    exporter();
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("traced", 5).await;
+    let inventory_db = &system.databases[2];
+    let mut blocker = sqlx::PgConnection::connect(&inventory_db.url)
+        .await
+        .unwrap();
+    let watcher = sqlx::PgPool::connect(&inventory_db.url).await.unwrap();
+    // `customer()` placed a probe order; the inventory answers it before the lock is taken.
+    eventually(WAIT, "the inventory's answer to the probe order", || {
+        let watcher = watcher.clone();
+        async move {
+            let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&watcher)
+                .await
+                .ok()?;
+            (staged > 0).then_some(())
+        }
+    })
+    .await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    // Act: an order; once the inventory's transaction that applies it (begun after the call)
+    // waits for the lock, release it.
+    let called: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+    let correlation_id = format!("flow-{}", uuid::Uuid::new_v4().simple());
+    let mut request = tonic::Request::new(order_request(&customer, &[("traced", 1)]));
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", correlation_id.parse().unwrap());
+    let order = system
+        .clients
+        .order
+        .clone()
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    eventually(
+        WAIT,
+        "the inventory's transaction waiting to stage its answer",
+        || {
+            let watcher = watcher.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                   AND query LIKE 'INSERT INTO outbox%' AND xact_start > $1",
+                )
+                .bind(called)
+                .fetch_one(&watcher)
+                .await
+                .ok()?;
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let released = std::time::SystemTime::now();
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    assert_eq!(
+        system.settled(&order.order_id).await.status,
+        OrderStatus::Confirmed as i32
+    );
+
+    // Assert: the inventory's process span ended after the lock was released (its commit),
+    // not when its handler returned (before the lock).
+    let process = eventually(WAIT, "the inventory's process span", || async {
+        exporter().get_finished_spans().ok()?.into_iter().find(|s| {
+            s.name == "order.created process"
+                && attr(s, "shop.service").as_deref() == Some("inventory")
+                && attr(s, "messaging.message.conversation_id").as_deref()
+                    == Some(correlation_id.as_str())
+        })
+    })
+    .await;
+    assert!(
+        process.end_time >= released,
+        "the process span ended {:?} before the transaction could commit",
+        released
+            .duration_since(process.end_time)
+            .unwrap_or_default()
+    );
+    watcher.close().await;
+    system.stop().await;
+}

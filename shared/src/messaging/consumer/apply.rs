@@ -27,9 +27,9 @@ pub(super) struct Prepared {
     pub(super) handler: Arc<dyn ErasedHandler>,
     pub(super) properties: BasicProperties,
     pub(super) body: Vec<u8>,
-    /// The consumer span: opened when the batch is taken up, ended when the message is
-    /// settled (its transaction committed and the batch acknowledged), so it shows what the
-    /// message cost this service, not only its handler.
+    /// The consumer span: opened when the batch is taken up, ended when the transaction that
+    /// applied the message committed (see [`Inner::apply`]), so it shows what the message cost
+    /// this service, not only its handler.
     pub(super) span: tracing::Span,
 }
 
@@ -228,6 +228,12 @@ impl Inner {
         }
         outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;
+        // A span's OpenTelemetry end time is the moment it was last exited (not when it is
+        // dropped): each consumer span is entered once more here, so it ends at the commit,
+        // not when its handler returned.
+        for prepared in group {
+            prepared.span.in_scope(|| ());
+        }
         // Committed: the relay publishes them at once (the fast path).
         self.waker.committed(staged);
         for name in counted {

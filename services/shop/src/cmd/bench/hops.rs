@@ -9,8 +9,9 @@
 //! ```
 //!
 //! A publish span ends when the broker confirmed the message; a process span starts when the
-//! consumer takes the message up in a batch and ends when the batch is committed and
-//! acknowledged. All of it runs in this process, so every time is read off one clock.
+//! consumer takes the message up in a batch and ends when the transaction that applied it
+//! committed (the batch's ack follows). All of it runs in this process, so every time is read
+//! off one clock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,26 +35,20 @@ pub const HOPS: [(&str, &str); 8] = [
         "delivered_to_inventory",
         "→ taken up by the inventory's consumer",
     ),
-    (
-        "inventory_committed",
-        "→ inventory's transaction committed, batch acked",
-    ),
+    ("inventory_committed", "→ inventory's transaction committed"),
     (
         "inventory_reserved_confirmed",
         "→ inventory.reserved confirmed by the broker",
     ),
     ("delivered_to_order", "→ taken up by the order's consumer"),
-    (
-        "order_committed",
-        "→ order's transaction committed, batch acked",
-    ),
+    ("order_committed", "→ order's transaction committed"),
     (
         "order_confirmed_confirmed",
         "→ order.confirmed confirmed by the broker",
     ),
     (
         "applied_by_notification",
-        "→ applied by notification (committed, acked)",
+        "→ applied by notification (committed)",
     ),
 ];
 
