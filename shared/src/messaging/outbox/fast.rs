@@ -1,7 +1,7 @@
 //! The fast path from commit to publish: the events a transaction of this process staged are
 //! handed over after its commit ([`OutboxWaker::committed`](super::OutboxWaker::committed)) and
 //! published at once, without reading them back; their rows are marked published after the
-//! broker's confirm, several hand-offs in one UPDATE.
+//! broker's confirm: the confirms of up to 20 ms (`MARK_LINGER`) in one UPDATE.
 //!
 //! Nothing is weaker than the claiming path: the rows are in the table before anything is
 //! handed over. A row the fast path does not get confirmed (the process died, the broker did
@@ -12,6 +12,7 @@
 //! row was published already) and counts it in `shop_outbox_published_twice_total`.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -25,6 +26,14 @@ use super::relay::Relay;
 /// A row to mark: its message id and routing key (unique together).
 type RowKey = (MessageId, String);
 
+/// How long confirmed rows wait for more before they are marked in one UPDATE. Nothing waits
+/// for a mark (the event is out once confirmed), and at an everyday rate one UPDATE per
+/// confirm is most of the relay's database work: each is a round trip and a commit of its own.
+const MARK_LINGER: Duration = Duration::from_millis(20);
+
+/// The most rows one UPDATE marks; more are marked at once, without the linger.
+const MARK_BATCH: usize = 1_000;
+
 /// A future of the fast path's own, boxed with its `Send` spelled out (the compiler cannot
 /// prove it through the select loop otherwise).
 type Step<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -32,17 +41,23 @@ type Step<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send 
 impl Relay {
     /// Publishes what is handed over until the session ends (an error: the channel broke).
     /// Sends each hand-off as soon as it comes, while earlier ones wait for their confirms;
-    /// marks what was confirmed while the next messages go out.
+    /// marks what was confirmed within [`MARK_LINGER`] in one UPDATE, while the next messages
+    /// go out.
     pub(super) async fn fast_path(&self, channel: &Channel) -> anyhow::Result<()> {
         let mut in_flight: FuturesUnordered<Step<'_, (Vec<RowKey>, Vec<Sent>)>> =
             FuturesUnordered::new();
         let mut to_mark: Vec<RowKey> = Vec::new();
+        // When the rows in `to_mark` are marked at the latest.
+        let mut mark_due: Option<tokio::time::Instant> = None;
         let mut marking: Option<Step<'_, anyhow::Result<()>>> = None;
         loop {
-            if marking.is_none() && !to_mark.is_empty() {
+            let due = mark_due.is_some_and(|due| due <= tokio::time::Instant::now());
+            if marking.is_none() && (due || to_mark.len() >= MARK_BATCH) {
                 let rows = std::mem::take(&mut to_mark);
+                mark_due = None;
                 marking = Some(Box::pin(self.mark_published(rows)));
             }
+            let linger = mark_due.filter(|_| marking.is_none());
             tokio::select! {
                 () = self.waker.handed() => {
                     let envelopes = self.waker.take();
@@ -59,8 +74,12 @@ impl Relay {
                 }
                 Some((keys, outcomes)) = in_flight.next(), if !in_flight.is_empty() => {
                     let confirmed = self.settle_fast(keys, outcomes)?;
+                    if !confirmed.is_empty() && mark_due.is_none() {
+                        mark_due = Some(tokio::time::Instant::now() + MARK_LINGER);
+                    }
                     to_mark.extend(confirmed);
                 }
+                () = tokio::time::sleep_until(linger.unwrap_or_else(tokio::time::Instant::now)), if linger.is_some() => {}
                 marked = async { marking.as_mut().expect("guarded").await }, if marking.is_some() => {
                     marking = None;
                     marked?;
