@@ -135,3 +135,70 @@ async fn a_row_the_claiming_relay_published_first_is_counted_when_the_fast_path_
     .await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_claim_that_began_before_the_fast_path_was_in_use_leaves_what_was_handed_over_meanwhile()
+{
+    // Arrange: hand-offs open (the first round is over) but nothing handed over yet, so a
+    // claiming round takes every due row; a row committed, not handed over yet; the outbox
+    // locked, so the next round's claim waits in its SELECT.
+    let config = shop_shared::messaging::MessagingConfig {
+        outbox_poll: Duration::from_secs(3600),
+        ..fast_config()
+    };
+    let mut h = Harness::idle(config).await;
+    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
+    let waker = OutboxWaker::new();
+    // Taken by the relay's first round (no wake-up: none is left over to start another round).
+    commit(&h, "warm-up-claimed").await;
+    h.spawn_relay_with(&waker);
+    probe.expect(WAIT, "the first event").await;
+    eventually(WAIT, "its round marked", || async {
+        (h.unpublished().await == 0).then_some(())
+    })
+    .await;
+    let envelope = commit(&h, "o-meanwhile").await;
+    let mut locker = h.pool.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *locker).await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    waker.wake();
+    eventually(WAIT, "the round's claim waiting for the lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE SKIP LOCKED%'",
+        )
+        .fetch_one(&h.pool)
+        .await
+        .ok()?;
+        (waiting > 0).then_some(())
+    })
+    .await;
+
+    // Act: the row handed over while the round claims; then the lock goes.
+    waker.committed(vec![envelope.clone()]);
+    let received = probe.expect(WAIT, "the handed-over event").await;
+    sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
+
+    // Assert: the round left it to the fast path: published once, marked, not counted twice.
+    assert_eq!(received.meta().message_id, envelope.message_id);
+    eventually(WAIT, "the row marked published", || async {
+        (h.unpublished().await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        probe.next(Duration::from_millis(500)).await.is_none(),
+        "published exactly once"
+    );
+    assert_eq!(
+        metric(
+            &h.metrics.render(),
+            "shop_outbox_published_twice_total",
+            &[]
+        ),
+        0.0
+    );
+    h.stop().await;
+}

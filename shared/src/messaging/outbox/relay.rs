@@ -207,11 +207,9 @@ impl Relay {
 
         let mut last_purge = Instant::now();
         let mut worked = false;
-        // While the fast path is open and in use (something was handed over within the grace
-        // period), a round leaves the rows younger than that to it: it may be publishing them.
-        // Otherwise (the first round, before hand-offs open; the rounds that drain at shutdown,
-        // after they close) a round takes every due row.
-        let grace = self.config.confirm_timeout;
+        // While the fast path is open and in use, a round leaves the young rows to it (see
+        // `claim_and_publish`); the first round, before hand-offs open, and the rounds that
+        // drain at shutdown, after they close, take every due row.
         let mut first = true;
         // The round claimed and published whose outcome is being recorded: its mark (UPDATE,
         // COMMIT) runs while the next round claims and publishes, so a commit's fsync is off
@@ -221,20 +219,13 @@ impl Relay {
         loop {
             // The round runs to completion even during shutdown: a claimed batch is either
             // confirmed and marked, or released, never left half done.
-            let claim_grace = if self.waker.fast_path_in_use(grace) {
-                grace
-            } else {
-                Duration::ZERO
-            };
             let (claimed, marked) = match unmarked.take() {
                 Some(previous) => {
-                    let (claimed, marked) = tokio::join!(
-                        self.claim_and_publish(channel, claim_grace),
-                        previous.mark(self)
-                    );
+                    let (claimed, marked) =
+                        tokio::join!(self.claim_and_publish(channel, true), previous.mark(self));
                     (claimed, Some(marked))
                 }
-                None => (self.claim_and_publish(channel, claim_grace).await, None),
+                None => (self.claim_and_publish(channel, true).await, None),
             };
             if std::mem::take(&mut first) && !shutdown.is_cancelled() {
                 self.waker.take_hand_offs(true);
@@ -323,7 +314,7 @@ impl Relay {
     /// Claims up to `batch_size` due rows, publishes them and records the outcome, in one
     /// transaction. Public so tests and the benchmark can drive the relay step by step.
     pub async fn publish_round(&self, channel: &Channel) -> anyhow::Result<RoundOutcome> {
-        self.claim_and_publish(channel, Duration::ZERO)
+        self.claim_and_publish(channel, false)
             .await?
             .mark(self)
             .await
@@ -332,11 +323,24 @@ impl Relay {
     /// The first half of a round: claims up to `batch_size` due rows and publishes them, each
     /// confirmed (or failed) by the broker. The rows stay locked by the round's transaction
     /// until [`Round::mark`] records the outcome, so another round (of this relay or another)
-    /// skips them meanwhile. Rows staged less than `grace` ago are left alone (the fast path
-    /// may be publishing them).
-    async fn claim_and_publish(&self, channel: &Channel, grace: Duration) -> anyhow::Result<Round> {
+    /// skips them meanwhile.
+    ///
+    /// With `leave_young`, while the fast path is open and in use (something was handed over
+    /// within the grace period, `OUTBOX_CONFIRM_TIMEOUT_MS`), rows staged less than the grace
+    /// ago are left to it: it may be publishing them. That is decided once the round has its
+    /// connection (a round may wait long for one under load, while the first hand-offs after a
+    /// quiet spell come in), and again after the claim: when the fast path came into use while
+    /// the round claimed, the young rows it claimed are left too (still locked by the round,
+    /// so the fast path's mark of them waits for the round's end).
+    async fn claim_and_publish(
+        &self,
+        channel: &Channel,
+        leave_young: bool,
+    ) -> anyhow::Result<Round> {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
+        let grace = self.config.confirm_timeout;
+        let in_use = leave_young && self.waker.fast_path_in_use(grace);
         // SKIP LOCKED: rows another relay is publishing right now are not ours to take; FOR
         // UPDATE keeps them ours until this transaction ends.
         // Rows to publish now, through the `outbox_pending` index, which holds no scheduled
@@ -352,9 +356,16 @@ impl Relay {
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
         ))
         .bind(self.config.batch_size)
-        .bind(grace.as_secs_f64())
+        .bind(if in_use { grace.as_secs_f64() } else { 0.0 })
         .fetch_all(&mut *tx)
         .await?;
+        if leave_young && !in_use && self.waker.fast_path_in_use(grace) {
+            // Handed over while this round claimed: what is that young may be on its way.
+            let cutoff = chrono::Duration::from_std(grace)
+                .ok()
+                .and_then(|grace| chrono::Utc::now().checked_sub_signed(grace));
+            rows.retain(|row| cutoff.is_some_and(|cutoff| row.created_at <= cutoff));
+        }
         // Scheduled rows that are due, through `outbox_scheduled` (a range up to now: the
         // future and the cancelled ones are not visited), once per poll interval.
         let room = self.config.batch_size - rows.len() as i64;
