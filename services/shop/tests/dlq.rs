@@ -102,6 +102,20 @@ async fn dlq_ids(broker: &TestBroker) -> Vec<String> {
     .collect()
 }
 
+/// The JSON lines of `shop dlq <args>` once there are `count` of them: like [`expect_dlq`], a
+/// reading right after a command may not see what that command gave back yet.
+async fn shown_lines(broker: &TestBroker, args: &[&str], count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lines = json_lines(&dlq(broker, args).await.expect("show"));
+        if lines.len() == count || tokio::time::Instant::now() >= deadline {
+            assert_eq!(lines.len(), count, "{args:?} within {WAIT:?}");
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the DLQ holds exactly `expected`, in order. Messages a command gave back reach
 /// the queue a moment after its channel closed (the quorum queue applies the returns), so a
 /// reading right after a command may not see them yet: a wait with a deadline, never a sleep.
@@ -181,18 +195,23 @@ async fn show_decodes_each_message_and_leaves_the_queue_as_it_was() {
     let mut expected = ids(&placed.iter().collect::<Vec<_>>());
     expected.push(garbage.message_id.to_string());
     expect_dlq(&broker, expected.clone()).await;
-    let limited = json_lines(
-        &dlq(&broker, &["show", "inventory", "--limit", "1", "--json"])
-            .await
-            .unwrap(),
-    );
-    assert_eq!(limited.len(), 1);
+    let limited = shown_lines(&broker, &["show", "inventory", "--limit", "1", "--json"], 1).await;
     assert_eq!(limited[0]["message_id"], expected[0].as_str());
     // --limit changed no order either.
     expect_dlq(&broker, expected.clone()).await;
 
     // The text form names the same messages.
-    let text = dlq(&broker, &["show", "inventory.dlq"]).await.unwrap();
+    // (Read until all are back, as above.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = dlq(&broker, &["show", "inventory.dlq"]).await.unwrap();
+        if expected.iter().all(|id| text.contains(id.as_str()))
+            || tokio::time::Instant::now() >= deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for id in &expected {
         assert!(text.contains(id.as_str()), "{text}");
     }
