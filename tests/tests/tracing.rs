@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use shop_proto::order::v1::OrderStatus;
+use shop_proto::order::v1::{Order, OrderStatus};
 use shop_shared::testing::eventually;
 use shop_tests::{TestSystem, WAIT, order_request};
 
@@ -56,6 +56,24 @@ fn find(
                 && s.parent_span_id == parent
         })
         .cloned()
+}
+
+/// Places an order of one "traced" unit with no trace context, only `correlation_id`.
+async fn order_in_flow(system: &TestSystem, customer: &str, correlation_id: &str) -> Order {
+    let mut request = tonic::Request::new(order_request(customer, &[("traced", 1)]));
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", correlation_id.parse().unwrap());
+    system
+        .clients
+        .order
+        .clone()
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
 }
 
 /// Waits for the whole chain under `root_parent` in `trace` and checks every link.
@@ -157,20 +175,7 @@ async fn one_create_order_is_one_trace_across_order_inventory_and_notification()
     let correlation_id = format!("flow-{}", uuid::Uuid::new_v4().simple());
 
     // Act: a call with no trace context, only a correlation id.
-    let mut request = tonic::Request::new(order_request(&customer, &[("traced", 1)]));
-    request
-        .metadata_mut()
-        .insert("x-correlation-id", correlation_id.parse().unwrap());
-    let order = system
-        .clients
-        .order
-        .clone()
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = order_in_flow(&system, &customer, &correlation_id).await;
     assert_eq!(
         system.settled(&order.order_id).await.status,
         OrderStatus::Confirmed as i32
@@ -276,20 +281,7 @@ async fn a_consumer_span_ends_when_its_transaction_commits_not_when_its_handler_
         .await
         .unwrap();
     let correlation_id = format!("flow-{}", uuid::Uuid::new_v4().simple());
-    let mut request = tonic::Request::new(order_request(&customer, &[("traced", 1)]));
-    request
-        .metadata_mut()
-        .insert("x-correlation-id", correlation_id.parse().unwrap());
-    let order = system
-        .clients
-        .order
-        .clone()
-        .create_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let order = order_in_flow(&system, &customer, &correlation_id).await;
     eventually(
         WAIT,
         "the inventory's transaction waiting to stage its answer",
