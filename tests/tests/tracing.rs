@@ -58,6 +58,15 @@ fn find(
         .cloned()
 }
 
+/// The exporter installed, the system started, a customer, and stock of "traced".
+async fn traced_system() -> (TestSystem, String) {
+    exporter();
+    let system = TestSystem::start().await;
+    let customer = system.customer().await;
+    system.stock_up("traced", 5).await;
+    (system, customer)
+}
+
 /// Places an order of one "traced" unit with no trace context, only `correlation_id`.
 async fn order_in_flow(system: &TestSystem, customer: &str, correlation_id: &str) -> Order {
     let mut request = tonic::Request::new(order_request(customer, &[("traced", 1)]));
@@ -168,10 +177,7 @@ async fn assert_saga_chain(trace: TraceId, root_parent: SpanId) -> Vec<SpanData>
 #[tokio::test]
 async fn one_create_order_is_one_trace_across_order_inventory_and_notification() {
     // Arrange
-    exporter();
-    let system = TestSystem::start().await;
-    let customer = system.customer().await;
-    system.stock_up("traced", 5).await;
+    let (system, customer) = traced_system().await;
     let correlation_id = format!("flow-{}", uuid::Uuid::new_v4().simple());
 
     // Act: a call with no trace context, only a correlation id.
@@ -207,10 +213,7 @@ async fn one_create_order_is_one_trace_across_order_inventory_and_notification()
 #[tokio::test]
 async fn a_caller_supplied_traceparent_is_honoured() {
     // Arrange
-    exporter();
-    let system = TestSystem::start().await;
-    let customer = system.customer().await;
-    system.stock_up("traced", 5).await;
+    let (system, customer) = traced_system().await;
     let trace_hex = uuid::Uuid::new_v4().simple().to_string();
     let parent_hex = &uuid::Uuid::new_v4().simple().to_string()[..16];
     let traceparent = format!("00-{trace_hex}-{parent_hex}-01");
@@ -247,10 +250,7 @@ async fn a_consumer_span_ends_when_its_transaction_commits_not_when_its_handler_
     use sqlx::Connection as _;
     // Arrange: the inventory's outbox locked against inserts, so the consumer's transaction
     // waits at its last statement (staging the answer), after its handler has returned.
-    exporter();
-    let system = TestSystem::start().await;
-    let customer = system.customer().await;
-    system.stock_up("traced", 5).await;
+    let (system, customer) = traced_system().await;
     let inventory_db = &system.databases[2];
     let mut blocker = sqlx::PgConnection::connect(&inventory_db.url)
         .await

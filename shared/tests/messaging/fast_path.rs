@@ -40,6 +40,19 @@ async fn warm_up(h: &Harness, waker: &OutboxWaker, probe: &mut EventProbe) {
     .await;
 }
 
+/// A relay with its fast path warmed up ([`warm_up`]), a probe of everything published, and
+/// the waker that hands over to it.
+async fn warmed_up(
+    config: shop_shared::messaging::MessagingConfig,
+) -> (Harness, EventProbe, OutboxWaker) {
+    let mut h = Harness::idle(config).await;
+    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
+    let waker = OutboxWaker::new();
+    h.spawn_relay_with(&waker);
+    warm_up(&h, &waker, &mut probe).await;
+    (h, probe, waker)
+}
+
 #[tokio::test]
 async fn a_committed_event_handed_over_is_published_at_once_without_a_claim() {
     // Arrange: a relay that never polls; only the hand-off can make it publish.
@@ -47,11 +60,7 @@ async fn a_committed_event_handed_over_is_published_at_once_without_a_claim() {
         outbox_poll: Duration::from_secs(3600),
         ..fast_config()
     };
-    let mut h = Harness::idle(config).await;
-    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
-    let waker = OutboxWaker::new();
-    h.spawn_relay_with(&waker);
-    warm_up(&h, &waker, &mut probe).await;
+    let (h, mut probe, waker) = warmed_up(config).await;
     let rounds = metric(&h.metrics.render(), ROUNDS, &[]);
 
     // Act
@@ -84,11 +93,7 @@ async fn an_event_committed_but_never_handed_over_is_published_by_the_claiming_r
         outbox_confirm_timeout: Duration::from_secs(1),
         ..fast_config()
     };
-    let mut h = Harness::idle(config).await;
-    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
-    let waker = OutboxWaker::new();
-    h.spawn_relay_with(&waker);
-    warm_up(&h, &waker, &mut probe).await;
+    let (h, mut probe, _waker) = warmed_up(config).await;
 
     // Act: committed, then the process "dies" before handing it over.
     let envelope = commit(&h, "o-orphan").await;
@@ -110,11 +115,7 @@ async fn an_event_committed_but_never_handed_over_is_published_by_the_claiming_r
 #[tokio::test]
 async fn a_row_the_claiming_relay_published_first_is_counted_when_the_fast_path_publishes_it_too() {
     // Arrange
-    let mut h = Harness::idle(fast_config()).await;
-    let mut probe = EventProbe::bind(&h.broker, &["#"]).await;
-    let waker = OutboxWaker::new();
-    h.spawn_relay_with(&waker);
-    warm_up(&h, &waker, &mut probe).await;
+    let (h, mut probe, waker) = warmed_up(fast_config()).await;
     let envelope = commit(&h, "o-twice").await;
     // The claiming relay's mark, as if it had taken the row first.
     sqlx::query("UPDATE outbox SET published_at = now() WHERE message_id = $1")
