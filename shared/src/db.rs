@@ -67,12 +67,31 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// How long a pooled connection may have sat idle and still be handed out without a ping.
+///
+/// sqlx pings every idle connection before handing it out (a round trip to the server), and
+/// again when it comes back: at an everyday rate that is one more round trip on the path of
+/// every transaction. A connection that was in use this recently is handed out as it is (were
+/// it dropped meanwhile, its first statement fails as it would have a moment after a ping); one
+/// idle for longer, the kind a server restart during a quiet spell leaves behind, is pinged
+/// first and replaced if it does not answer.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Connects a pool of at most `max_connections` to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -7,6 +7,7 @@ mod consumer;
 mod fast_path;
 mod metrics;
 mod outbox;
+mod pool;
 mod readiness;
 mod recovery;
 mod shapes;
