@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
 
 /// The outbox and inbox tables, from `migrations/messaging/`.
 pub static MESSAGING_MIGRATOR: Migrator = sqlx::migrate!("../migrations/messaging");
@@ -95,6 +96,47 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// A pooled connection kept by a loop whose transactions run one after another (a consumer
+/// channel's batches) while it is busy, instead of one taken from the pool per transaction.
+///
+/// sqlx pings every connection that comes back to the pool (a round trip, from a task of its
+/// own) before another caller may have it: a busy loop that keeps its connection saves that
+/// and the hand-over per transaction. The loop gives it back ([`KeptConnection::release`]) when
+/// it has nothing to do, so an idle service holds none; a failure on it ends the loop's session,
+/// which drops this (the pool then finds a broken connection out on its return).
+#[derive(Debug)]
+pub struct KeptConnection {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl KeptConnection {
+    /// Keeps nothing yet; the first transaction takes a connection from `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, conn: None }
+    }
+
+    /// Begins a transaction on the kept connection, taking one from the pool first if none is
+    /// kept.
+    pub async fn begin(&mut self) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        self.conn.insert(conn).begin().await
+    }
+
+    /// Whether a connection is kept.
+    pub fn is_kept(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Gives the kept connection back to the pool.
+    pub fn release(&mut self) {
+        self.conn = None;
+    }
 }
 
 /// Runs the messaging migrations and `service`'s migrations as one migrator, so the

@@ -4,7 +4,7 @@ use lapin::BasicProperties;
 use shop_proto::Event as _;
 use shop_proto::order::v1::OrderCreated;
 use shop_shared::messaging::envelope::{DEATH_REASON, ORIGINAL_ROUTING_KEY, RETRY_COUNT};
-use shop_shared::messaging::{Envelope, EventContext};
+use shop_shared::messaging::{Envelope, EventContext, MessagingConfig};
 use shop_shared::testing::{EventProbe, eventually};
 
 use crate::helpers::{Harness, SERVICE, WAIT, fast_config, order, publish_raw};
@@ -297,5 +297,55 @@ async fn permanent_failure_and_garbage_bytes_land_in_the_dlq_and_the_consumer_ke
         1,
         "no poison message had an effect"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_keeps_its_database_connection_while_batches_come_and_gives_it_back_when_quiet() {
+    // Arrange: a consumer on one channel, nothing else on the pool (no relay: the test
+    // publishes), and several idle connections in the pool (handed out first-in first-out, so
+    // batches that each took one from the pool would rotate through them).
+    let mut h = Harness::idle(MessagingConfig {
+        concurrency: 1,
+        ..fast_config()
+    })
+    .await;
+    h.spawn_consumer(h.consumer()).await;
+    let held = futures::future::try_join_all((0..4).map(|_| h.pool.acquire()))
+        .await
+        .unwrap();
+    drop(held);
+
+    // Act: three batches, one after another.
+    for order_id in ["kept-1", "kept-2", "kept-3"] {
+        let envelope = Envelope::new(&order(order_id), "test", &EventContext::new_flow());
+        let message = (
+            OrderCreated::ROUTING_KEY,
+            envelope.properties(1),
+            envelope.payload.clone(),
+        );
+        publish_raw(&h.broker, &[message]).await;
+        eventually(WAIT, "the effect", || async {
+            (h.effects(order_id).await == 1).then_some(())
+        })
+        .await;
+    }
+
+    // Assert: the three transactions ran on one connection …
+    let backends: Vec<i32> =
+        sqlx::query_scalar("SELECT DISTINCT backend FROM effects WHERE order_id LIKE 'kept-%'")
+            .fetch_all(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        backends.len(),
+        1,
+        "one connection for every batch: {backends:?}"
+    );
+    // … which is back in the pool once the consumer has been quiet for a while.
+    eventually(WAIT, "no connection kept by the quiet consumer", || async {
+        (h.pool.num_idle() as u32 == h.pool.size()).then_some(())
+    })
+    .await;
     h.stop().await;
 }

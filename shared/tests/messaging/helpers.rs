@@ -116,7 +116,8 @@ impl Harness {
         let (db, pool) = TestDatabase::migrated(None).await;
         sqlx::query(
             "CREATE TABLE effects (order_id TEXT NOT NULL, message_id TEXT NOT NULL, \
-             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())",
+             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), \
+             backend INT NOT NULL DEFAULT pg_backend_pid())",
         )
         .execute(&pool)
         .await

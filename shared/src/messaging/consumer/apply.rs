@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use lapin::BasicProperties;
 
+use crate::db::KeptConnection;
 use crate::messaging::envelope::{self, DecodeError, Envelope, IncomingMeta};
 use crate::messaging::outbox;
 use crate::metrics::Outcome;
@@ -58,6 +59,7 @@ impl Inner {
     /// copies are not sent yet.
     pub(super) async fn settle(
         &self,
+        db: &mut KeptConnection,
         batch: Vec<Arrival>,
         crash_after: Option<usize>,
     ) -> anyhow::Result<Settlement> {
@@ -114,13 +116,13 @@ impl Inner {
             }
         };
         if !ready.is_empty() {
-            match self.apply(&ready, crash_after).await? {
+            match self.apply(db, &ready, crash_after).await? {
                 Ok(applied) => record_applied(&ready, &applied),
                 Err(_) if ready.len() > 1 => {
                     // Something in the batch failed: apply each message on its own so only the
                     // failing ones are diverted.
                     for prepared in &ready {
-                        match self.apply(std::slice::from_ref(prepared), None).await? {
+                        match self.apply(db, std::slice::from_ref(prepared), None).await? {
                             Ok(applied) => record_applied(std::slice::from_ref(prepared), &applied),
                             Err(error) => diverted.push(self.divert(prepared, error)),
                         }
@@ -150,7 +152,7 @@ impl Inner {
         })
     }
 
-    /// Applies `group` in one transaction and returns the ids it applied (the others were
+    /// Applies `group` in one transaction on `db` and returns the ids it applied (the others were
     /// in the inbox already). The outer `Result` is an infrastructure failure (the session
     /// ends, nothing is acknowledged); the inner one is a handler's.
     ///
@@ -158,10 +160,11 @@ impl Inner {
     /// after that many handlers and fails as a crash would.
     pub(super) async fn apply(
         &self,
+        db: &mut KeptConnection,
         group: &[Prepared],
         crash_after: Option<usize>,
     ) -> anyhow::Result<Result<Applied, HandlerError>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db.begin().await?;
         // Sorted: two transactions inserting the same ids (a redelivery racing its first
         // delivery on another replica) take the index entries in one order and cannot deadlock.
         let mut ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();

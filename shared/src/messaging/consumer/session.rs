@@ -17,6 +17,7 @@ use lapin::{Channel, Consumer as AmqpConsumer};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::{KeptConnection, PING_IF_IDLE_FOR};
 use crate::input;
 use crate::messaging::MessagingConfig;
 #[cfg(feature = "test-util")]
@@ -141,7 +142,9 @@ impl Consumer {
                 routing_key: e.routing_key.clone(),
             })
             .collect();
-        let Settlement { settled, diverted } = self.inner.settle(arrivals, crash_after).await?;
+        let mut db = KeptConnection::new(self.inner.pool.clone());
+        let Settlement { settled, diverted } =
+            self.inner.settle(&mut db, arrivals, crash_after).await?;
         let mut outcomes: Vec<Outcome> = settled.into_iter().map(|(_, o)| o).collect();
         outcomes.extend(diverted.iter().map(|d| match d.divert {
             Divert::Retry(_) => Outcome::Retried,
@@ -302,6 +305,9 @@ impl Inner {
         shutdown: CancellationToken,
     ) -> anyhow::Result<bool> {
         let mut worked = false;
+        // The channel's batches run one after another on one connection, kept while they come
+        // and given back after a quiet second (as long as the pool hands one out unpinged).
+        let mut db = KeptConnection::new(self.pool.clone());
         loop {
             let first = tokio::select! {
                 // Prefetched deliveries are always ready: without the bias a stopping
@@ -315,6 +321,10 @@ impl Inner {
                     return Ok(worked);
                 }
                 next = consumer.next() => next,
+                () = tokio::time::sleep(PING_IF_IDLE_FOR), if db.is_kept() => {
+                    db.release();
+                    continue;
+                }
             };
             let first = match first {
                 Some(delivery) => delivery?,
@@ -357,7 +367,7 @@ impl Inner {
                 }
             }
             let settled = batch.len() as u64;
-            self.process_batch(&channel, batch).await?;
+            self.process_batch(&channel, &mut db, batch).await?;
             worked = true;
             if shutdown.is_cancelled() {
                 self.drained.fetch_add(settled, Ordering::Relaxed);
@@ -368,7 +378,12 @@ impl Inner {
         }
     }
 
-    async fn process_batch(&self, channel: &Channel, batch: Vec<Delivery>) -> anyhow::Result<()> {
+    async fn process_batch(
+        &self,
+        channel: &Channel,
+        db: &mut KeptConnection,
+        batch: Vec<Delivery>,
+    ) -> anyhow::Result<()> {
         let Some(last_tag) = batch.last().map(|d| d.delivery_tag) else {
             return Ok(());
         };
@@ -385,7 +400,7 @@ impl Inner {
         let Settlement {
             mut settled,
             diverted,
-        } = self.settle(arrivals, None).await?;
+        } = self.settle(db, arrivals, None).await?;
 
         let mut retries = Vec::new();
         for diverted in diverted {
