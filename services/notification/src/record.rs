@@ -37,27 +37,35 @@ pub struct NewNotification {
     pub order_id: String,
 }
 
-/// Records `n` with `status`; a PENDING one wakes the dispatchers once the transaction commits.
+/// Records `notifications`, each with its status, in one statement; a PENDING one wakes the
+/// dispatchers once the transaction commits.
 pub async fn record(
     conn: &mut PgConnection,
-    n: &NewNotification,
-    status: DeliveryStatus,
+    notifications: &[(NewNotification, DeliveryStatus)],
 ) -> Result<(), sqlx::Error> {
-    repository::insert_notification(conn, n, status, shop_shared::time::now()).await?;
-    if status == DeliveryStatus::Pending {
+    if notifications.is_empty() {
+        return Ok(());
+    }
+    repository::insert_notifications(conn, notifications, shop_shared::time::now()).await?;
+    if notifications
+        .iter()
+        .any(|(_, status)| *status == DeliveryStatus::Pending)
+    {
         // Delivered by PostgreSQL at commit, never for a transaction that rolls back.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(NOTIFY_CHANNEL)
             .execute(conn)
             .await?;
     }
-    tracing::info!(
-        notification_id = %n.notification_id,
-        user_id = %n.user_id,
-        channel = %n.channel,
-        source = %n.source_event_type,
-        delivery = status.as_str(),
-        "notification recorded"
-    );
+    for (n, status) in notifications {
+        tracing::info!(
+            notification_id = %n.notification_id,
+            user_id = %n.user_id,
+            channel = %n.channel,
+            source = %n.source_event_type,
+            delivery = status.as_str(),
+            "notification recorded"
+        );
+    }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The notification service's SQL, checked at compile time against `migrations/notification`.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use shop_shared::ids::{NotificationId, UserId};
 use sqlx::PgConnection;
@@ -47,29 +49,48 @@ pub(crate) struct Contact {
     pub(crate) name: Option<String>,
 }
 
-/// Records a notification.
-pub(crate) async fn insert_notification(
+/// Records notifications, each with its delivery status, in one statement.
+pub(crate) async fn insert_notifications(
     conn: &mut PgConnection,
-    n: &NewNotification,
-    status: DeliveryStatus,
+    notifications: &[(NewNotification, DeliveryStatus)],
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let column = |f: fn(&NewNotification) -> &str| -> Vec<String> {
+        notifications.iter().map(|(n, _)| f(n).to_owned()).collect()
+    };
+    let ids: Vec<uuid::Uuid> = notifications
+        .iter()
+        .map(|(n, _)| n.notification_id.as_uuid())
+        .collect();
+    let users: Vec<uuid::Uuid> = notifications
+        .iter()
+        .map(|(n, _)| n.user_id.as_uuid())
+        .collect();
+    let statuses: Vec<String> = notifications
+        .iter()
+        .map(|(_, status)| status.as_str().to_owned())
+        .collect();
     sqlx::query!(
         "INSERT INTO notifications (notification_id, user_id, channel, recipient, subject, body, \
          source_event_type, source_event_id, order_id, created_at, html_body, delivery_status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        n.notification_id.as_uuid(),
-        n.user_id.as_uuid(),
-        n.channel,
-        n.recipient,
-        n.subject,
-        n.body,
-        n.source_event_type,
-        n.source_event_id,
-        n.order_id,
+         SELECT id, user_id, channel, recipient, subject, body, source_event_type, \
+                source_event_id, order_id, $10, html_body, delivery_status \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::text[], $11::text[], $12::text[]) \
+              AS n(id, user_id, channel, recipient, subject, body, source_event_type, \
+                   source_event_id, order_id, html_body, delivery_status)",
+        &ids,
+        &users,
+        &column(|n| &n.channel),
+        &column(|n| &n.recipient),
+        &column(|n| &n.subject),
+        &column(|n| &n.body),
+        &column(|n| &n.source_event_type),
+        &column(|n| &n.source_event_id),
+        &column(|n| &n.order_id),
         at,
-        n.html_body,
-        status.as_str()
+        &column(|n| &n.html_body),
+        &statuses
     )
     .execute(conn)
     .await?;
@@ -240,16 +261,26 @@ pub(crate) async fn store_contact(
     Ok(())
 }
 
-/// A user's contact.
-pub(crate) async fn find_contact(
+/// The contacts of `users` that exist.
+pub(crate) async fn find_contacts(
     conn: &mut PgConnection,
-    user_id: UserId,
-) -> Result<Option<Contact>, sqlx::Error> {
-    sqlx::query_as!(
-        Contact,
-        "SELECT email, name FROM contacts WHERE user_id = $1",
-        user_id.as_uuid()
+    users: &[UserId],
+) -> Result<HashMap<UserId, Contact>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    let rows = sqlx::query!(
+        "SELECT user_id, email, name FROM contacts WHERE user_id = ANY($1)",
+        &ids
     )
-    .fetch_optional(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let contact = Contact {
+                email: r.email,
+                name: r.name,
+            };
+            (UserId::from(r.user_id), contact)
+        })
+        .collect())
 }
