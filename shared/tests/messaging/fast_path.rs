@@ -203,3 +203,29 @@ async fn a_claim_that_began_before_the_fast_path_was_in_use_leaves_what_was_hand
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_stop_while_the_fast_path_is_in_use_publishes_every_committed_row_before_it_returns() {
+    // Arrange: the fast path in use, its grace long, so a claiming round leaves every young
+    // row to it; a row committed but never handed over (its hand-off was lost, or the
+    // hand-off queue was full), so only the claiming relay can publish it.
+    let config = shop_shared::messaging::MessagingConfig {
+        outbox_poll: Duration::from_secs(3600),
+        outbox_confirm_timeout: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let (mut h, mut probe, _waker) = warmed_up(config).await;
+    let envelope = commit(&h, "o-left").await;
+
+    // Act
+    let drained = h.stop_tasks().await;
+
+    // Assert: the relay published it before it returned, and counted it as drained.
+    assert_eq!(h.unpublished().await, 0, "a committed row left unpublished");
+    let received = probe
+        .expect(WAIT, "the row left to the claiming relay")
+        .await;
+    assert_eq!(received.meta().message_id, envelope.message_id);
+    assert_eq!(drained, [1], "the relay's drained rows");
+    h.stop().await;
+}

@@ -226,14 +226,23 @@ impl Harness {
             .unwrap()
     }
 
-    pub(crate) async fn stop(mut self) {
+    /// Stops the consumers and relays; the database stays, to be looked at. Returns what each
+    /// task reported (a relay: the rows it drained after the signal).
+    pub(crate) async fn stop_tasks(&mut self) -> Vec<u64> {
         self.shutdown.cancel();
+        let mut reported = Vec::new();
         for task in self.tasks.drain(..) {
-            tokio::time::timeout(Duration::from_secs(10), task)
+            let report = tokio::time::timeout(Duration::from_secs(10), task)
                 .await
                 .expect("tasks stop within the deadline")
                 .unwrap();
+            reported.push(report);
         }
+        reported
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.stop_tasks().await;
         self.links.close("test done").await;
     }
 }

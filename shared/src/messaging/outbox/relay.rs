@@ -211,6 +211,9 @@ impl Relay {
         // `claim_and_publish`); the first round, before hand-offs open, and the rounds that
         // drain at shutdown, after they close, take every due row.
         let mut first = true;
+        // Whether hand-offs were closed for the shutdown: from then on every round takes
+        // every due row.
+        let mut closed = false;
         // The round claimed and published whose outcome is being recorded: its mark (UPDATE,
         // COMMIT) runs while the next round claims and publishes, so a commit's fsync is off
         // the path of the rows behind it. Its rows stay locked until then, so the next claim
@@ -261,16 +264,21 @@ impl Relay {
                 last_purge = Instant::now();
             }
             if shutdown.is_cancelled() {
-                // Stopping: no more hand-offs (a commit from now on wakes the claiming loop),
-                // and what the fast path has in flight is confirmed and marked first, so the
-                // rounds below do not publish it again.
-                self.waker.take_hand_offs(false);
-                let waited = Instant::now();
-                while !self.fast_path_idle() && waited.elapsed() < self.config.confirm_timeout {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                if !std::mem::replace(&mut closed, true) {
+                    // Stopping: no more hand-offs (a commit from now on wakes the claiming
+                    // loop), and what the fast path has in flight is confirmed and marked
+                    // first, so the rounds below do not publish it again.
+                    self.waker.take_hand_offs(false);
+                    let waited = Instant::now();
+                    while !self.fast_path_idle() && waited.elapsed() < self.config.confirm_timeout {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    // The rounds so far left the young rows to the fast path, and what waited
+                    // for it was dropped with the hand-offs: at least one more round, which
+                    // takes every due row.
+                    continue;
                 }
-                // The round that was running when the signal came may have missed rows
-                // committed just before it, so go on until a round finds nothing due.
+                // Go on until a round finds nothing due.
                 if claimed > 0 || unmarked.is_some() {
                     continue;
                 }
