@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, Connection as _, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
 
 /// The outbox and inbox tables, from `migrations/messaging/`.
 pub static MESSAGING_MIGRATOR: Migrator = sqlx::migrate!("../migrations/messaging");
@@ -121,16 +121,11 @@ impl KeptConnection {
     /// Begins a transaction on the kept connection, taking one from the pool first if none is
     /// kept.
     pub async fn begin(&mut self) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
-        self.connection().await?.begin().await
-    }
-
-    /// The kept connection, taking one from the pool first if none is kept.
-    pub async fn connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         let conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        Ok(&mut **self.conn.insert(conn))
+        self.conn.insert(conn).begin().await
     }
 
     /// Whether a connection is kept.

@@ -291,7 +291,7 @@ async fn a_consumer_span_ends_when_its_transaction_commits_not_when_its_handler_
                 let waiting: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                   AND query LIKE '%INSERT INTO outbox%' AND xact_start > $1",
+                   AND query LIKE 'INSERT INTO outbox%' AND xact_start > $1",
                 )
                 .bind(called)
                 .fetch_one(&watcher)

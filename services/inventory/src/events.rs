@@ -101,14 +101,19 @@ impl BatchState for Stock {
 
     async fn store(self, conn: &mut PgConnection) -> Result<(), HandlerError> {
         let changes = self.0.changes();
-        if changes.is_empty() {
-            return Ok(());
+        if !changes.inserted.is_empty() {
+            let inserted = repository::insert_reservations(conn, &changes.inserted).await?;
+            if inserted < changes.inserted.len() {
+                return Err(HandlerError::transient(
+                    "another transaction decided one of the batch's orders first",
+                ));
+            }
         }
-        let inserted = repository::write_changes(conn, &changes).await?;
-        if inserted < changes.inserted.len() {
-            return Err(HandlerError::transient(
-                "another transaction decided one of the batch's orders first",
-            ));
+        if !changes.updated.is_empty() {
+            repository::update_reservations(conn, &changes.updated).await?;
+        }
+        if !changes.stock.is_empty() {
+            repository::move_units(conn, &changes.stock).await?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use shop_saga::inventory::{Changes, Reservation, ReservationStatus, Stock};
+use shop_saga::inventory::{Reservation, ReservationStatus, Stock};
 use shop_shared::ids::OrderId;
 
 use crate::domain::{Held, ProductId};
@@ -100,6 +100,27 @@ pub(crate) async fn lock_stock(
         .collect())
 }
 
+/// Moves units between available and reserved for several products in one statement:
+/// `available += delta`, `reserved -= delta`. The CHECK constraints reject any result below
+/// zero.
+pub(crate) async fn move_units(
+    conn: &mut PgConnection,
+    deltas: &[(String, i64)],
+) -> Result<u64, sqlx::Error> {
+    let (products, deltas): (Vec<String>, Vec<i64>) = deltas.iter().cloned().unzip();
+    let done = sqlx::query!(
+        "UPDATE stock AS s \
+         SET available = s.available + v.delta, reserved = s.reserved - v.delta, updated_at = now() \
+         FROM unnest($1::text[], $2::bigint[]) AS v(product_id, delta) \
+         WHERE s.product_id = v.product_id",
+        &products,
+        &deltas
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Takes the batch's lock on each of `orders` (sorted), in order, then reads (and locks)
 /// their reservation records; returns those that exist, keyed as the saga's ledger keys them.
 ///
@@ -177,51 +198,44 @@ fn columns(records: &[(Uuid, Reservation)]) -> (Vec<Uuid>, Vec<String>, Vec<serd
     (ids, statuses, items)
 }
 
-/// Writes what a batch decided, in one statement (one round trip on the saga's path): inserts
-/// the new reservation records (in order-id order), updates the changed ones (locked by the
-/// batch), and moves units between available and reserved (`available += delta`,
-/// `reserved -= delta`; the CHECK constraints reject any result below zero). Returns how many
-/// records were inserted: one that another transaction committed meanwhile is not.
-///
-/// Every row it touches was locked when the batch loaded (the stock rows, the orders' advisory
-/// locks and records), so the order in which PostgreSQL runs the three parts cannot deadlock.
-pub(crate) async fn write_changes(
+/// Inserts new reservation records (in order-id order); returns how many were inserted: one
+/// that another transaction committed meanwhile is not.
+pub(crate) async fn insert_reservations(
     conn: &mut PgConnection,
-    changes: &Changes,
+    records: &[(Uuid, Reservation)],
 ) -> Result<usize, sqlx::Error> {
-    let (new_ids, new_statuses, new_items) = columns(&changes.inserted);
-    let (ids, statuses, items) = columns(&changes.updated);
-    let (products, deltas): (Vec<String>, Vec<i64>) = changes.stock.iter().cloned().unzip();
+    let (ids, statuses, items) = columns(records);
     let inserted = sqlx::query_scalar!(
-        r#"WITH inserted AS (
-               INSERT INTO reservations (order_id, status, items)
-               SELECT id, status, item FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
-                      AS c(id, status, item) ORDER BY id
-               ON CONFLICT (order_id) DO NOTHING RETURNING order_id
-           ), updated AS (
-               UPDATE reservations AS r SET status = c.status, items = c.item, updated_at = now()
-               FROM unnest($4::uuid[], $5::text[], $6::jsonb[]) AS c(id, status, item)
-               WHERE r.order_id = c.id
-           ), moved AS (
-               UPDATE stock AS s
-               SET available = s.available + v.delta, reserved = s.reserved - v.delta,
-                   updated_at = now()
-               FROM unnest($7::text[], $8::bigint[]) AS v(product_id, delta)
-               WHERE s.product_id = v.product_id
-           )
-           SELECT count(*) AS "inserted!" FROM inserted"#,
-        &new_ids,
-        &new_statuses,
-        &new_items,
+        "INSERT INTO reservations (order_id, status, items) \
+         SELECT id, status, item FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) \
+                AS c(id, status, item) ORDER BY id \
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
         &ids,
         &statuses,
-        &items,
-        &products,
-        &deltas
+        &items
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(usize::try_from(inserted).unwrap_or(0))
+    Ok(inserted.len())
+}
+
+/// Updates existing (locked) reservation records.
+pub(crate) async fn update_reservations(
+    conn: &mut PgConnection,
+    records: &[(Uuid, Reservation)],
+) -> Result<(), sqlx::Error> {
+    let (ids, statuses, items) = columns(records);
+    sqlx::query!(
+        "UPDATE reservations AS r SET status = c.status, items = c.item, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) AS c(id, status, item) \
+         WHERE r.order_id = c.id",
+        &ids,
+        &statuses,
+        &items
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Deletes at most `chunk` settled reservation records (FAILED, RELEASED) last changed longer

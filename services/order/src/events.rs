@@ -36,7 +36,7 @@ use shop_saga::contact::ContactChange;
 use shop_saga::order::{Answer, on_answer, on_deadline};
 use shop_shared::ids::{CustomerId, OrderId, UserId};
 use shop_shared::messaging::{
-    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, event_id,
+    BatchState, BatchView, Handle, HandlerContext, HandlerError, Subscriptions, event_id, schedule,
 };
 use shop_shared::time::{from_timestamp, now, timestamp};
 use sqlx::PgConnection;
@@ -152,9 +152,10 @@ impl BatchState for Answered {
             .filter_map(|(id, o)| o.settled.map(|reason| (id, o.status, reason)))
             .collect();
         if !settled.is_empty() {
+            repository::settle(conn, &settled, now()).await?;
             // Settled: their deadlines have nothing left to do (a no-op for those published).
             let keys: Vec<String> = settled.iter().map(|(id, _, _)| deadline_key(*id)).collect();
-            repository::settle_cancelling_deadlines(conn, &settled, now(), &keys).await?;
+            schedule::cancel(conn, &keys).await?;
         }
         Ok(())
     }

@@ -221,30 +221,23 @@ pub(crate) async fn lock_answered(
     .await
 }
 
-/// Sets the status and reason of several (locked) orders and cancels their deadlines (the
-/// scheduled messages under `deadline_keys` not yet published), in one statement: one round
-/// trip on the saga's path instead of two.
-pub(crate) async fn settle_cancelling_deadlines(
+/// Sets the status and reason of several (locked) orders in one statement.
+pub(crate) async fn settle(
     conn: &mut PgConnection,
     settled: &[(OrderId, OrderStatus, String)],
     now: DateTime<Utc>,
-    deadline_keys: &[String],
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<uuid::Uuid> = settled.iter().map(|a| a.0.as_uuid()).collect();
     let statuses: Vec<String> = settled.iter().map(|a| a.1.as_str().to_owned()).collect();
     let reasons: Vec<String> = settled.iter().map(|a| a.2.clone()).collect();
     sqlx::query!(
-        "WITH settled AS ( \
-             UPDATE orders AS o SET status = a.status, status_reason = a.reason, updated_at = $4 \
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a(order_id, status, reason) \
-             WHERE o.order_id = a.order_id \
-         ) \
-         DELETE FROM outbox WHERE schedule_key = ANY($5) AND published_at IS NULL",
+        "UPDATE orders AS o SET status = a.status, status_reason = a.reason, updated_at = $4 \
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS a(order_id, status, reason) \
+         WHERE o.order_id = a.order_id",
         &ids,
         &statuses,
         &reasons,
-        now,
-        deadline_keys
+        now
     )
     .execute(conn)
     .await?;

@@ -1,7 +1,7 @@
 //! Applying a batch in the database: decode each delivery (what cannot be decoded is
-//! dead-lettered), drop repeats within the batch, load the batch state, run the handlers,
-//! store the state and record the inbox rows in one transaction — or, when a handler fails,
-//! one transaction per message so only the failing ones are diverted.
+//! dead-lettered), drop repeats within the batch, record the inbox rows, load the batch state,
+//! run the handlers and store the state in one transaction — or, when a handler fails, one
+//! transaction per message so only the failing ones are diverted.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -51,15 +51,6 @@ pub(super) struct Settlement {
 
 /// Which of a group's messages a committed transaction applied (the others were duplicates).
 pub(super) type Applied = HashSet<String>;
-
-/// What one transaction of [`Inner::apply`] came to.
-enum Attempt {
-    /// Committed, or a handler's failure that stands (rolled back).
-    Done(Result<Applied, HandlerError>),
-    /// Rolled back: these messages of the group had been applied before (by another delivery
-    /// of theirs), so the group goes again without them.
-    Repeats(Applied),
-}
 
 impl Inner {
     /// Applies a batch in the database: decodes each arrival (what cannot be decoded is
@@ -165,16 +156,6 @@ impl Inner {
     /// in the inbox already). The outer `Result` is an infrastructure failure (the session
     /// ends, nothing is acknowledged); the inner one is a handler's.
     ///
-    /// The inbox makes effects exactly-once: a message id already recorded by this consumer
-    /// was applied by a committed transaction, so it is skipped (and acknowledged). The inbox
-    /// rows are recorded last, in one statement with the staged events: the handlers run as if
-    /// every message were new, which almost every message is (a repeat follows only a lost ack
-    /// or a relay's crash), and a batch saves a round trip. When the inbox says a message was
-    /// applied before, the transaction is rolled back and the group goes again without it.
-    /// Every transaction takes the rows its handlers lock before the inbox entries (in id
-    /// order), so two of them applying the same message (a redelivery racing its first
-    /// delivery on another replica) cannot deadlock.
-    ///
     /// `crash_after` (tests only, see [`Consumer::apply_for_test`]) rolls the transaction back
     /// after that many handlers and fails as a crash would.
     pub(super) async fn apply(
@@ -183,43 +164,23 @@ impl Inner {
         group: &[Prepared],
         crash_after: Option<usize>,
     ) -> anyhow::Result<Result<Applied, HandlerError>> {
-        let mut repeats = Applied::new();
-        // Each retry knows at least one more repeat, so there are at most `group.len()`.
-        loop {
-            match self.apply_once(db, group, crash_after, &repeats).await? {
-                Attempt::Done(applied) => return Ok(applied),
-                Attempt::Repeats(found) => {
-                    let before = repeats.len();
-                    repeats.extend(found);
-                    anyhow::ensure!(
-                        repeats.len() > before,
-                        "the inbox check found no new repeat"
-                    );
-                }
-            }
-        }
-    }
-
-    /// One transaction of [`Self::apply`], applying the messages of `group` not in `repeats`.
-    async fn apply_once(
-        &self,
-        db: &mut KeptConnection,
-        group: &[Prepared],
-        crash_after: Option<usize>,
-        repeats: &Applied,
-    ) -> anyhow::Result<Attempt> {
-        let fresh: Applied = group
-            .iter()
-            .map(|p| p.meta.message_id.clone())
-            .filter(|id| !repeats.contains(id))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(Attempt::Done(Ok(fresh)));
-        }
-        // Sorted: every transaction takes the inbox entries in one order.
-        let mut ids: Vec<&str> = fresh.iter().map(String::as_str).collect();
-        ids.sort_unstable();
         let mut tx = db.begin().await?;
+        // Sorted: two transactions inserting the same ids (a redelivery racing its first
+        // delivery on another replica) take the index entries in one order and cannot deadlock.
+        let mut ids: Vec<&str> = group.iter().map(|p| p.meta.message_id.as_str()).collect();
+        ids.sort_unstable();
+        // The inbox makes effects exactly-once: a message id already recorded by this consumer
+        // was applied by a committed transaction, so it is skipped (and acknowledged).
+        let fresh: Applied = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&self.service)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let batch = BatchView {
             events: group
                 .iter()
@@ -231,7 +192,7 @@ impl Inner {
             Ok(state) => state,
             Err(error) => {
                 tx.rollback().await?;
-                return self.failed(db, &ids, error).await;
+                return Ok(Err(error));
             }
         };
         let mut staged: Vec<Envelope> = Vec::new();
@@ -258,25 +219,17 @@ impl Inner {
                 .instrument(span.clone())
                 .await;
             if let Err(error) = handled {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.message", tracing::field::display(&error));
                 tx.rollback().await?;
-                let failed = self.failed(db, &ids, error).await?;
-                if let Attempt::Done(Err(error)) = &failed {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.message", tracing::field::display(error));
-                }
-                return Ok(failed);
+                return Ok(Err(error));
             }
         }
         if let Err(error) = self.subscriptions.state.store(&mut tx, state).await {
             tx.rollback().await?;
-            return self.failed(db, &ids, error).await;
+            return Ok(Err(error));
         }
-        let recorded =
-            outbox::stage_envelopes_recording_inbox(&mut tx, &staged, &self.service, &ids).await?;
-        if recorded < ids.len() {
-            tx.rollback().await?;
-            return Ok(Attempt::Repeats(self.applied_before(db, &ids).await?));
-        }
+        outbox::stage_envelopes(&mut tx, &staged).await?;
         tx.commit().await?;
         // A span's OpenTelemetry end time is the moment it was last exited (not when it is
         // dropped): each consumer span is entered once more here, so it ends at the commit,
@@ -289,40 +242,7 @@ impl Inner {
         for name in counted {
             self.metrics.count(name);
         }
-        Ok(Attempt::Done(Ok(fresh)))
-    }
-
-    /// What a failure in a rolled-back transaction of [`Self::apply_once`] comes to: a
-    /// message of the group may have been a repeat, which its handler must not have seen, so
-    /// the group goes again without the repeats; if there were none, the failure stands.
-    async fn failed(
-        &self,
-        db: &mut KeptConnection,
-        ids: &[&str],
-        error: HandlerError,
-    ) -> anyhow::Result<Attempt> {
-        let repeats = self.applied_before(db, ids).await?;
-        Ok(if repeats.is_empty() {
-            Attempt::Done(Err(error))
-        } else {
-            Attempt::Repeats(repeats)
-        })
-    }
-
-    /// Which of `ids` this consumer's inbox holds: applied by a committed transaction.
-    async fn applied_before(
-        &self,
-        db: &mut KeptConnection,
-        ids: &[&str],
-    ) -> anyhow::Result<Applied> {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT message_id FROM inbox WHERE consumer = $1 AND message_id = ANY($2)",
-        )
-        .bind(&self.service)
-        .bind(ids)
-        .fetch_all(db.connection().await?)
-        .await?;
-        Ok(found.into_iter().collect())
+        Ok(Ok(fresh))
     }
 
     /// The consumer span of one message: a child of the producer span whose context the

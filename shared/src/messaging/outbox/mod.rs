@@ -54,8 +54,8 @@ mod round;
 mod stage;
 
 pub use relay::{Relay, RelayConfig, RoundOutcome};
+pub(super) use stage::insert;
 pub use stage::{
     NOTIFY_CHANNEL, OutboxWaker, notify_relays, stage, stage_envelope, stage_envelopes,
     stage_shapes,
 };
-pub(super) use stage::{insert, stage_envelopes_recording_inbox};

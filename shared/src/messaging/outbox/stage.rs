@@ -3,7 +3,7 @@
 //! over, or a wake-up), or from elsewhere with `NOTIFY shop_outbox` ([`notify_relays`]).
 
 use shop_proto::Event;
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 
 use crate::messaging::envelope::{Envelope, EventContext, MessageId};
 
@@ -211,59 +211,6 @@ pub async fn stage_envelopes(
     if envelopes.is_empty() {
         return Ok(());
     }
-    bind_staged(
-        sqlx::query(concat!(
-            "INSERT INTO outbox (",
-            staged_columns!(),
-            ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
-                                    $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
-        )),
-        envelopes,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Stages `envelopes` and records `message_ids` in `consumer`'s inbox, in one statement: a
-/// consumer batch's last write before its commit, one round trip for both. Returns how many
-/// of the ids were new; fewer than given means a message was applied before, and the caller
-/// rolls back.
-pub(crate) async fn stage_envelopes_recording_inbox(
-    conn: &mut PgConnection,
-    envelopes: &[Envelope],
-    consumer: &str,
-    message_ids: &[&str],
-) -> Result<usize, sqlx::Error> {
-    let recorded: i64 = bind_staged(
-        sqlx::query(concat!(
-            "WITH recorded AS ( \
-                 INSERT INTO inbox (consumer, message_id) SELECT $11, unnest($12::text[]) \
-                 ON CONFLICT DO NOTHING RETURNING 1 \
-             ), staged AS ( \
-                 INSERT INTO outbox (",
-            staged_columns!(),
-            ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], \
-                                   $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                                   $10::text[]) \
-             ) \
-             SELECT count(*) FROM recorded"
-        )),
-        envelopes,
-    )
-    .bind(consumer)
-    .bind(message_ids)
-    .fetch_one(conn)
-    .await?
-    .try_get(0)?;
-    Ok(usize::try_from(recorded).unwrap_or(0))
-}
-
-/// Binds the staged columns of `envelopes`, as arrays, to `$1` … `$10`.
-fn bind_staged<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    envelopes: &[Envelope],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id.as_uuid()).collect();
     let column = |f: fn(&Envelope) -> &String| envelopes.iter().map(f).cloned().collect::<Vec<_>>();
     let optional = |f: fn(&Envelope) -> &Option<String>| {
@@ -274,15 +221,23 @@ fn bind_staged<'q>(
             .collect::<Vec<Option<String>>>()
     };
     let payloads: Vec<Vec<u8>> = envelopes.iter().map(|e| e.payload.clone()).collect();
-    query
-        .bind(ids)
-        .bind(column(|e| &e.routing_key))
-        .bind(column(|e| &e.message_type))
-        .bind(payloads)
-        .bind(column(|e| &e.correlation_id))
-        .bind(optional(|e| &e.causation_id))
-        .bind(optional(|e| &e.traceparent))
-        .bind(optional(|e| &e.tracestate))
-        .bind(optional(|e| &e.actor_id))
-        .bind(column(|e| &e.subject))
+    sqlx::query(concat!(
+        "INSERT INTO outbox (",
+        staged_columns!(),
+        ") SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[], \
+                                $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+    ))
+    .bind(&ids)
+    .bind(column(|e| &e.routing_key))
+    .bind(column(|e| &e.message_type))
+    .bind(&payloads)
+    .bind(column(|e| &e.correlation_id))
+    .bind(optional(|e| &e.causation_id))
+    .bind(optional(|e| &e.traceparent))
+    .bind(optional(|e| &e.tracestate))
+    .bind(optional(|e| &e.actor_id))
+    .bind(column(|e| &e.subject))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
