@@ -5,7 +5,7 @@ use shop_proto::Event as _;
 use shop_proto::order::v1::OrderCreated;
 use shop_shared::messaging::envelope::{DEATH_REASON, ORIGINAL_ROUTING_KEY, RETRY_COUNT};
 use shop_shared::messaging::{Envelope, EventContext, MessagingConfig};
-use shop_shared::testing::{EventProbe, eventually};
+use shop_shared::testing::{EventProbe, eventually, metric};
 
 use crate::helpers::{Harness, SERVICE, WAIT, fast_config, order, publish_raw};
 
@@ -347,5 +347,68 @@ async fn a_channel_keeps_its_database_connection_while_batches_come_and_gives_it
         (h.pool.num_idle() as u32 == h.pool.size()).then_some(())
     })
     .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeat_is_acknowledged_as_a_duplicate_even_when_its_handler_would_fail_now() {
+    // Arrange: a message whose first delivery was applied (its id is in the inbox), and whose
+    // handler fails whenever it runs; a new message beside it.
+    let h = Harness::start(fast_config()).await;
+    let mut dlq = EventProbe::queue(&h.broker, &h.broker.names.dlq(SERVICE)).await;
+    let repeat = Envelope::new(
+        &order("permanent-repeat"),
+        "test",
+        &EventContext::new_flow(),
+    );
+    sqlx::query("INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)")
+        .bind(SERVICE)
+        .bind(repeat.message_id.to_string())
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let new = Envelope::new(&order("new"), "test", &EventContext::new_flow());
+
+    // Act: both delivered at once (one batch, as a rule).
+    publish_raw(
+        &h.broker,
+        &[
+            (
+                OrderCreated::ROUTING_KEY,
+                repeat.properties(1),
+                repeat.payload.clone(),
+            ),
+            (
+                OrderCreated::ROUTING_KEY,
+                new.properties(1),
+                new.payload.clone(),
+            ),
+        ],
+    )
+    .await;
+
+    // Assert: the new one applied; the repeat acknowledged as a duplicate, not dead-lettered.
+    eventually(WAIT, "the new message's effect", || async {
+        (h.effects("new").await == 1).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the repeat acknowledged as a duplicate", || async {
+        let duplicates = metric(
+            &h.metrics.render(),
+            "messaging_process_duration_seconds_count",
+            &[("outcome", "duplicate")],
+        );
+        (duplicates == 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        dlq.next(Duration::from_millis(500)).await.is_none(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        h.total_effects().await,
+        1,
+        "only the new message had an effect"
+    );
     h.stop().await;
 }
