@@ -41,7 +41,7 @@ impl Application {
         Ok(Self {
             grpc: OrderGrpc {
                 orders: Orders {
-                    pool: parts.pool.clone(),
+                    db: parts.rpc_connections.clone(),
                     waker: parts.waker.clone(),
                     reservation_timeout: config.reservation_timeout,
                 },

@@ -33,6 +33,7 @@ use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
 use crate::config::{AmqpConfig, AuthConfig, Source};
+use crate::db::WarmConnections;
 use crate::messaging::MessagingConfig;
 use crate::messaging::{Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions};
 use crate::metrics::Metrics;
@@ -161,6 +162,8 @@ pub struct ServiceParts {
     pub config: ServiceConfig,
     /// The service's database.
     pub pool: PgPool,
+    /// Connections of `pool` kept warm between the service's RPCs.
+    pub rpc_connections: WarmConnections,
     /// The bound gRPC listener.
     pub listener: TcpListener,
     /// The bound HTTP listener (JWKS, metrics).
@@ -229,6 +232,7 @@ where
     let ServiceParts {
         config,
         pool,
+        rpc_connections,
         listener,
         http_listener,
         subscriptions,
@@ -385,6 +389,7 @@ where
             "the HTTP port did not stop within the deadline"
         );
     }
+    rpc_connections.close();
     pool.close().await;
     result.context("the gRPC server failed")?;
     tracing::info!(

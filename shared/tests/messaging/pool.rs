@@ -1,9 +1,11 @@
 //! The database pool every service uses: a connection is pinged before it is handed out only
-//! when it sat idle for `PING_IF_IDLE_FOR`, not on every acquire.
+//! when it sat idle for `PING_IF_IDLE_FOR`, not on every acquire; the connections an RPC gives
+//! back wait for the next RPC instead of going back to the pool (and its ping).
 
 use std::time::{Duration, Instant};
 
-use shop_shared::db::{PING_IF_IDLE_FOR, connect};
+use shop_shared::db::warm::KEEP;
+use shop_shared::db::{PING_IF_IDLE_FOR, WarmConnections, connect};
 use shop_shared::testing::{TestDatabase, eventually};
 use sqlx::{ConnectOptions as _, PgConnection, PgPool};
 
@@ -90,4 +92,95 @@ async fn a_connection_used_a_moment_ago_is_handed_out_as_it_is_and_one_idle_long
         after_idle.expect("an idle connection is pinged, and replaced when it does not answer");
     assert_ne!(third, second);
     pool.close().await;
+}
+
+/// The backend pid of `conn`.
+async fn pid_of(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until `n` of the pool's connections are idle in it.
+async fn idle_in_pool(pool: &PgPool, n: usize) {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} connections idle in the pool"),
+        || async { (pool.num_idle() == n).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_given_back_waits_for_the_next_call_and_goes_back_to_the_pool_once_it_waited_long()
+ {
+    // Arrange
+    let db = TestDatabase::create().await;
+    let pool = connect(&db.url, 4).await.unwrap();
+    let warm = WarmConnections::new(pool.clone());
+
+    // Act: a call finishes normally.
+    let mut conn = warm.acquire().await.unwrap();
+    let first = pid_of(&mut conn).await;
+    conn.give_back();
+    let given_back = Instant::now();
+
+    // Assert: it waits here, out of the pool, and the next call has the same backend.
+    assert_eq!(warm.waiting(), 1);
+    assert_eq!(
+        pool.num_idle(),
+        0,
+        "not handed back to the pool (and its ping)"
+    );
+    let mut conn = warm.acquire().await.unwrap();
+    assert_eq!(pid_of(&mut conn).await, first);
+    conn.give_back();
+
+    // Assert: once it waited `PING_IF_IDLE_FOR`, the sweeper gives it back to the pool.
+    idle_in_pool(&pool, 1).await;
+    assert!(given_back.elapsed() >= PING_IF_IDLE_FOR);
+    assert_eq!(warm.waiting(), 0);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_connection_not_given_back_goes_back_to_the_pool_and_at_most_keep_wait() {
+    // Arrange
+    let db = TestDatabase::create().await;
+    let pool = connect(&db.url, (KEEP + 2) as u32).await.unwrap();
+    let warm = WarmConnections::new(pool.clone());
+
+    // Act: a call that failed or was cancelled drops its connection.
+    let mut conn = warm.acquire().await.unwrap();
+    pid_of(&mut conn).await;
+    drop(conn);
+
+    // Assert: back in the pool, which pings it.
+    idle_in_pool(&pool, 1).await;
+    assert_eq!(warm.waiting(), 0);
+
+    // Act: a burst of calls gives back more than `KEEP`.
+    let mut burst = Vec::new();
+    for _ in 0..KEEP + 2 {
+        burst.push(warm.acquire().await.unwrap());
+    }
+    for conn in burst {
+        conn.give_back();
+    }
+
+    // Assert: `KEEP` wait, the rest are back in the pool for the consumers and the relay.
+    assert_eq!(warm.waiting(), KEEP);
+    idle_in_pool(&pool, 2).await;
+
+    // Act: the service stops while a call is still running.
+    let late = warm.acquire().await.unwrap();
+    warm.close();
+    late.give_back();
+
+    // Assert: every connection is back, so the pool closes; nothing waits from now on.
+    assert_eq!(warm.waiting(), 0);
+    tokio::time::timeout(Duration::from_secs(10), pool.close())
+        .await
+        .expect("the pool closes once the waiting connections are back");
 }
