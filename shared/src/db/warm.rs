@@ -5,7 +5,8 @@
 //! trip to the server and a task per call. An RPC takes its connection from here instead and
 //! gives it back here when it finished normally; the next RPC takes the connection used last,
 //! as it is, if it waited less than [`PING_IF_IDLE_FOR`]. A connection that waited longer, one
-//! dropped on an error or a cancelled call, and every connection past [`KEEP`] go back to the
+//! dropped on an error or a cancelled call, every connection past [`KEEP`], and any given back
+//! while every connection of the pool is out (callers may be queued for one) go back to the
 //! pool, which pings them as before. A sweeper gives back what waited longer than
 //! [`PING_IF_IDLE_FOR`], so an idle service holds none; [`WarmConnections::close`] gives back
 //! everything before the pool closes.
@@ -134,8 +135,12 @@ impl WarmConnection {
         let Some(conn) = self.conn.take() else {
             return;
         };
+        // Every connection of the pool out: a call may be waiting in the pool's queue, which a
+        // connection kept here would pass by (and the next caller would take it first).
+        let pool = &self.home.pool;
+        let saturated = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
         let mut idle = self.home.idle();
-        if idle.closed || idle.waiting.len() >= KEEP {
+        if saturated || idle.closed || idle.waiting.len() >= KEEP {
             drop(idle);
             drop(conn);
             return;

@@ -148,7 +148,8 @@ async fn a_connection_given_back_waits_for_the_next_call_and_goes_back_to_the_po
 async fn a_connection_not_given_back_goes_back_to_the_pool_and_at_most_keep_wait() {
     // Arrange
     let db = TestDatabase::create().await;
-    let pool = connect(&db.url, (KEEP + 2) as u32).await.unwrap();
+    // Room for one more than the burst below: the pool is never exhausted.
+    let pool = connect(&db.url, (KEEP + 3) as u32).await.unwrap();
     let warm = WarmConnections::new(pool.clone());
 
     // Act: a call that failed or was cancelled drops its connection.
@@ -183,4 +184,40 @@ async fn a_connection_not_given_back_goes_back_to_the_pool_and_at_most_keep_wait
     tokio::time::timeout(Duration::from_secs(10), pool.close())
         .await
         .expect("the pool closes once the waiting connections are back");
+}
+
+#[tokio::test]
+async fn a_connection_given_back_while_the_pool_is_exhausted_goes_to_the_call_waiting_for_one() {
+    // Arrange: a pool of one connection, taken by a call.
+    let db = TestDatabase::create().await;
+    let pool = connect(&db.url, 1).await.unwrap();
+    let warm = WarmConnections::new(pool.clone());
+    let mut first = warm.acquire().await.unwrap();
+    let pid = pid_of(&mut first).await;
+
+    // Act: a second call queues for the pool's connection, and the first call finishes.
+    let second = tokio::spawn({
+        let warm = warm.clone();
+        async move {
+            let mut conn = warm.acquire().await.unwrap();
+            let pid = pid_of(&mut conn).await;
+            conn.give_back();
+            pid
+        }
+    });
+    // The test's runtime has one thread: yielding lets the second call run until it waits.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    first.give_back();
+
+    // Assert: not kept (for a later call, or until the sweeper's second): the waiting call has it.
+    assert_eq!(warm.waiting(), 0);
+    let second = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the queued call gets the connection given back")
+        .unwrap();
+    assert_eq!(second, pid);
+    warm.close();
+    pool.close().await;
 }
