@@ -298,6 +298,7 @@ where
         RelayConfig::from(&config.messaging),
     )
     .with_waker(waker)
+    .with_connections(rpc_connections.clone())
     .with_metrics(metrics.clone());
     let relay = tokio::spawn(relay.run(relay_stop.clone()));
     tracker.close();
