@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use shop_shared::auth::Caller;
-use shop_shared::db::WarmConnections;
 use shop_shared::ids::{CustomerId, OrderId};
 use shop_shared::messaging::{Envelope, EventContext, OutboxWaker, outbox, schedule};
 use shop_shared::time::now;
-use sqlx::Connection as _;
+use sqlx::PgPool;
 use sqlx::types::Json;
 
 use crate::OrderError;
@@ -24,8 +23,7 @@ use crate::repository::{self, OrderRow, Scheduled};
 /// What the use cases work with.
 #[derive(Debug, Clone)]
 pub(crate) struct Orders {
-    /// The service's database, through connections kept warm between calls.
-    pub(crate) db: WarmConnections,
+    pub(crate) pool: PgPool,
     /// Wakes this process's outbox relay after a commit that staged events.
     pub(crate) waker: OutboxWaker,
     /// How long an order may wait for the inventory (`ORDER_RESERVATION_TIMEOUT_S`).
@@ -84,12 +82,12 @@ impl Orders {
             due,
             key: &deadline_key,
         };
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.pool.acquire().await?;
         let inserted =
             repository::create_order_staging_event(&mut conn, &order, key, &created, &scheduled)
                 .await?;
         if inserted {
-            conn.give_back();
+            drop(conn);
             // Committed: the relay publishes order.created at once (the fast path).
             self.waker.committed(vec![created]);
             return Ok(order);
@@ -102,7 +100,6 @@ impl Orders {
             }
             None => None,
         };
-        conn.give_back();
         match first {
             // The same order again: answer with the first one, create nothing.
             Some(first) if first.items.0 == new.items => Ok(first),
@@ -119,10 +116,9 @@ impl Orders {
         caller: &Caller,
         order_id: OrderId,
     ) -> Result<OrderRow, OrderError> {
-        let mut conn = self.db.acquire().await?;
-        let order = repository::find_order(&mut conn, order_id).await?;
-        conn.give_back();
-        order
+        let mut conn = self.pool.acquire().await?;
+        repository::find_order(&mut conn, order_id)
+            .await?
             .filter(|order| caller.may_act_for(order.customer_id))
             .ok_or(OrderError::NotFound)
     }
@@ -140,11 +136,10 @@ impl Orders {
                 "you may only list your own orders",
             ));
         }
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.pool.acquire().await?;
         // One more than asked tells whether another page follows.
         let mut rows =
             repository::list_orders(&mut conn, customer_id, after.map(|t| t.0), limit + 1).await?;
-        conn.give_back();
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let next = match rows.last() {
@@ -162,8 +157,7 @@ impl Orders {
         reason: String,
         context: &EventContext,
     ) -> Result<OrderRow, OrderError> {
-        let mut conn = self.db.acquire().await?;
-        let mut tx = conn.begin().await?;
+        let mut tx = self.pool.begin().await?;
         // Locked: a concurrent inventory answer waits, then sees CANCELLED and is ignored.
         let mut order = repository::lock_order(&mut tx, order_id)
             .await?
@@ -178,7 +172,6 @@ impl Orders {
         // No longer pending: its deadline has nothing left to do.
         schedule::cancel(&mut tx, &[deadline_key(order_id)]).await?;
         tx.commit().await?;
-        conn.give_back();
         self.waker.committed(vec![event]);
         order.status = cancelled;
         order.status_reason = reason;

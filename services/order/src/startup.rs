@@ -41,7 +41,7 @@ impl Application {
         Ok(Self {
             grpc: OrderGrpc {
                 orders: Orders {
-                    db: parts.rpc_connections.clone(),
+                    pool: parts.pool.clone(),
                     waker: parts.waker.clone(),
                     reservation_timeout: config.reservation_timeout,
                 },

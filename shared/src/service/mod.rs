@@ -33,7 +33,6 @@ use tonic_health::ServingStatus;
 
 use crate::auth::AuthLayer;
 use crate::config::{AmqpConfig, AuthConfig, Source};
-use crate::db::WarmConnections;
 use crate::messaging::MessagingConfig;
 use crate::messaging::{Consumer, Links, Names, OutboxWaker, Relay, RelayConfig, Subscriptions};
 use crate::metrics::Metrics;
@@ -162,8 +161,6 @@ pub struct ServiceParts {
     pub config: ServiceConfig,
     /// The service's database.
     pub pool: PgPool,
-    /// Connections of `pool` kept warm between the service's RPCs.
-    pub rpc_connections: WarmConnections,
     /// The bound gRPC listener.
     pub listener: TcpListener,
     /// The bound HTTP listener (JWKS, metrics).
@@ -232,7 +229,6 @@ where
     let ServiceParts {
         config,
         pool,
-        rpc_connections,
         listener,
         http_listener,
         subscriptions,
@@ -298,7 +294,6 @@ where
         RelayConfig::from(&config.messaging),
     )
     .with_waker(waker)
-    .with_connections(rpc_connections.clone())
     .with_metrics(metrics.clone());
     let relay = tokio::spawn(relay.run(relay_stop.clone()));
     tracker.close();
@@ -390,7 +385,6 @@ where
             "the HTTP port did not stop within the deadline"
         );
     }
-    rpc_connections.close();
     pool.close().await;
     result.context("the gRPC server failed")?;
     tracing::info!(

@@ -9,7 +9,6 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
-use crate::db::WarmConnections;
 use crate::diagnose::{self, redact};
 use crate::messaging::{Links, OutboxWaker, Subscriptions, connection, topology};
 use crate::metrics::Metrics;
@@ -182,7 +181,6 @@ pub async fn prepare(
         owned_links,
         purges,
         config,
-        rpc_connections: WarmConnections::new(pool.clone()),
         pool,
         listener,
         http_listener,

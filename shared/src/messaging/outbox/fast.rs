@@ -136,21 +136,15 @@ impl Relay {
             .into_iter()
             .map(|(id, key)| (id.as_uuid(), key))
             .unzip();
-        let marked = async {
-            let mut conn = self.connections.acquire().await?;
-            let marked = sqlx::query(
-                "UPDATE outbox AS o SET published_at = now() \
-                 FROM unnest($1::uuid[], $2::text[]) AS p(message_id, routing_key) \
-                 WHERE o.message_id = p.message_id AND o.routing_key = p.routing_key \
-                   AND o.published_at IS NULL",
-            )
-            .bind(&ids)
-            .bind(&keys)
-            .execute(&mut *conn)
-            .await?;
-            conn.give_back();
-            Ok::<_, sqlx::Error>(marked)
-        }
+        let marked = sqlx::query(
+            "UPDATE outbox AS o SET published_at = now() \
+             FROM unnest($1::uuid[], $2::text[]) AS p(message_id, routing_key) \
+             WHERE o.message_id = p.message_id AND o.routing_key = p.routing_key \
+               AND o.published_at IS NULL",
+        )
+        .bind(&ids)
+        .bind(&keys)
+        .execute(&self.pool)
         .await;
         self.fast_pending.fetch_sub(count, Ordering::AcqRel);
         let marked = marked?.rows_affected() as usize;

@@ -13,7 +13,6 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::WarmConnections;
 use crate::messaging::envelope::MessageId;
 use crate::messaging::link::{Link, note_generation};
 use crate::messaging::{Names, connection, topology};
@@ -58,8 +57,6 @@ impl From<&crate::messaging::MessagingConfig> for RelayConfig {
 #[derive(Debug, Clone)]
 pub struct Relay {
     pub(super) pool: PgPool,
-    /// Connections of `pool` kept between the fast path's marks.
-    pub(super) connections: WarmConnections,
     pub(super) link: Link,
     pub(super) names: Names,
     pub(super) app_id: String,
@@ -123,7 +120,6 @@ impl Relay {
     ) -> Self {
         let app_id = app_id.into();
         Self {
-            connections: WarmConnections::new(pool.clone()),
             pool,
             link,
             names,
@@ -157,12 +153,6 @@ impl Relay {
     /// The relay wakes when `waker` is woken (give the same waker to the code that commits).
     pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
         self.waker = waker;
-        self
-    }
-
-    /// Marks on `connections` (the service's, kept warm between its RPCs) instead of its own.
-    pub fn with_connections(mut self, connections: WarmConnections) -> Self {
-        self.connections = connections;
         self
     }
 

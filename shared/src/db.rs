@@ -1,6 +1,5 @@
 //! PostgreSQL for a service: create its database when missing, connect a pool, and run its
-//! migrations together with the messaging tables (outbox, inbox) every service shares; keep
-//! connections between a loop's transactions ([`KeptConnection`]) and between RPCs ([`warm`]).
+//! migrations together with the messaging tables (outbox, inbox) every service shares.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -9,10 +8,6 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool, Postgres, Transaction};
-
-pub mod warm;
-
-pub use warm::{WarmConnection, WarmConnections};
 
 /// The outbox and inbox tables, from `migrations/messaging/`.
 pub static MESSAGING_MIGRATOR: Migrator = sqlx::migrate!("../migrations/messaging");
